@@ -1,0 +1,123 @@
+"""Latent caching: a frozen encoder sees each input once, ever.
+
+Latents of one modality's values are stored as safetensors shards in a folder keyed by a hash
+of everything that changes them: the encoder's registered name and options, a fingerprint of
+its weights, its preprocessing, and the values themselves (file size and mtime for files).
+Later epochs and later runs read the folder; training on cached latents never runs encoders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+
+from . import media
+from .errors import ModelFileError
+
+SHARD_ROWS = 65536
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """Hash of every parameter and buffer, so changed weights never reuse stale latents."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def values_fingerprint(kind: str, values: list[str]) -> str:
+    h = hashlib.sha256()
+    for v in values:
+        h.update(v.encode())
+        if kind != "text":
+            st = os.stat(v)
+            h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def cache_key(encoder, spec: dict, values: list[str], weights: str | None = None) -> str:
+    blob = json.dumps({
+        "encoder": spec,
+        "weights": weights or weights_fingerprint(encoder),
+        "preprocessing": encoder.preprocessing_signature(),
+        "values": values_fingerprint(encoder.info.input, values),
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+class ValuesDataset(Dataset):
+    """Manifest values of one modality, read as raw inputs (PIL images, text, AudioClip)."""
+
+    def __init__(self, kind: str, values: list):
+        self.kind, self.values = kind, values
+
+    def __len__(self):
+        return len(self.values)
+
+    def __getitem__(self, i):
+        v = self.values[i]
+        return media.read(self.kind, v) if isinstance(v, str) else v
+
+
+@torch.no_grad()
+def encode_values(encoder, values: list, device: torch.device, batch_size: int = 64, num_workers: int = 0,
+                  desc: str | None = None) -> torch.Tensor:
+    """Run a (frozen) encoder over values; returns float32 latents [N, D] on the CPU."""
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(ValuesDataset(encoder.info.input, values), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=encoder.preprocess)
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    for batch in tqdm(loader, desc=desc, disable=desc is None, unit="batch"):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out.append(encoder(batch).float().cpu())
+    encoder.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, encoder.info.dim)
+
+
+def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, device: torch.device,
+                   batch_size: int = 64, num_workers: int = 0, label: str = "") -> torch.Tensor:
+    """Latents for ``values``, read from the cache or encoded once and written there."""
+    key = cache_key(encoder, spec, values)
+    folder = Path(cache_dir) / "latents" / f"{encoder.info.modality}-{key}"
+    meta_file = folder / "meta.json"
+    if meta_file.exists():
+        try:
+            meta = json.loads(meta_file.read_text())
+            latents = torch.cat([load_file(str(folder / s))["latents"] for s in meta["shards"]])
+        except Exception as exc:
+            raise ModelFileError(f"Latent cache {folder} is corrupt ({exc}). Delete that folder and run again.") from None
+        if latents.shape[0] != len(values):
+            raise ModelFileError(f"Latent cache {folder} has {latents.shape[0]} rows for {len(values)} values. "
+                                 "Delete that folder and run again.")
+        print(f"{label}: read {latents.shape[0]} cached latents from {folder}")
+        return latents
+    latents = encode_values(encoder, values, device, batch_size, num_workers, desc=f"encoding {label}")
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shards = []
+    for i in range(0, max(latents.shape[0], 1), SHARD_ROWS):
+        name = f"shard-{i // SHARD_ROWS:05d}.safetensors"
+        save_file({"latents": latents[i:i + SHARD_ROWS].contiguous()}, str(tmp / name))
+        shards.append(name)
+    (tmp / "meta.json").write_text(json.dumps({"rows": latents.shape[0], "dim": latents.shape[1],
+                                               "encoder": spec, "shards": shards}, indent=2, default=str))
+    if folder.exists():  # another process finished first: keep theirs
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(folder)
+    print(f"{label}: cached {latents.shape[0]} latents in {folder}")
+    return latents

@@ -1,0 +1,54 @@
+"""The `fuse` command line. One module per command; plugins may add commands.
+
+User errors (FuseError) print as one line and exit with code 2; `fuse --debug ...` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import FuseError
+
+
+class FuseGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except FuseError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=FuseGroup)
+@click.version_option(package_name="fuse-align")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """Align pretrained unimodal encoders into a multimodal model."""
+    ctx.obj = {"debug": debug}
+
+
+def _add_commands() -> None:
+    from .data import data_group
+    from .export import export_command
+    from .plot import plot_command
+    from .plugins import plugins_command
+    from .train import train_command
+
+    for cmd in (train_command, export_command, plugins_command, data_group, plot_command):  # TEMP-EVAL
+        cli.add_command(cmd)
+    from ..plugin_manager import plugin_manager
+
+    plugin_manager().hook.register_commands(cli=cli)
+
+
+_add_commands()
+
+
+def main():
+    cli()

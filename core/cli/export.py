@@ -1,0 +1,18 @@
+"""`fuse export RUN_DIR OUT_DIR`: write a run's aligned model (encoders + heads) as safetensors."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--checkpoint", default="best", show_default=True,
+              help="Which checkpoint of the run: best, or an epoch file name such as epoch-003.")
+def export_command(run_dir, out_dir, checkpoint):
+    """Rebuild the run's model from its recipe.yaml, load a checkpoint, export it to OUT_DIR."""
+    from ..export import export_run
+
+    out = export_run(run_dir, out_dir, checkpoint)
+    click.echo(f"exported to {out}")

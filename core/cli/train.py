@@ -1,0 +1,26 @@
+"""`fuse train RECIPE [key.sub=value ...]`: run a recipe end to end."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("train")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Resolve every plugin, option and data source, then stop (no downloads).")
+def train_command(recipe, overrides, dry_run):
+    """Train the heads of RECIPE; overrides look like train.epochs=3 or output_dir=runs/x."""
+    from ..recipe import load_recipe
+
+    r = load_recipe(recipe, list(overrides))
+    if dry_run:
+        from ..dryrun import dry_run_report
+
+        click.echo(json.dumps(dry_run_report(r), indent=2))
+        return
+    from ..train import train
+
+    train(r, recipe_path=recipe)

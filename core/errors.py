@@ -1,0 +1,26 @@
+"""Errors a user can cause. The CLI prints them as one line and exits with code 2.
+
+Every message should say what went wrong, where (file, field path, record), what is
+available and how to fix it. Anything that is not a FuseError is a bug in fuse or a plugin
+and keeps its traceback.
+"""
+
+
+class FuseError(Exception):
+    """Base class for errors caused by input the user controls."""
+
+
+class RecipeError(FuseError):
+    """A recipe file or command-line override is invalid."""
+
+
+class PluginError(FuseError):
+    """A plugin is unknown, duplicated, or misbehaves when registering."""
+
+
+class DataError(FuseError):
+    """A manifest, media file or dataset is missing, empty or unreadable."""
+
+
+class ModelFileError(FuseError):
+    """A saved model, checkpoint or weights file is missing or corrupt."""

@@ -1,0 +1,42 @@
+"""Hook specifications. Hooks only *register*: each receives a `register` callback.
+
+A plugin module implements any subset, e.g.::
+
+    from fuse import hookimpl
+
+    @hookimpl
+    def register_encoders(register):
+        register("my-encoder", MyEncoder, modalities=("image",))
+
+Hooks may gain arguments over time; they are never renamed.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("fuse")
+hookimpl = pluggy.HookimplMarker("fuse")
+
+
+@hookspec
+def register_encoders(register):
+    """Register Encoder classes: register(name, cls, modalities=(...))."""
+
+
+@hookspec
+def register_heads(register):
+    """Register Head classes that map an encoder latent into the shared space."""
+
+
+@hookspec
+def register_objectives(register):
+    """Register Objective classes (losses, possibly with parameters)."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register DatasetBuilder classes that write paired manifests from some source."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add click commands to the `fuse` CLI group."""

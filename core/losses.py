@@ -1,0 +1,64 @@
+"""Loss building blocks shared by objective plugins: a learnable temperature and InfoNCE.
+
+The temperature is stored as a *log* scale (as in CLIP/open_clip), exponentiated in forward
+and clamped so the logits cannot blow up; its scalar parameter has ndim 0, so the optimiser
+helper keeps it out of weight decay.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .distributed import gather_with_grad
+
+
+class LogitScale(nn.Module):
+    """Learnable ``1/temperature`` stored as its log, clamped to [1/max_temp, 1/min_temp]."""
+
+    def __init__(self, init_temperature: float = 0.07, min_temperature: float = 0.01,
+                 max_temperature: float = 100.0, learnable: bool = True):
+        super().__init__()
+        value = torch.tensor(math.log(1.0 / init_temperature))
+        self.log_scale = nn.Parameter(value, requires_grad=learnable)
+        self.low, self.high = math.log(1.0 / max_temperature), math.log(1.0 / min_temperature)
+
+    def forward(self) -> torch.Tensor:
+        # Clamp the stored value in place so it never drifts outside the range, and keep the
+        # gradient path of the (clamped) parameter.
+        with torch.no_grad():
+            self.log_scale.clamp_(self.low, self.high)
+        return self.log_scale.exp()
+
+    @property
+    def temperature(self) -> float:
+        return float(1.0 / self.log_scale.detach().clamp(self.low, self.high).exp())
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, gather: bool = True) -> torch.Tensor:
+    """Symmetric InfoNCE over L2-normalised rows of ``a`` and ``b`` (pairs share a row index).
+
+    Under torch.distributed the candidates come from every rank (gathered with gradients),
+    the queries stay local, so the loss equals the single-process loss on the global batch.
+    """
+    a = F.normalize(a, dim=-1)
+    b = F.normalize(b, dim=-1)
+    if gather:
+        all_a, all_b, offset = gather_with_grad(a), gather_with_grad(b), _rank_offset(a)
+    else:
+        all_a, all_b, offset = a, b, 0
+    labels = torch.arange(a.shape[0], device=a.device) + offset
+    logits_ab = logit_scale * a @ all_b.T
+    logits_ba = logit_scale * b @ all_a.T
+    return 0.5 * (F.cross_entropy(logits_ab, labels) + F.cross_entropy(logits_ba, labels))
+
+
+def _rank_offset(x: torch.Tensor) -> int:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() * x.shape[0]
+    return 0

@@ -1,0 +1,85 @@
+"""Paired-data manifests: JSONL, one record per item, keys named after the modalities.
+
+    {"id": "cat-1", "image": "images/cat.jpg", "text": ["a cat", "a kitten on a sofa"]}
+
+File values (images, audio) are paths relative to the manifest. A value may be a list (an
+image with five captions). Values are de-duplicated per modality, and the ground truth is
+the set of (value_a, value_b) pairs found in the records, so both "one record per image with
+a caption list" and "one record per pair" give the standard many-to-many retrieval protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import DataError
+
+
+@dataclass
+class PairedData:
+    """Unique values per modality and the pairs between them."""
+
+    path: Path
+    modalities: tuple[str, str]
+    values: dict[str, list[str]]   # modality -> unique values (absolute paths or text)
+    pairs: torch.Tensor            # [P, 2] long: (index into values[a], index into values[b])
+    digest: str                    # sha256 of the manifest bytes
+    n_records: int
+
+    def __len__(self) -> int:
+        return self.pairs.shape[0]
+
+
+def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: tuple[str, ...] = (),
+               check_files: bool = True) -> PairedData:
+    """Read a manifest; ``file_modalities`` are the modalities whose values are file paths."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"Manifest not found: {path}. Build it (e.g. `fuse data build emoji`) or fix data.train/data.val.")
+    raw = path.read_bytes()
+    base = path.parent.resolve()
+    values: dict[str, list[str]] = {m: [] for m in modalities}
+    index: dict[str, dict[str, int]] = {m: {} for m in modalities}
+    pairs: set[tuple[int, int]] = set()
+    n_records = 0
+    for line_no, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: not valid JSON ({exc.msg}). Each line must be one JSON object.") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}.")
+        ids = {}
+        for m in modalities:
+            if m not in record:
+                raise DataError(f"{where}: record has no '{m}' field (fields: {', '.join(record)}). "
+                                f"Manifest keys must be the recipe's modality names.")
+            items = record[m] if isinstance(record[m], list) else [record[m]]
+            if not items or not all(isinstance(v, str) and v for v in items):
+                raise DataError(f"{where}: '{m}' must be a non-empty string or list of strings.")
+            ids[m] = []
+            for v in items:
+                if m in file_modalities:
+                    p = (base / v).resolve()
+                    if check_files and not p.is_file():
+                        raise DataError(f"{where}: {m} file not found: {p}")
+                    v = str(p)
+                if v not in index[m]:
+                    index[m][v] = len(values[m])
+                    values[m].append(v)
+                ids[m].append(index[m][v])
+        a, b = modalities
+        pairs.update((i, j) for i in ids[a] for j in ids[b])
+        n_records += 1
+    if n_records == 0:
+        raise DataError(f"Manifest is empty: {path}. It needs one JSON record per line.")
+    return PairedData(path, tuple(modalities), values, torch.tensor(sorted(pairs), dtype=torch.long),
+                      hashlib.sha256(raw).hexdigest(), n_records)

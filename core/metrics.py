@@ -1,0 +1,54 @@
+"""metrics.jsonl (one JSON object per logged step or evaluation) and its PNG plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class MetricsLog:
+    """Append-only JSONL a person can load with pandas or plot with `fuse plot`."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_metrics(jsonl: Path, png: Path) -> Path:
+    """Loss terms, learning rate, temperature and validation recall against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(jsonl)
+    train = [r for r in rows if r.get("kind") == "train"]
+    val = [r for r in rows if r.get("kind") == "val"]
+    loss_keys = sorted({k for r in train for k in r if k == "loss" or k.startswith("loss/")})
+    other = [k for k in ("lr", "temperature") if any(k in r for r in train)]
+    recall_keys = sorted({k for r in val for k in r if "/R@" in k and not k.startswith("mean/")})
+    panels = [("loss", loss_keys, train)] + [(k, [k], train) for k in other] + [("val recall (%)", recall_keys, val)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (title, keys, data) in zip(axes, panels):
+        for k in keys:
+            pts = [(r["step"], r[k]) for r in data if k in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="o" if data is val else None, ms=3, label=k)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if len(keys) > 1:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return Path(png)

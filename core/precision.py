@@ -1,0 +1,42 @@
+"""Mixed precision as one small object the training loop calls: autocast, backward, step.
+
+`auto` picks bf16 autocast on CUDA devices that support it (no loss scaling needed), else
+fp32. fp16 uses a GradScaler. Gradient clipping happens here because it must see unscaled
+gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+class Precision:
+    def __init__(self, mode: str, device: torch.device):
+        if mode == "auto":
+            mode = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        self.mode, self.device = mode, device
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+        self.scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, params, grad_clip: float | None) -> float:
+        """Unscale, clip, step and zero the gradients; returns the gradient norm."""
+        if self.scaler:
+            self.scaler.unscale_(optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else float("inf"))
+        if self.scaler:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(norm)

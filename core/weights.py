@@ -1,0 +1,30 @@
+"""Reading weight files safely: safetensors, or torch.load with weights_only=True. Never pickle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import ModelFileError
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"Weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelFileError(f"Could not read weights {path}: {exc}. The file is corrupt or not a state dict "
+                             "(fuse reads safetensors, or torch files with weights_only=True).") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ModelFileError(f"{path} holds a {type(state).__name__}, not a state dict of tensors.")
+    return state

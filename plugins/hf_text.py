@@ -1,0 +1,68 @@
+"""Text encoders from transformers: AutoTokenizer + AutoModel, mean or CLS pooling.
+
+Works with any encoder-only checkpoint (BERT, RoBERTa, MiniLM, E5, BGE, sentence-transformers
+models) from a hub id, a local directory, or a directory shipped in a package (`pkg:`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+import fuse
+from fuse.hf import hf_source, load_hf, save_hf
+from fuse.interfaces import Encoder, EncoderInfo
+
+
+class HFTextEncoder(Encoder):
+    """A transformers text encoder; pooled over the attention mask (mean) or the first token (cls)."""
+
+    class Options(fuse.Options):
+        model: str                                  # hub id, local dir or pkg:<package>/<dir>
+        pooling: Literal["mean", "cls"] = "mean"
+        max_length: int = 128
+        revision: str | None = None
+
+    def __init__(self, options: Options):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        self.options = options
+        src = hf_source(options.model)
+        self.tokenizer = load_hf(AutoTokenizer, src, options.revision)
+        self.model = load_hf(AutoModel, src, options.revision)
+        cfg = self.model.config
+        self.info = EncoderInfo(modality="text", input="text", dim=cfg.hidden_size, source=options.model,
+                                license=str(getattr(cfg, "license", "") or ""))
+
+    def preprocess(self, raw: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(list(raw), padding=True, truncation=True, max_length=self.options.max_length,
+                             return_tensors="pt")
+        return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def forward_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(**batch).last_hidden_state
+        return out, batch["attention_mask"].bool()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        tokens, mask = self.forward_tokens(batch)
+        if self.options.pooling == "cls":
+            return tokens[:, 0]
+        m = mask.unsqueeze(-1).to(tokens.dtype)
+        return (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def preprocessing_signature(self) -> dict[str, Any]:
+        return {"tokenizer": type(self.tokenizer).__name__, "vocab_size": self.tokenizer.vocab_size,
+                "max_length": self.options.max_length, "pooling": self.options.pooling,
+                "lowercase": getattr(self.tokenizer, "do_lower_case", None)}
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        save_hf(directory, self.model, self.tokenizer)
+        return {**self.options.model_dump(), "model": "./", "revision": None}
+
+
+@fuse.hookimpl
+def register_encoders(register):
+    register("hf-text", HFTextEncoder, modalities=("text",))

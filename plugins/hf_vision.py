@@ -1,0 +1,72 @@
+"""Vision encoders from transformers (ViT, DINOv2, CLIP vision, SigLIP vision, BEiT, Data2Vec).
+
+Preprocessing is the checkpoint's own AutoImageProcessor. Pooling: `cls` (the first token
+of the last hidden state, as FuseMix and freeze-align use for DINOv2), `pooler` (the model's
+pooler output) or `mean` over patch tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+import fuse
+from fuse.hf import hf_source, load_hf, save_hf
+from fuse.interfaces import Encoder, EncoderInfo
+
+
+class HFVisionEncoder(Encoder):
+    """A transformers image encoder (AutoModel + AutoImageProcessor)."""
+
+    class Options(fuse.Options):
+        model: str                                          # hub id, local dir or pkg:...
+        pooling: Literal["cls", "pooler", "mean"] = "cls"
+        revision: str | None = None
+
+    def __init__(self, options: Options):
+        super().__init__()
+        from transformers import AutoImageProcessor, AutoModel
+
+        self.options = options
+        src = hf_source(options.model)
+        self.processor = load_hf(AutoImageProcessor, src, options.revision)
+        model = load_hf(AutoModel, src, options.revision)
+        # Dual-encoder checkpoints (CLIP, SigLIP): keep only the vision tower.
+        self.model = getattr(model, "vision_model", model)
+        cfg = getattr(self.model, "config", model.config)
+        size = getattr(cfg, "image_size", None)
+        self.info = EncoderInfo(modality="image", input="image", dim=cfg.hidden_size, source=options.model,
+                                image_size=size if isinstance(size, int) else None,
+                                mean=tuple(getattr(self.processor, "image_mean", ()) or ()) or None,
+                                std=tuple(getattr(self.processor, "image_std", ()) or ()) or None)
+        self._full_model = model
+
+    def preprocess(self, raw: list) -> dict[str, torch.Tensor]:
+        return {"pixel_values": self.processor(images=list(raw), return_tensors="pt")["pixel_values"]}
+
+    def forward_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.model(pixel_values=batch["pixel_values"]).last_hidden_state
+        return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.model(pixel_values=batch["pixel_values"])
+        if self.options.pooling == "pooler":
+            if getattr(out, "pooler_output", None) is None:
+                raise fuse.RecipeError(f"{self.options.model} has no pooler output; use pooling: cls or mean.")
+            return out.pooler_output
+        tokens = out.last_hidden_state
+        return tokens[:, 0] if self.options.pooling == "cls" else tokens[:, 1:].mean(1)
+
+    def preprocessing_signature(self) -> dict[str, Any]:
+        return {"processor": self.processor.to_dict(), "pooling": self.options.pooling}
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        save_hf(directory, self._full_model, self.processor)
+        return {**self.options.model_dump(), "model": "./", "revision": None}
+
+
+@fuse.hookimpl
+def register_encoders(register):
+    register("hf-vision", HFVisionEncoder, modalities=("image",))

@@ -1,0 +1,33 @@
+"""Symmetric InfoNCE (CLIP's loss) with a learnable temperature."""
+
+from __future__ import annotations
+
+import fuse
+from fuse.interfaces import Objective, Step
+from fuse.losses import LogitScale, info_nce
+
+
+class InfoNCE(Objective):
+    """Cross-entropy over the batch similarity matrix, both directions averaged."""
+
+    class Options(fuse.Options):
+        init_temperature: float = 0.07
+        learnable: bool = True
+        min_temperature: float = 0.01   # i.e. logit scale at most 100, as CLIP clamps it
+
+    def __init__(self, options: Options, modalities, embed_dim, extra_dims=None):
+        super().__init__(options, modalities, embed_dim, extra_dims)
+        self.scale = LogitScale(options.init_temperature, options.min_temperature, learnable=options.learnable)
+
+    def forward(self, step: Step):
+        a, b = self.modalities
+        emb = step.embeddings
+        return info_nce(emb[a], emb[b], self.scale())
+
+    def metrics(self) -> dict[str, float]:
+        return {"temperature": self.scale.temperature}
+
+
+@fuse.hookimpl
+def register_objectives(register):
+    register("infonce", InfoNCE)

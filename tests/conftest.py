@@ -1,0 +1,110 @@
+"""Shared fixtures: tiny config-built encoders, a small real image–text manifest, recipes.
+
+Nothing here mocks an encoder: the tiny models are real timm/transformers architectures
+built from configs (random weights), and the shapes data set is real rendered images with
+captions that describe them, so alignment is learnable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+COLORS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (240, 210, 20)}
+SHAPES = ("circle", "square", "triangle")
+
+
+def _draw(shape: str, rgb, size: int = 64, jitter: int = 0):
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (size, size), "white")
+    d = ImageDraw.Draw(im)
+    a, b = 12 + jitter, size - 12 - jitter
+    if shape == "circle":
+        d.ellipse([a, a, b, b], fill=rgb)
+    elif shape == "square":
+        d.rectangle([a, a, b, b], fill=rgb)
+    else:
+        d.polygon([(size // 2, a), (a, b), (b, b)], fill=rgb)
+    return im
+
+
+def write_shapes_manifest(root: Path, copies: int = 2, captions_per_image: int = 1) -> dict[str, Path]:
+    """Coloured shapes with captions; train and val hold different renderings."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "img").mkdir(exist_ok=True)
+    splits = {}
+    for split, jitters in (("train", range(copies)), ("val", [copies])):
+        lines = []
+        for color, rgb in COLORS.items():
+            for shape in SHAPES:
+                for j in jitters:
+                    name = f"img/{split}-{color}-{shape}-{j}.png"
+                    _draw(shape, rgb, jitter=j * 2).save(root / name)
+                    caps = [f"a {color} {shape}", f"{shape} coloured {color}", f"the {color} {shape} on white"]
+                    text = caps[0] if captions_per_image == 1 else caps[:captions_per_image]
+                    lines.append(json.dumps({"id": f"{color}-{shape}-{j}", "image": name, "text": text}))
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+        splits[split] = root / f"{split}.jsonl"
+    return splits
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory) -> Path:
+    """A 2-layer BERT with a word-level vocabulary, saved as a local HF directory."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny-bert")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "the", "on", "white", "coloured",
+             *COLORS, *SHAPES]
+    (d / "vocab.txt").write_text("\n".join(words) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(d / "vocab.txt"))
+    tok.save_pretrained(str(d))
+    cfg = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(str(d), safe_serialization=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory) -> dict[str, Path]:
+    return write_shapes_manifest(tmp_path_factory.mktemp("shapes"))
+
+
+def tiny_recipe(tmp_path: Path, text_model: Path, splits: dict[str, Path], **overrides) -> dict:
+    recipe = {
+        "name": "tiny", "seed": 0, "device": "cpu", "output_dir": str(tmp_path / "run"), "embed_dim": 16,
+        "modalities": {
+            "image": {"encoder": {"name": "timm", "options": {"model": "test_efficientnet", "pretrained": False}},
+                      "head": {"name": "residual-mlp", "options": {"depth": 1, "expansion": 2}}},
+            "text": {"encoder": {"name": "hf-text", "options": {"model": str(text_model)}},
+                     "head": {"name": "linear"}},
+        },
+        "objectives": [{"name": "infonce"}],
+        "data": {"train": str(splits["train"]), "val": str(splits["val"]), "cache_dir": str(tmp_path / "cache"),
+                 "encode_batch_size": 16},
+        "optim": {"lr": 3e-3},
+        "train": {"batch_size": 8, "epochs": 3, "log_every": 2},
+    }
+    for key, value in overrides.items():
+        node = recipe
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return recipe
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe))
+    return path
