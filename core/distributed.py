@@ -70,3 +70,16 @@ def all_reduce_mean(value: float, device: torch.device) -> float:
     t = torch.tensor([value], device=device, dtype=torch.float64)
     dist.all_reduce(t)
     return float(t.item()) / world_size()
+
+
+class main_first:
+    """Context: rank 0 runs the block first (e.g. writes a cache), the others after it."""
+
+    def __enter__(self):
+        if is_distributed() and not is_main():
+            dist.barrier()
+
+    def __exit__(self, *exc):
+        if is_distributed() and is_main():
+            dist.barrier()
+        return False

@@ -129,7 +129,8 @@ def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     cache_dir = Path(recipe.data.cache_dir or default_cache_root()).expanduser()
-    manifests = resolve_manifests(recipe, cache_dir)
+    with distributed.main_first():
+        manifests = resolve_manifests(recipe, cache_dir)
     names = recipe.modality_names
     specs = {m: s.model_dump() for m, s in recipe.modalities.items()}
     model = build_model(specs, recipe.embed_dim).to(device)
@@ -269,7 +270,8 @@ def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
 def _frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache_dir: Path,
                     device: torch.device, label: str) -> torch.Tensor:
     if recipe.data.cache_latents:
-        return cached_latents(encoder, spec, values, cache_dir, device, recipe.data.encode_batch_size,
-                              recipe.data.num_workers, label)
+        with distributed.main_first():  # rank 0 encodes and writes; the others then read
+            return cached_latents(encoder, spec, values, cache_dir, device, recipe.data.encode_batch_size,
+                                  recipe.data.num_workers, label)
     return encode_values(encoder, values, device, recipe.data.encode_batch_size, recipe.data.num_workers,
                          desc=f"encoding {label}")

@@ -1,0 +1,96 @@
+"""`fuse train` end to end on tiny config-built encoders and real rendered shapes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from fuse.cli import cli
+from fuse.metrics import read_metrics
+
+from conftest import tiny_recipe, write_recipe
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_text_model, shapes_data):
+    tmp = tmp_path_factory.mktemp("train")
+    recipe = write_recipe(tmp / "r.yaml", tiny_recipe(tmp, tiny_text_model, shapes_data, **{"train.epochs": 12,
+                                                                                             "train.eval_every": 4}))
+    result = CliRunner().invoke(cli, ["train", str(recipe)])
+    assert result.exit_code == 0, result.output
+    return tmp, recipe, result.output
+
+
+def test_run_dir_has_metrics_plot_checkpoints_and_export(trained):
+    tmp, _, output = trained
+    run = tmp / "run"
+    rows = read_metrics(run / "metrics.jsonl")
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    val_rows = [r for r in rows if r["kind"] == "val"]
+    assert train_rows and all(r["loss"] == r["loss"] for r in train_rows)  # finite, not NaN
+    assert {"step", "lr", "temperature", "grad_norm"} <= set(train_rows[-1])
+    assert [r["epoch"] for r in val_rows] == [0, 4, 8, 12]
+    assert (run / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir())[:2] == ["best.safetensors", "epoch-001.safetensors"]
+    assert (run / "export" / "fuse_model.json").exists()
+    assert "R@1" in output and "before" in output and "after" in output
+
+
+def test_training_improves_val_retrieval(trained):
+    tmp, _, _ = trained
+    results = json.loads((tmp / "run" / "eval.json").read_text())
+    assert results["after"]["mean/R@1"] > results["before"]["mean/R@1"] + 10
+
+
+def test_learning_rate_warms_up_and_decays(tmp_path, tiny_text_model, shapes_data):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
+        "train.epochs": 4, "train.log_every": 1, "schedule.warmup_steps": 3, "data.val": None}))
+    result = CliRunner().invoke(cli, ["train", str(recipe)])
+    assert result.exit_code == 0, result.output
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
+    peak = max(lrs)
+    assert lrs.index(peak) == 2 and abs(peak - 3e-3) < 1e-9
+    assert lrs[-1] < 0.1 * peak
+
+
+def test_second_run_reads_the_latent_cache(trained):
+    tmp, recipe, first = trained
+    assert "cached 24 latents" in first
+    result = CliRunner().invoke(cli, ["train", str(recipe), "train.epochs=1", f"output_dir={tmp / 'again'}"])
+    assert result.exit_code == 0, result.output
+    assert "read 24 cached latents" in result.output and "encoding" not in result.output
+
+
+def test_cache_key_changes_with_encoder_options(trained):
+    tmp, recipe, _ = trained
+    result = CliRunner().invoke(cli, ["train", str(recipe), "train.epochs=1", f"output_dir={tmp / 'cls'}",
+                                      "modalities.text.encoder.options.pooling=cls"])
+    assert result.exit_code == 0, result.output
+    assert "text/train: cached 24 latents" in result.output     # new key for the text tower
+    assert "image/train: read 24 cached latents" in result.output  # image tower unchanged
+
+
+def test_unfrozen_encoder_trains_online(tmp_path, tiny_text_model, shapes_data):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
+        "train.epochs": 2, "modalities.text.encoder.frozen": False, "optim.encoder_lr": 1e-2}))
+    result = CliRunner().invoke(cli, ["train", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert "text/train" not in result.output  # the text tower is not cached
+    ckpt = load_file(str(tmp_path / "run" / "checkpoints" / "epoch-002.safetensors"))
+    assert any(k.startswith("model.encoders.text.") for k in ckpt)      # fine-tuned weights are saved
+    assert not any(k.startswith("model.encoders.image.") for k in ckpt)  # frozen ones are not
+    before = load_file(str(tiny_text_model / "model.safetensors"))
+    key = "embeddings.word_embeddings.weight"
+    assert not ckpt[f"model.encoders.text.model.{key}"].allclose(before[key])
+
+
+def test_empty_manifest_is_a_clear_error(tmp_path, tiny_text_model, shapes_data):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data))
+    result = CliRunner().invoke(cli, ["train", str(recipe), f"data.train={empty}"])
+    assert result.exit_code == 2
+    assert f"Manifest is empty: {empty}" in result.output
