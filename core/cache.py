@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import media
 from .errors import ModelFileError
+from .latents import Tokens
 
 SHARD_ROWS = 65536
 
@@ -45,9 +46,10 @@ def values_fingerprint(kind: str, values: list[str]) -> str:
     return h.hexdigest()
 
 
-def cache_key(encoder, spec: dict, values: list[str], weights: str | None = None) -> str:
+def cache_key(encoder, spec: dict, values: list[str], weights: str | None = None, tokens: bool = False) -> str:
     blob = json.dumps({
         "encoder": spec,
+        "tokens": tokens,
         "weights": weights or weights_fingerprint(encoder),
         "preprocessing": encoder.preprocessing_signature(),
         "values": values_fingerprint(encoder.info.input, values),
@@ -71,8 +73,9 @@ class ValuesDataset(Dataset):
 
 @torch.no_grad()
 def encode_values(encoder, values: list, device: torch.device, batch_size: int = 64, num_workers: int = 0,
-                  desc: str | None = None) -> torch.Tensor:
-    """Run a (frozen) encoder over values; returns float32 latents [N, D] on the CPU."""
+                  desc: str | None = None, tokens: bool = False):
+    """Run a (frozen) encoder over values: float32 latents [N, D] on the CPU, or (tokens=True)
+    fp16 Tokens [N, T, D] for fusion modules."""
     from tqdm.auto import tqdm
 
     loader = DataLoader(ValuesDataset(encoder.info.input, values), batch_size=batch_size,
@@ -82,42 +85,53 @@ def encode_values(encoder, values: list, device: torch.device, batch_size: int =
     out = []
     for batch in tqdm(loader, desc=desc, disable=desc is None, unit="batch"):
         batch = {k: v.to(device) for k, v in batch.items()}
-        out.append(encoder(batch).float().cpu())
+        if tokens:
+            values_, mask = encoder.forward_tokens(batch)
+            out.append(Tokens(values_.half().cpu(), mask.cpu()))
+        else:
+            out.append(encoder(batch).float().cpu())
     encoder.train(was_training)
+    if tokens:
+        return Tokens.cat(out)
     return torch.cat(out) if out else torch.empty(0, encoder.info.dim)
 
 
 def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, device: torch.device,
-                   batch_size: int = 64, num_workers: int = 0, label: str = "") -> torch.Tensor:
-    """Latents for ``values``, read from the cache or encoded once and written there."""
-    key = cache_key(encoder, spec, values)
-    folder = Path(cache_dir) / "latents" / f"{encoder.info.modality}-{key}"
+                   batch_size: int = 64, num_workers: int = 0, label: str = "", tokens: bool = False):
+    """Latents for ``values`` (pooled, or Tokens), read from the cache or encoded once and written there."""
+    key = cache_key(encoder, spec, values, tokens=tokens)
+    folder = Path(cache_dir) / "latents" / f"{encoder.info.modality}-{'tokens-' if tokens else ''}{key}"
     meta_file = folder / "meta.json"
     if meta_file.exists():
         try:
             meta = json.loads(meta_file.read_text())
-            latents = torch.cat([load_file(str(folder / s))["latents"] for s in meta["shards"]])
+            shards = [load_file(str(folder / s)) for s in meta["shards"]]
+            latents = (Tokens.cat([Tokens(s["latents"], s["mask"]) for s in shards]) if tokens
+                       else torch.cat([s["latents"] for s in shards]))
         except Exception as exc:
             raise ModelFileError(f"Latent cache {folder} is corrupt ({exc}). Delete that folder and run again.") from None
-        if latents.shape[0] != len(values):
-            raise ModelFileError(f"Latent cache {folder} has {latents.shape[0]} rows for {len(values)} values. "
+        if len(latents) != len(values):
+            raise ModelFileError(f"Latent cache {folder} has {len(latents)} rows for {len(values)} values. "
                                  "Delete that folder and run again.")
-        print(f"{label}: read {latents.shape[0]} cached latents from {folder}")
+        print(f"{label}: read {len(latents)} cached latents from {folder}")
         return latents
-    latents = encode_values(encoder, values, device, batch_size, num_workers, desc=f"encoding {label}")
+    latents = encode_values(encoder, values, device, batch_size, num_workers, desc=f"encoding {label}", tokens=tokens)
+    rows = len(latents)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shards = []
-    for i in range(0, max(latents.shape[0], 1), SHARD_ROWS):
+    for i in range(0, max(rows, 1), SHARD_ROWS):
         name = f"shard-{i // SHARD_ROWS:05d}.safetensors"
-        save_file({"latents": latents[i:i + SHARD_ROWS].contiguous()}, str(tmp / name))
+        part = latents[i:i + SHARD_ROWS]
+        tensors = {"latents": part.values, "mask": part.mask} if tokens else {"latents": part}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / name))
         shards.append(name)
-    (tmp / "meta.json").write_text(json.dumps({"rows": latents.shape[0], "dim": latents.shape[1],
+    (tmp / "meta.json").write_text(json.dumps({"rows": rows, "tokens": tokens,
                                                "encoder": spec, "shards": shards}, indent=2, default=str))
     if folder.exists():  # another process finished first: keep theirs
         shutil.rmtree(tmp)
     else:
         tmp.rename(folder)
-    print(f"{label}: cached {latents.shape[0]} latents in {folder}")
+    print(f"{label}: cached {rows} latents in {folder}")
     return latents

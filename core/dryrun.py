@@ -25,6 +25,8 @@ def dry_run_report(recipe: Recipe) -> dict:
             "head": _component("head", spec.head, f"modalities.{m}.head")}
     for i, spec in enumerate(recipe.objectives):
         report["objectives"].append({**_component("objective", spec, f"objectives.{i}"), "weight": spec.weight})
+    if recipe.fusion:
+        report["fusion"] = _component("fusion", recipe.fusion, "fusion")
     if recipe.teacher:
         report["teacher"] = {"modality": recipe.teacher.modality,
                              "encoder": _component("encoder", recipe.teacher.encoder, "teacher.encoder")}

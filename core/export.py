@@ -3,6 +3,7 @@
     OUT/fuse_model.json          what to rebuild: registered names + options per tower
     OUT/<modality>/encoder/...   the encoder's own files (weights as safetensors)
     OUT/<modality>/head.safetensors
+    OUT/fusion.safetensors       the shared fusion module, when the model has one
     OUT/README.md                model card
 
 Loading resolves names through the plugin registry (a missing plugin says which package to
@@ -20,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import ModelFileError, PluginError, RecipeError
-from .model import AlignedModel, build_head
+from .model import AlignedModel, build_trainable
 from .plugin_manager import installed_version, registry
 
 FORMAT = "fuse-aligned-model"
@@ -45,8 +46,11 @@ def export_model(model: AlignedModel, out_dir: str | Path, card: dict | None = N
                         "info": dataclasses.asdict(enc.info)},
             "head": {**model.specs[m]["head"], "in_dim": enc.info.dim},
         }
+    if model.fusion is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.fusion.state_dict().items()},
+                  str(tmp / "fusion.safetensors"))
     config = {"format": FORMAT, "format_version": 1, "fuse_version": installed_version(),
-              "embed_dim": model.embed_dim, "modalities": towers, "card": card or {}}
+              "embed_dim": model.embed_dim, "modalities": towers, "fusion": model.fusion_spec, "card": card or {}}
     (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str))
     (tmp / "README.md").write_text(model_card(config))
     shutil.rmtree(out, ignore_errors=True)
@@ -74,7 +78,7 @@ def load_aligned(path: str | Path, device: str = "cpu") -> AlignedModel:
         raise ModelFileError(f"{cfg_file} is corrupt: {exc}") from None
     if config.get("format") != FORMAT:
         raise ModelFileError(f"{cfg_file} is not a {FORMAT} config.")
-    encoders, heads, specs = {}, {}, {}
+    encoders, specs = {}, {}
     for m, tower in config["modalities"].items():
         enc_cfg = tower["encoder"]
         try:
@@ -85,17 +89,22 @@ def load_aligned(path: str | Path, device: str = "cpu") -> AlignedModel:
         options = _resolve_relative(enc_cfg["options"], path / m / "encoder")
         enc = registry("encoder").create(enc_cfg["name"], options, f"{cfg_file}:{m}.encoder")
         enc.info = dataclasses.replace(enc.info, modality=m)
-        head = build_head(tower["head"], tower["head"]["in_dim"], config["embed_dim"], m)
-        head_file = path / m / "head.safetensors"
-        try:
-            head.load_state_dict(load_file(str(head_file)))
-        except Exception as exc:
-            raise ModelFileError(f"Could not load {head_file}: {exc}") from None
-        encoders[m], heads[m] = enc, head
+        encoders[m] = enc
         specs[m] = {"encoder": {"name": enc_cfg["name"], "options": enc_cfg["options"]},
                     "head": {"name": tower["head"]["name"], "options": tower["head"].get("options", {})}}
-    model = AlignedModel(encoders, heads, config["embed_dim"], specs).to(torch.device(device))
-    return model.eval()
+    fusion_spec = config.get("fusion")
+    heads, fusion = build_trainable(specs, {m: t["head"]["in_dim"] for m, t in config["modalities"].items()},
+                                    config["embed_dim"], fusion_spec)
+    weights = [(heads[m], path / m / "head.safetensors") for m in heads]
+    if fusion is not None:
+        weights.append((fusion, path / "fusion.safetensors"))
+    for module, file in weights:
+        try:
+            module.load_state_dict(load_file(str(file)))
+        except Exception as exc:
+            raise ModelFileError(f"Could not load {file}: {exc}") from None
+    model = AlignedModel(encoders, heads, config["embed_dim"], specs, fusion, fusion_spec)
+    return model.to(torch.device(device)).eval()
 
 
 def model_card(config: dict) -> str:
@@ -136,14 +145,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best
     specs = {m: s.model_dump() for m, s in recipe.modalities.items()}
     from .model import build_model
 
-    model = build_model(specs, recipe.embed_dim)
+    model = build_model(specs, recipe.embed_dim, fusion=recipe.fusion.model_dump() if recipe.fusion else None)
     try:
         state = load_file(str(ckpt))
     except Exception as exc:
         raise ModelFileError(f"Could not read checkpoint {ckpt}: {exc}") from None
     own = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(own, strict=False)
-    missing_heads = [k for k in missing if k.startswith("heads.")]
+    missing_heads = [k for k in missing if k.startswith(("heads.", "fusion."))]
     if missing_heads or unexpected:
         raise ModelFileError(f"{ckpt} does not fit the run's recipe: missing {missing_heads[:5]}, "
                              f"unexpected {unexpected[:5]}.")

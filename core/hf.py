@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ModelFileError
+from .errors import ModelFileError, RecipeError
 from .paths import is_local, resolve_path
 
 
@@ -22,6 +22,25 @@ def load_hf(auto_cls, source: str, revision: str | None = None, **kwargs):
                 "model. Give a local directory, or run once online to fill the HF cache."
                 if not Path(source).exists() else "The directory is incomplete or corrupt.")
         raise ModelFileError(f"Could not load '{source}' with {auto_cls.__name__}: {str(exc).splitlines()[0]} {hint}") from None
+
+
+def truncate_layers(model, num_layers: int | None) -> None:
+    """Keep only the first ``num_layers`` transformer layers (the shared-encoder recipes use
+    the lower half of each pretrained encoder)."""
+    if num_layers is None:
+        return
+    import torch.nn as nn
+
+    encoder = getattr(model, "encoder", None)
+    for name in ("layer", "layers"):
+        layers = getattr(encoder, name, None)
+        if isinstance(layers, nn.ModuleList):
+            if not 0 < num_layers <= len(layers):
+                raise RecipeError(f"num_layers: {num_layers} is outside 1..{len(layers)} for this model.")
+            setattr(encoder, name, layers[:num_layers])
+            model.config.num_hidden_layers = num_layers
+            return
+    raise RecipeError(f"num_layers: cannot find the transformer layers of {type(model).__name__}.")
 
 
 def save_hf(directory: Path, model, *processors) -> None:

@@ -33,6 +33,11 @@ def register_objectives(register):
 
 
 @hookspec
+def register_fusions(register):
+    """Register Fusion classes: modules shared by both towers that pool token sequences."""
+
+
+@hookspec
 def register_datasets(register):
     """Register DatasetBuilder classes that write paired manifests from some source."""
 

@@ -85,6 +85,23 @@ class Head(nn.Module):
         self.options, self.in_dim, self.out_dim = options, in_dim, out_dim
 
 
+class Fusion(nn.Module):
+    """One module shared by both towers: token sequences [B, T, width] -> embeddings [B, D_out].
+
+    With a fusion, each tower's head maps every token to ``width`` (heads act on the last
+    dimension), and the fusion pools them, so both modalities share its parameters.
+    """
+
+    Options: ClassVar[type[pydantic.BaseModel]] = Options
+
+    def __init__(self, options, modalities: tuple[str, str], width: int, out_dim: int):
+        super().__init__()
+        self.options, self.modalities, self.width, self.out_dim = options, modalities, width, out_dim
+
+    def forward(self, modality: str, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
 @dataclass
 class Step:
     """What an objective sees for one optimisation step.

@@ -17,10 +17,11 @@ from . import hookspecs
 from .errors import PluginError
 from .registry import Registry
 
-KINDS = ("encoder", "head", "objective", "dataset")
+KINDS = ("encoder", "head", "fusion", "objective", "dataset")
 _HOOK_OF_KIND = {
     "encoder": "register_encoders",
     "head": "register_heads",
+    "fusion": "register_fusions",
     "objective": "register_objectives",
     "dataset": "register_datasets",
 }

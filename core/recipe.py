@@ -14,6 +14,7 @@ import pydantic
 import yaml
 
 from .errors import FuseError, RecipeError
+from .interfaces import Encoder
 from .interfaces import Options as Strict
 from .validation import format_validation_error
 
@@ -99,6 +100,7 @@ class Recipe(Strict):
     output_dir: str = "runs/run"
     embed_dim: int = pydantic.Field(512, gt=0)
     modalities: dict[str, ModalitySpec]
+    fusion: Component | None = None    # a shared module over both towers' tokens (e.g. shared-transformer)
     objectives: list[ObjectiveSpec] = [ObjectiveSpec(name="infonce")]
     teacher: TeacherSpec | None = None
     data: DataSpec
@@ -208,6 +210,17 @@ def check_components(recipe: Recipe) -> list[str]:
                             f"modalities ({', '.join(recipe.modalities)})")
     if recipe.data.dataset is not None:
         check("dataset", recipe.data.dataset, "data.dataset")
+    if recipe.fusion is not None:
+        check("fusion", recipe.fusion, "fusion")
+        for m, spec in recipe.modalities.items():
+            try:
+                cls = registry("encoder").get(spec.encoder.name).cls
+            except FuseError:
+                continue
+            if getattr(cls, "forward_tokens") is Encoder.forward_tokens:
+                problems.append(f"modalities.{m}.encoder: '{spec.encoder.name}' gives only pooled latents, but "
+                                f"fusion '{recipe.fusion.name}' needs token sequences; pick an encoder with "
+                                "forward_tokens or remove the fusion section")
     extras = {"teacher"} if recipe.teacher is not None else set()
     for i, obj in enumerate(recipe.objectives):
         where = f"objectives.{i}"

@@ -60,12 +60,12 @@ class TrainStep(nn.Module):
                 latents[m] = self.latents[m][pairs[:, col]]
             else:
                 batch = {k: v.to(pairs.device, non_blocking=True) for k, v in online[m].items()}
-                latents[m] = self.model.encoders[m](batch)
+                latents[m] = self.model.encode_batch(m, batch)
         extras = {}
         if self.teacher is not None:
             extras["teacher"] = self.teacher[pairs[:, names.index(self.teacher_modality)]]
         step = Step(modalities=names, latents=latents, extras=extras,
-                    embed=lambda lat: {m: self.model.heads[m](x) for m, x in lat.items()})
+                    embed=lambda lat: {m: self.model.forward_head(m, x) for m, x in lat.items()})
         terms = {name: obj(step) for name, obj in self.objectives.items()}
         loss = sum(self.weights[name] * value for name, value in terms.items())
         return loss, terms
@@ -133,7 +133,7 @@ def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
         manifests = resolve_manifests(recipe, cache_dir)
     names = recipe.modality_names
     specs = {m: s.model_dump() for m, s in recipe.modalities.items()}
-    model = build_model(specs, recipe.embed_dim).to(device)
+    model = build_model(specs, recipe.embed_dim, fusion=recipe.fusion.model_dump() if recipe.fusion else None).to(device)
     kinds = {m: model.input_kind(m) for m in names}
     file_modalities = tuple(m for m in names if kinds[m] != "text")
     data = {split: load_pairs(path, names, file_modalities) for split, path in manifests.items()}
@@ -151,7 +151,7 @@ def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
         for split, d in data.items():
             if m in frozen:
                 latents[split][m] = _frozen_latents(enc, specs[m]["encoder"], d.values[m], recipe, cache_dir,
-                                                    device, f"{m}/{split}").to(device)
+                                                    device, f"{m}/{split}", tokens=model.uses_tokens).to(device)
     teacher = {}
     extra_dims = {}
     if recipe.teacher is not None:
@@ -176,7 +176,8 @@ def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
     steps_per_epoch = max(1, len(batches) // recipe.train.grad_accum)
     total_steps = recipe.train.max_steps or steps_per_epoch * recipe.train.epochs
     epochs = math.ceil(total_steps / steps_per_epoch)
-    groups = param_groups({"heads": [model.heads, objectives], "encoders": list(online.values())},
+    trainable = [model.heads, objectives] + ([model.fusion] if model.fusion is not None else [])
+    groups = param_groups({"heads": trainable, "encoders": list(online.values())},
                           recipe.optim.lr, recipe.optim.encoder_lr or recipe.optim.lr / 10,
                           recipe.optim.weight_decay)
     optimizer = make_optimizer(groups, recipe.optim.betas, recipe.optim.eps)
@@ -268,10 +269,10 @@ def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
 
 
 def _frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache_dir: Path,
-                    device: torch.device, label: str) -> torch.Tensor:
+                    device: torch.device, label: str, tokens: bool = False):
     if recipe.data.cache_latents:
         with distributed.main_first():  # rank 0 encodes and writes; the others then read
             return cached_latents(encoder, spec, values, cache_dir, device, recipe.data.encode_batch_size,
-                                  recipe.data.num_workers, label)
+                                  recipe.data.num_workers, label, tokens=tokens)
     return encode_values(encoder, values, device, recipe.data.encode_batch_size, recipe.data.num_workers,
-                         desc=f"encoding {label}")
+                         desc=f"encoding {label}", tokens=tokens)

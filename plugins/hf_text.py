@@ -12,7 +12,7 @@ from typing import Any, Literal
 import torch
 
 import fuse
-from fuse.hf import hf_source, load_hf, save_hf
+from fuse.hf import hf_source, load_hf, save_hf, truncate_layers
 from fuse.interfaces import Encoder, EncoderInfo
 
 
@@ -24,6 +24,7 @@ class HFTextEncoder(Encoder):
         pooling: Literal["mean", "cls"] = "mean"
         max_length: int = 128
         revision: str | None = None
+        num_layers: int | None = None                       # keep only the first k transformer layers
 
     def __init__(self, options: Options):
         super().__init__()
@@ -33,6 +34,7 @@ class HFTextEncoder(Encoder):
         src = hf_source(options.model)
         self.tokenizer = load_hf(AutoTokenizer, src, options.revision)
         self.model = load_hf(AutoModel, src, options.revision)
+        truncate_layers(self.model, options.num_layers)
         cfg = self.model.config
         self.info = EncoderInfo(modality="text", input="text", dim=cfg.hidden_size, source=options.model,
                                 license=str(getattr(cfg, "license", "") or ""))
@@ -60,7 +62,8 @@ class HFTextEncoder(Encoder):
 
     def save(self, directory: Path) -> dict[str, Any]:
         save_hf(directory, self.model, self.tokenizer)
-        return {**self.options.model_dump(), "model": "./", "revision": None}
+        # The saved config already has the truncated depth.
+        return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None}
 
 
 @fuse.hookimpl

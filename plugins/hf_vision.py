@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 
 import fuse
-from fuse.hf import hf_source, load_hf, save_hf
+from fuse.hf import hf_source, load_hf, save_hf, truncate_layers
 from fuse.interfaces import Encoder, EncoderInfo
 
 
@@ -24,6 +24,7 @@ class HFVisionEncoder(Encoder):
         model: str                                          # hub id, local dir or pkg:...
         pooling: Literal["cls", "pooler", "mean"] = "cls"
         revision: str | None = None
+        num_layers: int | None = None                       # keep only the first k transformer layers
 
     def __init__(self, options: Options):
         super().__init__()
@@ -35,6 +36,7 @@ class HFVisionEncoder(Encoder):
         model = load_hf(AutoModel, src, options.revision)
         # Dual-encoder checkpoints (CLIP, SigLIP): keep only the vision tower.
         self.model = getattr(model, "vision_model", model)
+        truncate_layers(self.model, options.num_layers)
         cfg = getattr(self.model, "config", model.config)
         size = getattr(cfg, "image_size", None)
         self.info = EncoderInfo(modality="image", input="image", dim=cfg.hidden_size, source=options.model,
@@ -64,7 +66,8 @@ class HFVisionEncoder(Encoder):
 
     def save(self, directory: Path) -> dict[str, Any]:
         save_hf(directory, self._full_model, self.processor)
-        return {**self.options.model_dump(), "model": "./", "revision": None}
+        # The saved config already has the truncated depth.
+        return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None}
 
 
 @fuse.hookimpl

@@ -31,6 +31,7 @@ class TimmEncoder(Encoder):
         checkpoint_format: Literal["timm", "efficientnet-pytorch"] = "timm"
         image_size: int | None = None                # override the input size of the transforms
         model_kwargs: dict[str, Any] = {}            # passed to timm.create_model (e.g. drop_path_rate)
+        num_layers: int | None = None                # ViT-style models: keep only the first k blocks
 
     def __init__(self, options: Options):
         super().__init__()
@@ -61,6 +62,12 @@ class TimmEncoder(Encoder):
                 raise ModelFileError(f"{path} does not fit timm '{options.model}': missing {missing[:5]}, "
                                      f"unexpected {unexpected[:5]}. Check model/checkpoint_format.")
             source = str(options.checkpoint)
+        if options.num_layers is not None:
+            blocks = getattr(self.model, "blocks", None)
+            if not isinstance(blocks, torch.nn.Sequential) or not 0 < options.num_layers <= len(blocks):
+                raise fuse.RecipeError(f"num_layers: '{options.model}' has no `blocks` with at least "
+                                       f"{options.num_layers} entries; use it only with ViT-style models.")
+            self.model.blocks = blocks[:options.num_layers]
         self.data_config = timm.data.resolve_data_config(
             {"input_size": (3, options.image_size, options.image_size)} if options.image_size else {},
             model=self.model)

@@ -9,7 +9,7 @@ import click
 
 @click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--kind", type=click.Choice(["encoder", "head", "objective", "dataset"]), help="Only this kind.")
+@click.option("--kind", type=click.Choice(["encoder", "head", "fusion", "objective", "dataset"]), help="Only this kind.")
 def plugins_command(as_json, kind):
     """List registered encoders, heads, objectives and datasets."""
     from ..plugin_manager import plugin_listing
