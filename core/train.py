@@ -215,19 +215,19 @@ def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
             seen += pairs.shape[0]
             if (i + 1) % recipe.train.grad_accum:
                 continue
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             grad_norm = precision.step(optimizer, params, recipe.optim.grad_clip)
             scheduler.step()
             step += 1
             bar.update(1)
             if main and (step % recipe.train.log_every == 0 or step == 1 or step == total_steps):
-                row = {"kind": "train", "step": step, "epoch": epoch, "loss": float(loss),
-                       "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
+                row = {"kind": "train", "step": step, "epoch": epoch, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm,
                        "samples_per_s": seen * distributed.world_size() / (time.perf_counter() - t0)}
-                row.update({f"loss/{k}": float(v) for k, v in terms.items()} if len(terms) > 1 else {})
+                row.update({f"loss/{k}": v.item() for k, v in terms.items()} if len(terms) > 1 else {})
                 for obj in objectives.values():
                     row.update(obj.metrics())
                 log.write(row)
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{row['loss']:.3f}")
             if step >= total_steps:
                 break
         # Evaluate, checkpoint, keep the best by the recipe's metric.

@@ -50,6 +50,12 @@ class TimmEncoder(Encoder):
         except OSError as exc:
             raise ModelFileError(f"timm could not download '{options.model}' ({exc}). Offline? Give "
                                  f"checkpoint: <local file> and pretrained: false.") from None
+        if options.num_layers is not None:
+            blocks = getattr(self.model, "blocks", None)
+            if not isinstance(blocks, torch.nn.Sequential) or not 0 < options.num_layers <= len(blocks):
+                raise fuse.RecipeError(f"num_layers: '{options.model}' has no `blocks` with at least "
+                                       f"{options.num_layers} entries; use it only with ViT-style models.")
+            self.model.blocks = blocks[:options.num_layers]
         source = f"timm:{options.model}" + (" (pretrained)" if pretrained else "")
         if options.checkpoint:
             path = resolve_path(options.checkpoint)
@@ -62,12 +68,6 @@ class TimmEncoder(Encoder):
                 raise ModelFileError(f"{path} does not fit timm '{options.model}': missing {missing[:5]}, "
                                      f"unexpected {unexpected[:5]}. Check model/checkpoint_format.")
             source = str(options.checkpoint)
-        if options.num_layers is not None:
-            blocks = getattr(self.model, "blocks", None)
-            if not isinstance(blocks, torch.nn.Sequential) or not 0 < options.num_layers <= len(blocks):
-                raise fuse.RecipeError(f"num_layers: '{options.model}' has no `blocks` with at least "
-                                       f"{options.num_layers} entries; use it only with ViT-style models.")
-            self.model.blocks = blocks[:options.num_layers]
         self.data_config = timm.data.resolve_data_config(
             {"input_size": (3, options.image_size, options.image_size)} if options.image_size else {},
             model=self.model)

@@ -41,13 +41,14 @@ def write_shapes_manifest(root: Path, copies: int = 2, captions_per_image: int =
     root.mkdir(parents=True, exist_ok=True)
     (root / "img").mkdir(exist_ok=True)
     splits = {}
-    for split, jitters in (("train", range(copies)), ("val", [copies])):
+    # val renderings sit between the train ones (odd vs even jitter): new items, same distribution
+    for split, jitters in (("train", [2 * j for j in range(copies)]), ("val", [1])):
         lines = []
         for color, rgb in COLORS.items():
             for shape in SHAPES:
                 for j in jitters:
                     name = f"img/{split}-{color}-{shape}-{j}.png"
-                    _draw(shape, rgb, jitter=j * 2).save(root / name)
+                    _draw(shape, rgb, jitter=j % 16).save(root / name)
                     caps = [f"a {color} {shape}", f"{shape} coloured {color}", f"the {color} {shape} on white"]
                     text = caps[0] if captions_per_image == 1 else caps[:captions_per_image]
                     lines.append(json.dumps({"id": f"{color}-{shape}-{j}", "image": name, "text": text}))
@@ -58,14 +59,16 @@ def write_shapes_manifest(root: Path, copies: int = 2, captions_per_image: int =
 
 @pytest.fixture(scope="session")
 def tiny_text_model(tmp_path_factory) -> Path:
-    """A 2-layer BERT with a word-level vocabulary, saved as a local HF directory."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    return make_tiny_text_model(tmp_path_factory.mktemp("tiny-bert"))
 
-    d = tmp_path_factory.mktemp("tiny-bert")
+
+def make_tiny_text_model(d: Path) -> Path:
+    """A 2-layer BERT with a word-level vocabulary, saved as a local HF directory."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "the", "on", "white", "coloured",
              *COLORS, *SHAPES]
-    (d / "vocab.txt").write_text("\n".join(words) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(d / "vocab.txt"))
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(words)})
     tok.save_pretrained(str(d))
     cfg = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=64)

@@ -1,0 +1,69 @@
+"""Retrieval recall@K with many-to-many ground truth, in bounded memory.
+
+Never materialises the query x candidate matrix: pass 1 finds each query's best-scoring
+positive (ties -> lowest candidate index), pass 2 counts, chunk by chunk, the candidates
+ranked ahead of it (higher score, or equal score and lower index). Memory is the embeddings
+plus one [queries, chunk] block.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _best_positive(query, candidates, positives):
+    """Per query: score and index of its best positive (ties -> lowest index); -inf if none."""
+    nq = query.shape[0]
+    q_idx, c_idx = positives[:, 0], positives[:, 1]
+    scores = (query[q_idx] * candidates[c_idx]).sum(-1)
+    best = torch.full((nq,), float("-inf"), dtype=scores.dtype)
+    best = best.scatter_reduce(0, q_idx, scores, reduce="amax")
+    is_best = scores == best[q_idx]
+    big = torch.iinfo(torch.long).max
+    best_idx = torch.full((nq,), big, dtype=torch.long)
+    best_idx = best_idx.scatter_reduce(0, q_idx[is_best], c_idx[is_best], reduce="amin")
+    return best, best_idx
+
+
+@torch.no_grad()
+def ranks_of_best_positive(query: torch.Tensor, candidates: torch.Tensor, positives: torch.Tensor,
+                           chunk_size: int = 4096) -> torch.Tensor:
+    """1-based rank of each query's best positive; 0 for queries without a positive."""
+    query, candidates = query.float().cpu(), candidates.float().cpu()
+    positives = positives.long().cpu()
+    best, best_idx = _best_positive(query, candidates, positives)
+    ahead = torch.zeros(query.shape[0], dtype=torch.long)
+    for start in range(0, candidates.shape[0], chunk_size):
+        block = query @ candidates[start:start + chunk_size].T  # [Nq, chunk]
+        idx = torch.arange(start, start + block.shape[1])
+        ahead += (block > best[:, None]).sum(1)
+        ahead += ((block == best[:, None]) & (idx[None, :] < best_idx[:, None])).sum(1)
+    has_positive = torch.isfinite(best)
+    return torch.where(has_positive, ahead + 1, torch.zeros_like(ahead))
+
+
+def retrieval_metrics(query: torch.Tensor, candidates: torch.Tensor, positives: torch.Tensor,
+                      ks=(1, 5, 10), chunk_size: int = 4096) -> dict[str, float]:
+    """R@K (percent), mean and median rank over queries that have at least one positive."""
+    ranks = ranks_of_best_positive(query, candidates, positives, chunk_size)
+    ranks = ranks[ranks > 0].double()
+    if ranks.numel() == 0:
+        return {**{f"R@{k}": float("nan") for k in ks}, "mean_rank": float("nan"), "median_rank": float("nan")}
+    out = {f"R@{k}": float((ranks <= k).double().mean() * 100) for k in ks}
+    out["mean_rank"] = float(ranks.mean())
+    out["median_rank"] = float(ranks.median())
+    return out
+
+
+def evaluate_retrieval(emb_a: torch.Tensor, emb_b: torch.Tensor, pairs: torch.Tensor,
+                       names: tuple[str, str] = ("image", "text"), ks=(1, 5, 10),
+                       chunk_size: int = 4096) -> dict[str, float]:
+    """Both directions, flat keys like 'image_to_text/R@1', plus 'mean/R@K' over directions."""
+    a, b = names
+    out = {}
+    for key, q, c, pos in ((f"{a}_to_{b}", emb_a, emb_b, pairs), (f"{b}_to_{a}", emb_b, emb_a, pairs.flip(1))):
+        for metric, value in retrieval_metrics(q, c, pos, ks, chunk_size).items():
+            out[f"{key}/{metric}"] = value
+    for k in ks:
+        out[f"mean/R@{k}"] = (out[f"{a}_to_{b}/R@{k}"] + out[f"{b}_to_{a}/R@{k}"]) / 2
+    return out
