@@ -54,13 +54,31 @@ def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
 
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, factor):
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.factor, None
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """All ranks' rows of ``x`` concatenated; this rank's slice keeps its gradient."""
+    """All ranks' rows of ``x`` concatenated; this rank's slice keeps its gradient.
+
+    Convention: objectives compute the *global* loss from gathered tensors, identical on every
+    rank. A rank can only backpropagate through its own rows, so their gradient is scaled by
+    the world size: after DDP averages over ranks, every parameter gets exactly the
+    single-process, full-batch gradient (parameters used outside the gather, such as the
+    temperature, get the full gradient on every rank and are averaged unchanged).
+    """
     if not is_distributed():
         return x
     parts = [torch.empty_like(x) for _ in range(world_size())]
-    dist.all_gather(parts, x.detach())
-    parts[rank()] = x
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[rank()] = _ScaleGrad.apply(x, world_size())
     return torch.cat(parts, dim=0)
 
 

@@ -41,24 +41,13 @@ class LogitScale(nn.Module):
 def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, gather: bool = True) -> torch.Tensor:
     """Symmetric InfoNCE over L2-normalised rows of ``a`` and ``b`` (pairs share a row index).
 
-    Under torch.distributed the candidates come from every rank (gathered with gradients),
-    the queries stay local, so the loss equals the single-process loss on the global batch.
+    Under torch.distributed every rank computes the loss of the global batch from gathered
+    embeddings (see ``gather_with_grad``), so training matches one process on that batch.
     """
     a = F.normalize(a, dim=-1)
     b = F.normalize(b, dim=-1)
     if gather:
-        all_a, all_b, offset = gather_with_grad(a), gather_with_grad(b), _rank_offset(a)
-    else:
-        all_a, all_b, offset = a, b, 0
-    labels = torch.arange(a.shape[0], device=a.device) + offset
-    logits_ab = logit_scale * a @ all_b.T
-    logits_ba = logit_scale * b @ all_a.T
-    return 0.5 * (F.cross_entropy(logits_ab, labels) + F.cross_entropy(logits_ba, labels))
-
-
-def _rank_offset(x: torch.Tensor) -> int:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() * x.shape[0]
-    return 0
+        a, b = gather_with_grad(a), gather_with_grad(b)
+    labels = torch.arange(a.shape[0], device=a.device)
+    logits = logit_scale * a @ b.T
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
