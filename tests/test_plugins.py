@@ -23,7 +23,7 @@ BUILTINS = {("encoder", "timm"), ("encoder", "hf-text"), ("encoder", "hf-vision"
 def test_plugins_json_lists_builtins_with_package():
     result = CliRunner().invoke(cli, ["plugins", "--json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    rows = json.loads(result.stdout)
     found = {(r["kind"], r["name"]) for r in rows}
     assert BUILTINS <= found
     timm_row = next(r for r in rows if r["name"] == "timm")

@@ -1,8 +1,9 @@
 """Retrieval recall@K with many-to-many ground truth, in bounded memory.
 
-Never materialises the query x candidate matrix: pass 1 finds each query's best-scoring
-positive (ties -> lowest candidate index), pass 2 counts, chunk by chunk, the candidates
-ranked ahead of it (higher score, or equal score and lower index). Memory is the embeddings
+Never materialises the query x candidate matrix: a first pass over candidate chunks finds
+each query's best-scoring positive (ties -> lowest candidate index), a last pass counts,
+chunk by chunk, the candidates ranked ahead of it (higher score, or equal score and lower
+index). Memory is the embeddings
 plus one [queries, chunk] block.
 """
 
@@ -11,17 +12,34 @@ from __future__ import annotations
 import torch
 
 
-def _best_positive(query, candidates, positives):
-    """Per query: score and index of its best positive (ties -> lowest index); -inf if none."""
-    nq = query.shape[0]
+def _blocks(query, candidates, chunk_size):
+    """(start, query @ candidates[start:start+chunk].T) for each candidate chunk."""
+    for start in range(0, candidates.shape[0], chunk_size):
+        yield start, query @ candidates[start:start + chunk_size].T
+
+
+def _positive_scores(query, candidates, positives, chunk_size):
+    """(query index, candidate index, score) of every positive pair, chunk by chunk."""
     q_idx, c_idx = positives[:, 0], positives[:, 1]
-    scores = (query[q_idx] * candidates[c_idx]).sum(-1)
-    best = torch.full((nq,), float("-inf"), dtype=scores.dtype)
-    best = best.scatter_reduce(0, q_idx, scores, reduce="amax")
-    is_best = scores == best[q_idx]
-    big = torch.iinfo(torch.long).max
-    best_idx = torch.full((nq,), big, dtype=torch.long)
-    best_idx = best_idx.scatter_reduce(0, q_idx[is_best], c_idx[is_best], reduce="amin")
+    for start, block in _blocks(query, candidates, chunk_size):
+        inside = (c_idx >= start) & (c_idx < start + block.shape[1])
+        yield q_idx[inside], c_idx[inside], block[q_idx[inside], c_idx[inside] - start]
+
+
+def _best_positive(query, candidates, positives, chunk_size):
+    """Per query: score and index of its best positive (ties -> lowest index); -inf if none.
+
+    Scores come from the same chunked matmuls as the counting pass, so a positive is never
+    ranked behind itself because of a different rounding.
+    """
+    nq, never = query.shape[0], torch.iinfo(torch.long).max
+    best = torch.full((nq,), float("-inf"))
+    for qi, _, scores in _positive_scores(query, candidates, positives, chunk_size):
+        best = best.scatter_reduce(0, qi, scores, reduce="amax")
+    best_idx = torch.full((nq,), never, dtype=torch.long)
+    for qi, ci, scores in _positive_scores(query, candidates, positives, chunk_size):
+        top = scores == best[qi]
+        best_idx = best_idx.scatter_reduce(0, qi[top], ci[top], reduce="amin")
     return best, best_idx
 
 
@@ -31,10 +49,9 @@ def ranks_of_best_positive(query: torch.Tensor, candidates: torch.Tensor, positi
     """1-based rank of each query's best positive; 0 for queries without a positive."""
     query, candidates = query.float().cpu(), candidates.float().cpu()
     positives = positives.long().cpu()
-    best, best_idx = _best_positive(query, candidates, positives)
+    best, best_idx = _best_positive(query, candidates, positives, chunk_size)
     ahead = torch.zeros(query.shape[0], dtype=torch.long)
-    for start in range(0, candidates.shape[0], chunk_size):
-        block = query @ candidates[start:start + chunk_size].T  # [Nq, chunk]
+    for start, block in _blocks(query, candidates, chunk_size):  # block: [Nq, chunk]
         idx = torch.arange(start, start + block.shape[1])
         ahead += (block > best[:, None]).sum(1)
         ahead += ((block == best[:, None]) & (idx[None, :] < best_idx[:, None])).sum(1)

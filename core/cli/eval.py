@@ -1,0 +1,63 @@
+"""`fuse eval MODEL --task retrieval|zeroshot --data MANIFEST`: the numbers papers report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("eval")
+@click.argument("model_dir", metavar="MODEL", type=click.Path(file_okay=False))
+@click.option("--task", type=click.Choice(["retrieval", "zeroshot"]), default="retrieval", show_default=True)
+@click.option("--data", "manifest", required=True, type=click.Path(dir_okay=False),
+              help="JSONL manifest: pairs (retrieval) or items with a label field (zeroshot).")
+@click.option("--out", type=click.Path(file_okay=False), help="Write eval.json and a PNG here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--classes", type=click.Path(dir_okay=False), help="zeroshot: class names, one per line "
+              "(default: the labels found in the manifest).")
+@click.option("--label-field", default="label", show_default=True, help="zeroshot: the record field with the label.")
+@click.option("--templates", default="imagenet", show_default=True, help="zeroshot: imagenet, short or a file.")
+@click.option("--modality", help="zeroshot: the tower to classify (default: the non-text one).")
+@click.option("--chunk-size", default=4096, show_default=True, help="Candidates per similarity block.")
+@click.option("--batch-size", default=32, show_default=True, help="Encoding batch size.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--no-baselines", is_flag=True, help="Skip the untrained-heads and raw-latents baselines.")
+def eval_command(model_dir, task, manifest, out, as_json, classes, label_field, templates, modality, chunk_size,
+                 batch_size, device, no_baselines):
+    """Evaluate MODEL (an export dir or a run dir) on a manifest."""
+    from ..devices import resolve_device
+    from ..errors import DataError
+    from ..eval import run_retrieval, run_zeroshot
+    from ..eval.report import format_table, plot_recall_curves, plot_worst_classes
+    from ..export import load_aligned
+
+    model = load_aligned(model_dir, device=str(resolve_device(device)))
+    if task == "retrieval":
+        report = run_retrieval(model, manifest, chunk_size=chunk_size, batch_size=batch_size,
+                               baselines=not no_baselines, progress=not as_json)
+    else:
+        names = None
+        if classes:
+            if not Path(classes).exists():
+                raise DataError(f"--classes file not found: {classes}")
+            names = [c.strip() for c in Path(classes).read_text().splitlines() if c.strip()]
+        report = run_zeroshot(model, manifest, names, label_field, templates, modality, chunk_size=chunk_size,
+                              batch_size=batch_size, baselines=not no_baselines, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        metrics = {k: {m: v for m, v in r.items() if not isinstance(v, dict)} for k, r in report["metrics"].items()}
+        click.echo(format_table(metrics, [k for k in next(iter(metrics.values())) if "R@" in k or "top" in k
+                                          or "rank" in k]))
+    if out:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{task}.json").write_text(json.dumps(report, indent=2))
+        if task == "retrieval":
+            plot_recall_curves(report["curves"], out / "recall_at_k.png")
+        else:
+            plot_worst_classes(report["metrics"]["model"]["per_class_top1"], out / "worst_classes.png")
+        if not as_json:
+            click.echo(f"wrote {out}/{task}.json and a plot")

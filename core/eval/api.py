@@ -1,0 +1,122 @@
+"""Evaluate an aligned model on a manifest: retrieval or zero-shot, with baselines.
+
+The baselines show what training bought: the same encoders with *untrained* heads, and, when
+both towers' latents have the same size, the raw encoder latents compared directly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import DataError, FuseError
+from ..manifest import load_pairs
+from .retrieval import evaluate_retrieval, ranks_of_best_positive
+from .zeroshot import class_embeddings, load_templates, true_class_ranks, zeroshot_metrics
+
+
+def _file_modalities(model, modalities):
+    return tuple(m for m in modalities if model.input_kind(m) != "text")
+
+
+def run_retrieval(model, manifest: str | Path, ks=(1, 5, 10), chunk_size: int = 4096, batch_size: int = 32,
+                  baselines: bool = True, progress: bool = False) -> dict:
+    """Recall@K both ways on a paired manifest. Returns {"metrics": {variant: {...}}, "curves": ...}."""
+    a, b = model.modalities
+    data = load_pairs(manifest, (a, b), _file_modalities(model, (a, b)))
+    latents = {m: model.encode(m, data.values[m], batch_size, progress) for m in (a, b)}
+    variants = {"model": model}
+    if baselines:
+        variants["untrained heads"] = model.with_untrained_heads(seed=0)
+    results, curves = {}, {}
+    for name, variant in variants.items():
+        emb = {m: variant.project(m, latents[m]) for m in (a, b)}
+        results[name] = evaluate_retrieval(emb[a], emb[b], data.pairs, (a, b), ks, chunk_size)
+        curves[name] = _recall_curves(emb[a], emb[b], data.pairs, (a, b), chunk_size)
+    if baselines and not model.uses_tokens and latents[a].shape[1] == latents[b].shape[1]:
+        raw = {m: F.normalize(latents[m].float(), dim=-1) for m in (a, b)}
+        results["raw latents"] = evaluate_retrieval(raw[a], raw[b], data.pairs, (a, b), ks, chunk_size)
+        curves["raw latents"] = _recall_curves(raw[a], raw[b], data.pairs, (a, b), chunk_size)
+    return {"task": "retrieval", "manifest": str(manifest), "items": {m: len(data.values[m]) for m in (a, b)},
+            "pairs": len(data), "metrics": results, "curves": curves}
+
+
+def _recall_curves(emb_a, emb_b, pairs, names, chunk_size, max_k: int = 50) -> dict[str, list[float]]:
+    a, b = names
+    out = {}
+    for key, q, c, pos in ((f"{a}_to_{b}", emb_a, emb_b, pairs), (f"{b}_to_{a}", emb_b, emb_a, pairs.flip(1))):
+        ranks = ranks_of_best_positive(q, c, pos, chunk_size)
+        ranks = ranks[ranks > 0]
+        out[key] = [float((ranks <= k).double().mean() * 100) for k in range(1, max_k + 1)]
+    return out
+
+
+def read_classification_manifest(path: str | Path, modality: str, label_field: str, is_file: bool):
+    """Values of ``modality`` and their labels from a JSONL manifest."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"Manifest not found: {path}")
+    values, labels = [], []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{n}: not valid JSON ({exc.msg}).") from None
+        for field in (modality, label_field):
+            if field not in record:
+                raise DataError(f"{path}:{n}: record has no '{field}' field (fields: {', '.join(record)}).")
+        label = record[label_field][0] if isinstance(record[label_field], list) else record[label_field]
+        value = record[modality][0] if isinstance(record[modality], list) else record[modality]
+        if is_file:
+            value = str((path.parent / value).resolve())
+            if not Path(value).is_file():
+                raise DataError(f"{path}:{n}: {modality} file not found: {value}")
+        values.append(value)
+        labels.append(str(label))
+    if not values:
+        raise DataError(f"Manifest is empty: {path}")
+    return values, labels
+
+
+def run_zeroshot(model, manifest: str | Path, classes: list[str] | None = None, label_field: str = "label",
+                 templates: str = "imagenet", query_modality: str | None = None, text_modality: str | None = None,
+                 ks=(1, 5), chunk_size: int = 4096, batch_size: int = 32, baselines: bool = True,
+                 progress: bool = False) -> dict:
+    """Classify each item of ``query_modality`` among ``classes`` by prompts in the text tower."""
+    text_modality = text_modality or next((m for m in model.modalities if model.input_kind(m) == "text"), None)
+    if text_modality is None:
+        raise FuseError(f"Zero-shot classification needs a text tower; this model aligns "
+                        f"{' and '.join(model.modalities)}. Use --task retrieval.")
+    others = [m for m in model.modalities if m != text_modality]
+    query_modality = query_modality or others[0]
+    if query_modality not in others:
+        raise FuseError(f"--modality '{query_modality}' is not a non-text tower of this model ({', '.join(others)}).")
+    values, labels = read_classification_manifest(manifest, query_modality, label_field,
+                                                  model.input_kind(query_modality) != "text")
+    classes = list(classes) if classes is not None else sorted(set(labels))
+    if not classes:
+        raise DataError("The class list is empty: give at least one class name.")
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise DataError(f"{manifest}: {len(unknown)} label(s) are not in the class list, e.g. {unknown[:5]}.")
+    prompts = load_templates(templates)
+    target = torch.tensor([index[l] for l in labels])
+    latents = model.encode(query_modality, values, batch_size, progress)
+    variants = {"model": model}
+    if baselines:
+        variants["untrained heads"] = model.with_untrained_heads(seed=0)
+    results = {}
+    for name, variant in variants.items():
+        cls = class_embeddings(lambda xs: variant.embed(text_modality, xs, batch_size), classes, prompts)
+        results[name] = zeroshot_metrics(variant.project(query_modality, latents), cls, target, classes, ks, chunk_size)
+    return {"task": "zeroshot", "manifest": str(manifest), "classes": len(classes), "templates": len(prompts),
+            "queries": len(values), "query_modality": query_modality, "metrics": results}
+
+
+__all__ = ["run_retrieval", "run_zeroshot", "true_class_ranks"]

@@ -1,0 +1,71 @@
+"""`fuse eval` through the CLI on a trained tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from fuse.cli import cli
+
+from conftest import tiny_recipe, write_recipe
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_text_model, shapes_data):
+    tmp = tmp_path_factory.mktemp("evalrun")
+    recipe = write_recipe(tmp / "r.yaml", tiny_recipe(tmp, tiny_text_model, shapes_data, **{"train.epochs": 4}))
+    assert CliRunner().invoke(cli, ["train", str(recipe)]).exit_code == 0
+    return tmp / "run"
+
+
+def test_retrieval_json_matches_training_eval_and_has_baselines(run_dir, shapes_data, tmp_path):
+    result = CliRunner().invoke(cli, ["eval", str(run_dir), "--data", str(shapes_data["val"]), "--json",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    after = json.loads((run_dir / "eval.json").read_text())["after"]
+    assert report["metrics"]["model"]["mean/R@1"] == pytest.approx(after["mean/R@1"])
+    assert set(report["metrics"]) == {"model", "untrained heads"}  # latent sizes differ: no raw baseline
+    assert (tmp_path / "retrieval.json").exists()
+    assert (tmp_path / "recall_at_k.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_zeroshot_table_and_worst_classes_plot(run_dir, shapes_data, tmp_path):
+    labels = tmp_path / "labels.jsonl"
+    rows = [json.loads(l) for l in shapes_data["val"].read_text().splitlines()]
+    labels.write_text("".join(json.dumps({"image": str(shapes_data["val"].parent / r["image"]),
+                                          "label": r["text"].split()[1]}) + "\n" for r in rows))
+    result = CliRunner().invoke(cli, ["eval", str(run_dir), "--task", "zeroshot", "--data", str(labels),
+                                      "--templates", "short", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "top1" in result.output and "untrained heads" in result.output
+    report = json.loads((tmp_path / "zeroshot.json").read_text())
+    assert report["classes"] == 4 and report["templates"] == 5
+    assert (tmp_path / "worst_classes.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "zeroshot", "--classes", "CLASSES"], "label(s) are not in the class list"),
+    (["--task", "zeroshot", "--label-field", "nope"], "record has no 'nope' field"),
+    (["--task", "zeroshot", "--modality", "text"], "--modality 'text' is not a non-text tower"),
+    (["--task", "zeroshot", "--templates", "missing.txt"], "Templates 'missing.txt' not found"),
+])
+def test_bad_input_is_one_clear_line(run_dir, shapes_data, tmp_path, args, message):
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"image": str(next(shapes_data["val"].parent.glob("img/val-*.png"))),
+                                  "label": "red"}) + "\n")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("blue\ngreen\n")
+    args = [str(classes) if a == "CLASSES" else a for a in args]
+    result = CliRunner().invoke(cli, ["eval", str(run_dir), "--data", str(labels), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_retrieval_manifest_without_the_models_modalities(run_dir, tmp_path):
+    bad = tmp_path / "audio.jsonl"
+    bad.write_text(json.dumps({"audio": "x.wav", "text": "a dog"}) + "\n")
+    result = CliRunner().invoke(cli, ["eval", str(run_dir), "--data", str(bad)])
+    assert result.exit_code == 2 and "record has no 'image' field" in result.output

@@ -1,0 +1,74 @@
+"""Retrieval metrics against an independent brute-force computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fuse.eval import evaluate_retrieval, retrieval_metrics
+
+
+def brute_force_ranks(q, c, positives):
+    """Full similarity matrix, stable sort by (-score, index): rank of the first positive."""
+    sims = (q @ c.T).tolist()
+    pos = {}
+    for i, j in positives.tolist():
+        pos.setdefault(i, set()).add(j)
+    ranks = []
+    for i in range(len(sims)):
+        if i not in pos:
+            continue
+        order = sorted(range(len(sims[i])), key=lambda j: (-sims[i][j], j))
+        ranks.append(next(r for r, j in enumerate(order, start=1) if j in pos[i]))
+    return ranks
+
+
+def brute_force_metrics(q, c, positives, ks):
+    ranks = brute_force_ranks(q, c, positives)
+    out = {f"R@{k}": 100.0 * sum(r <= k for r in ranks) / len(ranks) for k in ks}
+    out["mean_rank"] = sum(ranks) / len(ranks)
+    s = sorted(ranks)
+    out["median_rank"] = float(s[(len(s) - 1) // 2])  # torch.median: the lower middle value
+    return out
+
+
+def _many_to_many(n_images=30, captions=5, dim=8, seed=0, quantise=False):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.nn.functional.normalize(torch.randn(n_images, dim, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(img.repeat_interleave(captions, 0) + 0.8 * torch.randn(n_images * captions, dim, generator=g), dim=-1)
+    if quantise:  # coarse values -> many exact ties
+        img, txt = (img * 2).round() / 2, (txt * 2).round() / 2
+    pairs = torch.tensor([[i, i * captions + k] for i in range(n_images) for k in range(captions)])
+    return img, txt, pairs
+
+
+@pytest.mark.parametrize("quantise", [False, True])
+def test_matches_brute_force_with_five_captions_per_image_and_ties(quantise):
+    img, txt, pairs = _many_to_many(quantise=quantise)
+    ks = (1, 5, 10)
+    got = retrieval_metrics(img, txt, pairs, ks, chunk_size=7)
+    want = brute_force_metrics(img, txt, pairs, ks)
+    assert got == pytest.approx(want)
+    got_t2i = retrieval_metrics(txt, img, pairs.flip(1), ks, chunk_size=7)
+    assert got_t2i == pytest.approx(brute_force_metrics(txt, img, pairs.flip(1), ks))
+
+
+def test_chunked_equals_unchunked():
+    img, txt, pairs = _many_to_many(n_images=64, seed=3)
+    full = evaluate_retrieval(img, txt, pairs, chunk_size=10**6)
+    for chunk in (1, 13, 64):
+        assert evaluate_retrieval(img, txt, pairs, chunk_size=chunk) == full
+
+
+def test_ties_rank_the_lower_index_first():
+    q = torch.tensor([[1.0, 0.0]])
+    c = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert retrieval_metrics(q, c, torch.tensor([[0, 1]]), ks=(1, 2))["R@1"] == 0.0  # candidate 0 ties and wins
+    assert retrieval_metrics(q, c, torch.tensor([[0, 0]]), ks=(1,))["R@1"] == 100.0
+
+
+def test_keys_and_mean():
+    img, txt, pairs = _many_to_many(n_images=10, captions=2)
+    m = evaluate_retrieval(img, txt, pairs, names=("image", "text"))
+    assert m["mean/R@1"] == pytest.approx((m["image_to_text/R@1"] + m["text_to_image/R@1"]) / 2)
+    assert {"image_to_text/mean_rank", "text_to_image/median_rank"} <= set(m)

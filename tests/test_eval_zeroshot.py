@@ -1,0 +1,52 @@
+"""Zero-shot classification against a brute-force formula; template files; errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fuse.errors import DataError
+from fuse.eval import class_embeddings, load_templates, zeroshot_metrics
+
+
+def test_accuracy_matches_brute_force_with_ties():
+    g = torch.Generator().manual_seed(0)
+    classes = torch.nn.functional.normalize(torch.randn(6, 4, generator=g), dim=-1)
+    classes[5] = classes[2]  # an exact tie between two classes
+    labels = torch.randint(0, 6, (40,), generator=g)
+    query = torch.nn.functional.normalize(classes[labels] + 0.9 * torch.randn(40, 4, generator=g), dim=-1)
+    got = zeroshot_metrics(query, classes, labels, [f"c{i}" for i in range(6)], ks=(1, 3), chunk_size=7)
+    sims = (query @ classes.T).tolist()
+    top = [sorted(range(6), key=lambda j: (-s[j], j)) for s in sims]
+    assert got["top1"] == pytest.approx(100 * sum(t[0] == l for t, l in zip(top, labels.tolist())) / 40)
+    assert got["top3"] == pytest.approx(100 * sum(l in t[:3] for t, l in zip(top, labels.tolist())) / 40)
+    assert got["per_class_top1"]["c5"] == 0.0  # always loses the tie to c2
+
+
+def test_class_embedding_is_the_normalised_mean_of_normalised_prompts():
+    seen = []
+
+    def embed(texts):
+        seen.extend(texts)
+        return torch.tensor([[float(len(t)), 1.0] for t in texts])
+
+    emb = class_embeddings(embed, ["cat", "zebra"], ["a {}", "the {} here"])
+    assert seen == ["a cat", "the cat here", "a zebra", "the zebra here"]
+    n = torch.nn.functional.normalize
+    want = n(n(torch.tensor([[5.0, 1.0], [12.0, 1.0]]), dim=-1).mean(0), dim=0)
+    assert torch.allclose(emb[0], want)
+
+
+def test_templates_builtin_and_file(tmp_path):
+    assert len(load_templates("imagenet")) == 80 and "a photo of a {}." in load_templates("imagenet")
+    f = tmp_path / "t.txt"
+    f.write_text("a sound of {}\n\nrecording of a {}\n")
+    assert load_templates(str(f)) == ["a sound of {}", "recording of a {}"]
+    f.write_text("no placeholder\n")
+    with pytest.raises(DataError, match="containing '\\{\\}'"):
+        load_templates(str(f))
+
+
+def test_empty_class_list_is_an_error():
+    with pytest.raises(DataError, match="class list is empty"):
+        class_embeddings(lambda t: torch.zeros(len(t), 2), [], ["{}"])
