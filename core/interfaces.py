@@ -134,6 +134,7 @@ class Objective(nn.Module):
 
     Options: ClassVar[type[pydantic.BaseModel]] = Options
     requires: ClassVar[frozenset[str]] = frozenset()
+    pooled_latents_only: ClassVar[bool] = False  # True: cannot work on token latents (a fusion)
 
     def __init__(self, options, modalities: tuple[str, str], embed_dim: int,
                  extra_dims: dict[str, int] | None = None):

@@ -229,6 +229,9 @@ def check_components(recipe: Recipe) -> list[str]:
             entry = registry("objective").get(obj.name, where)
         except FuseError:
             continue
+        if recipe.fusion is not None and getattr(entry.cls, "pooled_latents_only", False):
+            problems.append(f"{where} ({obj.name}) works on pooled latents, but fusion '{recipe.fusion.name}' "
+                            "hands it token sequences; remove one of the two")
         missing = set(getattr(entry.cls, "requires", ())) - extras
         for need in sorted(missing):
             problems.append(f"{where} ({obj.name}) needs '{need}', but the recipe has no `{need}:` section; "
