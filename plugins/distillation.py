@@ -1,23 +1,50 @@
 """Self-supervised distillation (Cares et al., shared encoder + distillation; ref. TimCares/EV-LP).
 
-A frozen self-supervised image model (the recipe's `teacher:`, e.g. BEiTv2 or DINO) embeds
-each image. Both students, the image tower and the text tower, are pulled towards the
-teacher's embedding *of the image* with a contrastive loss: a student embedding, projected
-into the teacher's space by a learnable linear map, must pick its own teacher embedding out
-of the current batch plus a memory bank of past teacher embeddings. The image-text term is
-a separate objective in the same recipe (e.g. infonce), weighted there.
+A frozen self-supervised image model (the recipe's ``teacher:``, e.g. BEiTv2) embeds each
+image. Both students, the image and the text embedding, are pulled towards the teacher's
+embedding *of the image*: one learnable projection (LayerNorm + Linear, shared by the two
+students, as the reference's ``fc_norm`` + ``head``) maps a student embedding into the
+teacher's space, where it must pick its own image's teacher embedding out of the batch's
+teacher embeddings plus a memory bank of past ones. The text student thus learns to land
+where the image student lands, through the same map. The image-text term is a separate
+objective in the same recipe (e.g. infonce), weighted there.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
 import fuse
 from fuse.distributed import gather_with_grad
 from fuse.interfaces import Objective, Step
+from fuse.losses import LogitScale
 from fuse.plugins.memory_bank import MemoryBank
+
+DUPLICATE_COSINE = 1 - 1e-5  # teacher rows this close to the positive are the same image
+
+
+def distillation_loss(student: torch.Tensor, targets: torch.Tensor, bank: torch.Tensor, scale: torch.Tensor,
+                      mask_duplicates: bool = True) -> torch.Tensor:
+    """Cross-entropy of normalised ``student`` rows over keys [targets; bank], row i's key i positive.
+
+    ``targets`` and ``bank`` are L2-normalised teacher embeddings. With ``mask_duplicates``,
+    keys other than the positive that equal it (the same image seen with another caption in
+    the batch, or in the bank from an earlier epoch) are left out of that row's negatives.
+    """
+    s = F.normalize(student.float(), dim=-1)
+    keys = torch.cat([targets, bank]) if bank.numel() else targets
+    logits = scale * s @ keys.T
+    if mask_duplicates:
+        # fp32 even under autocast: in bf16 distinct images at cosine 0.996 would round to 1.
+        with torch.no_grad(), torch.autocast(targets.device.type, enabled=False):
+            same = targets.float() @ keys.float().T >= DUPLICATE_COSINE
+            same.fill_diagonal_(False)  # the positive itself stays
+        logits = logits.masked_fill(same, float("-inf"))
+    labels = torch.arange(s.shape[0], device=s.device)
+    return F.cross_entropy(logits, labels)
 
 
 class Distillation(Objective):
@@ -26,40 +53,66 @@ class Distillation(Objective):
     requires = frozenset({"teacher"})
 
     class Options(fuse.Options):
-        queue_size: int = 65536
-        temperature: float = 0.07
-        students: list[str] | None = None   # default: both modalities
+        queue_size: int = Field(65536, ge=0)    # past teacher embeddings kept as negatives; 0 = batch only
+        init_temperature: float = Field(0.07, gt=0)
+        learnable: bool = False                 # the reference's scale is never optimised: fixed 0.07
+        min_temperature: float = Field(0.01, gt=0)
+        students: list[str] | None = None       # modalities pulled to the teacher; default both
+        mask_duplicates: bool = True            # drop negatives identical to the positive (see docs)
+
+        @model_validator(mode="after")
+        def _check(self):
+            if self.init_temperature < self.min_temperature:
+                raise ValueError(f"init_temperature {self.init_temperature} is below min_temperature "
+                                 f"{self.min_temperature}; raise it or lower min_temperature")
+            if self.students is not None and not self.students:
+                raise ValueError("students is empty; list at least one modality or remove the option")
+            return self
 
     def __init__(self, options: Options, modalities, embed_dim, extra_dims=None):
         super().__init__(options, modalities, embed_dim, extra_dims)
         if "teacher" not in self.extra_dims:
-            raise fuse.RecipeError("objectives: distillation needs a `teacher:` section in the recipe.")
+            raise fuse.RecipeError("objectives: distillation needs a `teacher:` section in the recipe, e.g. "
+                                   "teacher: {modality: image, encoder: {name: timm, options: {model: ...}}}.")
         t_dim = self.extra_dims["teacher"]
-        self.students = list(options.students or modalities)
-        unknown = set(self.students) - set(modalities)
+        self.students = list(dict.fromkeys(options.students or modalities))
+        unknown = [m for m in self.students if m not in modalities]
         if unknown:
-            raise fuse.RecipeError(f"objectives: distillation students {sorted(unknown)} are not modalities "
-                                   f"of the recipe ({', '.join(modalities)}).")
-        self.predictors = nn.ModuleDict({m: nn.Linear(embed_dim, t_dim) for m in self.students})
-        self.bank = MemoryBank(options.queue_size, t_dim)
+            raise fuse.RecipeError(f"objectives: distillation students {unknown} are not modalities of the "
+                                   f"recipe ({', '.join(modalities)}); fix options.students.")
+        # Students -> teacher space (not the teacher -> shared space): the shared space stays
+        # the image-text one, and the teacher's targets stay fixed, as in the reference.
+        self.projection = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, t_dim))
+        self.scale = LogitScale(options.init_temperature, options.min_temperature, learnable=options.learnable)
+        self.bank = MemoryBank(options.queue_size, t_dim) if options.queue_size else None
+        self.last: dict[str, torch.Tensor] = {}
 
     def forward(self, step: Step) -> torch.Tensor:
         if "teacher" not in step.extras:
-            raise fuse.RecipeError("distillation: this step has no teacher latents; add a `teacher:` section.")
-        teacher = F.normalize(step.extras["teacher"].float(), dim=-1)
-        targets = gather_with_grad(teacher)                         # global batch (no grad needed)
-        negatives = self.bank.items()
-        keys = torch.cat([targets, negatives]) if negatives.numel() else targets
-        labels = torch.arange(targets.shape[0], device=targets.device)
-        loss = 0.0
-        for m in self.students:
-            s = gather_with_grad(F.normalize(self.predictors[m](step.embeddings[m]).float(), dim=-1))
-            loss = loss + F.cross_entropy(s @ keys.T / self.options.temperature, labels)
-        self.bank.enqueue(teacher)
-        return loss / len(self.students)
+            raise fuse.RecipeError("objectives: distillation got a step without teacher latents; "
+                                   "add a `teacher:` section to the recipe.")
+        teacher = step.extras["teacher"]
+        if teacher.ndim != 2 or teacher.shape[1] != self.projection[1].out_features:
+            raise fuse.RecipeError(f"objectives: distillation was built for teacher latents of dim "
+                                   f"{self.projection[1].out_features}, got shape {tuple(teacher.shape)}.")
+        # The global batch's teacher embeddings: the positives, and every rank's rows as negatives.
+        targets = gather_with_grad(F.normalize(teacher.detach().float(), dim=-1))
+        bank = self.bank.valid() if self.bank is not None else targets[:0]
+        scale = self.scale()
+        emb = step.embeddings
+        losses = {m: distillation_loss(gather_with_grad(self.projection(emb[m])), targets, bank, scale,
+                                       self.options.mask_duplicates) for m in self.students}
+        if self.bank is not None and self.training:
+            self.bank.enqueue(targets, gathered=True)  # after the loss: this batch is never its own negative
+        self.last = {m: v.detach() for m, v in losses.items()}
+        return sum(losses.values()) / len(losses)
 
     def metrics(self) -> dict[str, float]:
-        return {"memory_bank_fill": float(self.bank.count)}
+        out = {f"distillation_{m}": float(v) for m, v in self.last.items()}
+        out["memory_bank_fill"] = float(len(self.bank)) if self.bank is not None else 0.0
+        if self.options.learnable:
+            out["distillation_temperature"] = self.scale.temperature
+        return out
 
 
 @fuse.hookimpl

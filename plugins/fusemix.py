@@ -12,10 +12,36 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.distributed as dist
+from pydantic import Field, model_validator
+from torch import nn
 
 import fuse
+from fuse import distributed
 from fuse.interfaces import Objective, Step
 from fuse.losses import LogitScale, info_nce
+
+
+class RawTemperature(nn.Module):
+    """The reference's temperature: the raw value is the parameter, clamped to [low, high].
+
+    Logits are divided by it, so a step of the optimiser moves the temperature itself by
+    about the learning rate (a log parametrisation moves it by a factor instead).
+    """
+
+    def __init__(self, init: float, low: float, high: float, learnable: bool = True):
+        super().__init__()
+        self.value = nn.Parameter(torch.tensor(float(init)), requires_grad=learnable)
+        self.low, self.high = low, high
+
+    def forward(self) -> torch.Tensor:
+        with torch.no_grad():  # clamp before use, as the reference does every forward
+            self.value.clamp_(self.low, self.high)
+        return 1.0 / self.value  # the logit scale
+
+    @property
+    def temperature(self) -> float:
+        return float(self.value.detach().clamp(self.low, self.high))
 
 
 class FuseMix(Objective):
@@ -24,45 +50,74 @@ class FuseMix(Objective):
     pooled_latents_only = True  # mixing is defined on pooled latent vectors
 
     class Options(fuse.Options):
-        alpha: float = 1.0                       # Beta(alpha, alpha); the paper's default is 1
+        alpha: float = Field(1.0, gt=0)         # lambda ~ Beta(alpha, alpha); the paper uses 1
+        # "halves": the reference code (first half of the batch mixed with the second, B/2 pairs);
+        # "permutation": the paper's text (each pair mixed with a random partner, B pairs).
         pairing: Literal["halves", "permutation"] = "halves"
-        init_temperature: float = 0.07
+        # Reference: a raw temperature 0.07, learnable, clamped to [0.001, 0.5]. "log" stores
+        # log(1/temperature) as infonce does.
+        temperature_param: Literal["raw", "log"] = "raw"
+        init_temperature: float = Field(0.07, gt=0)
+        min_temperature: float = Field(0.001, gt=0)
+        max_temperature: float = Field(0.5, gt=0)
         learnable: bool = True
-        min_temperature: float = 0.01
-        fixed_lambda: float | None = None        # e.g. 1.0 turns mixing off (tests, ablations)
+        fixed_lambda: float | None = Field(None, ge=0, le=1)  # e.g. 1.0 turns mixing off (tests, ablations)
+
+        @model_validator(mode="after")
+        def _init_within_clamp(self):
+            if not self.min_temperature <= self.init_temperature <= self.max_temperature:
+                raise ValueError(f"init_temperature {self.init_temperature} must lie within "
+                                 f"[min_temperature, max_temperature] = [{self.min_temperature}, "
+                                 f"{self.max_temperature}]")
+            return self
 
     def __init__(self, options: Options, modalities, embed_dim, extra_dims=None):
         super().__init__(options, modalities, embed_dim, extra_dims)
-        if options.alpha <= 0:
-            raise fuse.RecipeError(f"objectives: fusemix alpha must be > 0, got {options.alpha}.")
-        self.scale = LogitScale(options.init_temperature, options.min_temperature, learnable=options.learnable)
+        o = options
+        if o.temperature_param == "raw":
+            self.scale = RawTemperature(o.init_temperature, o.min_temperature, o.max_temperature, o.learnable)
+        else:
+            self.scale = LogitScale(o.init_temperature, o.min_temperature, o.max_temperature, o.learnable)
         self.last_lambda = float("nan")
 
-    def draw_lambda(self, device) -> torch.Tensor:
+    def draw_lambda(self, device="cpu") -> torch.Tensor:
+        """One lambda for the step, from torch's RNG (so torch.manual_seed reproduces it).
+
+        Drawn on the CPU whatever the device, so a seed gives the same lambda on CPU and GPU;
+        under torch.distributed rank 0's draw is broadcast: one lambda per global batch.
+        """
         if self.options.fixed_lambda is not None:
-            return torch.tensor(self.options.fixed_lambda, device=device)
-        alpha = torch.tensor(self.options.alpha)
-        return torch.distributions.Beta(alpha, alpha).sample().to(device)  # torch RNG: seeded, same on all ranks
+            lam = torch.tensor(float(self.options.fixed_lambda))
+        else:
+            alpha = torch.tensor(float(self.options.alpha))
+            lam = torch.distributions.Beta(alpha, alpha).sample()
+        lam = lam.to(device)
+        if distributed.is_distributed():
+            dist.broadcast(lam, src=0)
+        return lam
 
     def mix(self, latents: dict[str, torch.Tensor], lam: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mix every modality with the same lambda and the same partners."""
-        if self.options.pairing == "halves":
-            # The reference: the first half of the batch mixed with the second (batch halves).
-            half = next(iter(latents.values())).shape[0] // 2
-            return {m: lam * x[:half] + (1 - lam) * x[half:2 * half] for m, x in latents.items()}
         n = next(iter(latents.values())).shape[0]
-        perm = torch.randperm(n, device=next(iter(latents.values())).device)
-        return {m: lam * x + (1 - lam) * x[perm] for m, x in latents.items()}
+        if self.options.pairing == "halves":
+            if n < 2:
+                raise fuse.RecipeError(
+                    f"objectives: fusemix pairing 'halves' needs at least 2 pairs per batch and process, got "
+                    f"{n}; set train.drop_last: true, raise train.batch_size, or use pairing: permutation.")
+            half = n // 2  # an odd batch leaves its last pair out (the reference asserts an even batch)
+            return {m: lam * x[:half] + (1 - lam) * x[half:2 * half] for m, x in latents.items()}
+        perm = torch.randperm(n)  # CPU generator, as for lambda
+        return {m: lam * x + (1 - lam) * x[perm.to(x.device)] for m, x in latents.items()}
 
     def forward(self, step: Step) -> torch.Tensor:
         a, b = self.modalities
         lam = self.draw_lambda(step.latents[a].device)
-        self.last_lambda = float(lam)
+        self.last_lambda = lam.detach()  # converted to float only when logged (no GPU sync per step)
         emb = step.embed(self.mix({a: step.latents[a], b: step.latents[b]}, lam))
         return info_nce(emb[a], emb[b], self.scale())
 
     def metrics(self) -> dict[str, float]:
-        return {"temperature": self.scale.temperature, "fusemix_lambda": self.last_lambda}
+        return {"temperature": self.scale.temperature, "fusemix_lambda": float(self.last_lambda)}
 
 
 @fuse.hookimpl

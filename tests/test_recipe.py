@@ -107,7 +107,8 @@ def test_dry_run_resolves_everything_without_loading(recipe_file):
     assert '"expansion": 2.0' in result.output  # defaults filled in from the schema
 
 
-@pytest.mark.parametrize("name", ["quickstart", "vision_text"])
+@pytest.mark.parametrize("name", ["quickstart", "vision_text", "fusemix_vision_text", "freeze_align",
+                                  "shared_encoder_distill", "audio_quickstart", "audio_text", "audio_image"])
 def test_shipped_recipes_dry_run(name):
     result = CliRunner().invoke(cli, ["train", f"recipes/{name}.yaml", "--dry-run"])
     assert result.exit_code == 0, result.output

@@ -1,0 +1,135 @@
+"""Dataset `spoken-emoji`: emoji names spoken by espeak-ng, with their text and image.
+
+One build serves audio–text and audio–image recipes: each record has the emoji's name
+(`text`), its rendering (`image`, as in the `emoji` dataset) and the name spoken by several
+voices (`audio`, a list: several clips of one item, like AudioCaps' several captions). The
+split is by base emoji, the same as the `emoji` dataset's. espeak-ng (GPL-3, from
+`espeakng-loader`) runs as a library at build time only; its 22,050 Hz output is resampled
+to 16 kHz with torchaudio's band-limited resampler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import fuse
+from fuse.datasets import DatasetBuilder
+from fuse.errors import DataError
+from fuse.plugins.emoji_pairs import LICENSE_NOTE, caption, font_path, group_key, in_val, render
+
+ESPEAK_RATE_PARAMETER = 1     # espeakRATE in speak_lib.h
+AUDIO_OUTPUT_SYNCHRONOUS = 2
+
+
+class Espeak:
+    """Minimal ctypes binding: text -> int16 samples at the library's rate (22,050 Hz)."""
+
+    _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+    def __init__(self):
+        try:
+            import espeakng_loader
+        except ImportError:
+            raise DataError('The spoken-emoji dataset needs espeak-ng: pip install "fuse-align[demo]" '
+                            "(package espeakng-loader).") from None
+        self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        data_dir = os.path.dirname(espeakng_loader.get_data_path()).encode()
+        self.rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data_dir, 0)
+        if self.rate <= 0:
+            raise DataError("espeak-ng failed to initialise (its data folder is missing?); reinstall espeakng-loader.")
+        self._chunks: list[np.ndarray] = []
+
+        def collect(wav, n, _events):
+            if wav and n > 0:
+                self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            return 0
+
+        self._callback = self._CALLBACK(collect)  # keep a reference: C holds only a pointer
+        self.lib.espeak_SetSynthCallback(self._callback)
+        self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                          ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+
+    def speak(self, text: str, voice: str, words_per_minute: int) -> np.ndarray:
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise DataError(f"espeak-ng has no voice '{voice}'; try en-us, en, en-GB-x-rp, en-us+f3 or en+m3.")
+        self.lib.espeak_SetParameter(ESPEAK_RATE_PARAMETER, words_per_minute, 0)
+        self._chunks = []
+        data = text.encode() + b"\0"
+        self.lib.espeak_Synth(data, len(data), 0, 0, 0, 0, None, None)
+        self.lib.espeak_Synchronize()
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
+
+
+class SpokenEmoji(DatasetBuilder):
+    """Emoji names spoken by espeak-ng voices, with the emoji's name and image (audio, text, image)."""
+
+    modalities = ("audio", "text", "image")
+
+    class Options(fuse.Options):
+        voices: list[str] = ["en-us", "en"]              # espeak-ng voice names; "en" is British English
+        words_per_minute: int = 160
+        sample_rate: int = 16000
+        val_fraction: float = 0.2
+        seed: int = 0
+        image_size: int = 224
+        max_items: int | None = None
+
+    def build(self, out_dir: Path) -> dict[str, Path]:
+        import emoji
+        import soundfile as sf
+        from PIL import ImageFont
+        from tqdm.auto import tqdm
+
+        opts = self.options
+        tts = Espeak()
+        font = ImageFont.truetype(str(font_path()), 150)
+        for sub in ("audio", "images"):
+            (out_dir / sub).mkdir(parents=True, exist_ok=True)
+        import torchaudio.transforms as AT
+
+        resample = AT.Resample(tts.rate, opts.sample_rate)  # band-limited; kernel built once
+        fully_qualified = emoji.STATUS["fully_qualified"]
+        items = [(s, d) for s, d in emoji.EMOJI_DATA.items() if d.get("status") == fully_qualified]
+        if opts.max_items is not None:
+            items = items[:opts.max_items]
+        splits = {"train": [], "val": []}
+        for s, data in tqdm(items, desc="speaking emoji names", unit="item"):
+            image = render(s, font, opts.image_size)
+            if image is None:
+                continue
+            ident = "-".join(f"{ord(ch):x}" for ch in s)
+            text = caption(data["en"])
+            image.save(out_dir / "images" / f"{ident}.png")
+            clips = []
+            for voice in opts.voices:
+                wave = tts.speak(text, voice, opts.words_per_minute)
+                if wave.size == 0 or np.abs(wave).max() == 0:
+                    raise DataError(f"espeak-ng produced silence for '{text}' with voice {voice}.")
+                loud = np.flatnonzero(np.abs(wave) > 64)  # trim espeak's leading/trailing silence
+                wave = wave[max(0, loud[0] - 400):loud[-1] + 400]
+                wave16 = resample(torch.from_numpy(wave.astype(np.float32) / 32768.0))
+                name = f"audio/{ident}-{voice.replace('+', '_')}.flac"
+                sf.write(out_dir / name, wave16.numpy(), opts.sample_rate, subtype="PCM_16")
+                clips.append(name)
+            key = group_key(s)
+            record = {"id": ident, "audio": clips, "text": text, "image": f"images/{ident}.png"}
+            splits["val" if in_val(key, opts.seed, opts.val_fraction) else "train"].append(record)
+        paths = {}
+        for split, records in splits.items():
+            paths[split] = out_dir / f"{split}.jsonl"
+            paths[split].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        (out_dir / "LICENSES.md").write_text(LICENSE_NOTE + "Speech: synthesised with espeak-ng (GPL-3.0) at build time.\n")
+        print(f"spoken-emoji: {len(splits['train'])} train, {len(splits['val'])} val items, "
+              f"{len(opts.voices)} voices each")
+        return paths
+
+
+@fuse.hookimpl
+def register_datasets(register):
+    register("spoken-emoji", SpokenEmoji, modalities=("audio", "text", "image"))
