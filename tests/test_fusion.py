@@ -32,7 +32,8 @@ def _fusion_recipe(tmp_path, text_model, data, **kw):
 
 def test_fusion_trains_on_cached_tokens_and_round_trips(tmp_path, tiny_text_model, shapes_data):
     recipe = write_recipe(tmp_path / "r.yaml", _fusion_recipe(tmp_path, tiny_text_model, shapes_data,
-                                                             **{"train.epochs": 6, "train.eval_every": 3}))
+                                                             **{"train.epochs": 20, "train.eval_every": 10,
+                                                                "optim.lr": 1e-2, "optim.weight_decay": 0.0}))
     result = CliRunner().invoke(cli, ["train", str(recipe)])
     assert result.exit_code == 0, result.output
     assert "cached 24 latents" in result.output
