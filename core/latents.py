@@ -36,3 +36,9 @@ class Tokens:
         masks = [F.pad(p.mask, (0, length - p.mask.shape[1])) for p in parts]
         return Tokens(torch.cat(values), torch.cat(masks))
 
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the valid tokens only [B, T, D] -> [B, D]; padding never dilutes the latent."""
+    m = mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)

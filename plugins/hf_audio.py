@@ -20,6 +20,7 @@ import torch
 import fuse
 from fuse.hf import hf_source, load_hf, save_hf
 from fuse.interfaces import Encoder, EncoderInfo
+from fuse.latents import masked_mean
 from fuse.paths import resolve_path
 from fuse.plugins.audio_input import prepare
 
@@ -144,8 +145,7 @@ class HFAudioEncoder(Encoder):
         tokens, mask = self.forward_tokens(batch)
         if self.options.pooling == "cls":
             return tokens[:, 0]
-        m = mask.unsqueeze(-1).to(tokens.dtype)
-        return (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return masked_mean(tokens, mask)
 
     def preprocessing_signature(self) -> dict[str, Any]:
         return {"kind": self.kind, "rate": self.rate, "max_seconds": self.options.max_seconds,

@@ -14,6 +14,7 @@ import torch
 import fuse
 from fuse.hf import hf_source, load_hf, save_hf, truncate_layers
 from fuse.interfaces import Encoder, EncoderInfo
+from fuse.latents import masked_mean
 
 
 class HFTextEncoder(Encoder):
@@ -52,8 +53,7 @@ class HFTextEncoder(Encoder):
         tokens, mask = self.forward_tokens(batch)
         if self.options.pooling == "cls":
             return tokens[:, 0]
-        m = mask.unsqueeze(-1).to(tokens.dtype)
-        return (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return masked_mean(tokens, mask)
 
     def preprocessing_signature(self) -> dict[str, Any]:
         return {"tokenizer": type(self.tokenizer).__name__, "vocab_size": self.tokenizer.vocab_size,
