@@ -104,7 +104,7 @@ class SpokenEmoji(DatasetBuilder):
             if image is None:
                 continue
             ident = "-".join(f"{ord(ch):x}" for ch in s)
-            text = caption(data["en"])
+            text = caption(data["en"], s)
             image.save(out_dir / "images" / f"{ident}.png")
             clips = []
             for voice in opts.voices:
