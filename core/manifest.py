@@ -34,6 +34,25 @@ class PairedData:
     def __len__(self) -> int:
         return self.pairs.shape[0]
 
+    def without(self, drop: dict[str, set[str]]) -> "PairedData":
+        """A copy without the given values, the pairs that use them, and values left unpaired
+        (an orphan would be a distractor no query can retrieve)."""
+        keep_pair = torch.ones(len(self), dtype=torch.bool)
+        for col, m in enumerate(self.modalities):
+            gone = torch.tensor([v in drop.get(m, ()) for v in self.values[m]], dtype=torch.bool)
+            if len(self):
+                keep_pair &= ~gone[self.pairs[:, col]]
+        pairs = self.pairs[keep_pair]
+        values, columns = {}, []
+        for col, m in enumerate(self.modalities):
+            used = torch.unique(pairs[:, col])
+            remap = torch.full((len(self.values[m]),), -1, dtype=torch.long)
+            remap[used] = torch.arange(len(used))
+            values[m] = [self.values[m][i] for i in used.tolist()]
+            columns.append(remap[pairs[:, col]])
+        pairs = torch.stack(columns, dim=1) if len(pairs) else pairs
+        return PairedData(self.path, self.modalities, values, pairs, self.digest, self.n_records)
+
 
 def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: tuple[str, ...] = (),
                check_files: bool = True) -> PairedData:

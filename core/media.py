@@ -12,6 +12,9 @@ import torch
 
 from .errors import DataError
 
+SILENCE = 1e-4   # peak amplitude below which a clip counts as silent (about -80 dBFS)
+SKIP_HINT = "or leave such files out with a log: data.bad_media: skip in a recipe, --skip-bad-media in fuse eval"
+
 
 @dataclass
 class AudioClip:
@@ -31,7 +34,8 @@ def read_image(path: str):
     except FileNotFoundError:
         raise DataError(f"Image file not found: {path}") from None
     except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"Unreadable image {path}: {exc}. Re-export it as PNG or JPEG, or drop the record.") from None
+        raise DataError(f"Unreadable image {path}: {exc}. Re-export it as PNG or JPEG, or drop the record "
+                        f"({SKIP_HINT}).") from None
 
 
 def read_audio(path: str) -> AudioClip:
@@ -45,11 +49,21 @@ def read_audio(path: str) -> AudioClip:
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError for bad files
         if not Path(path).exists():
             raise DataError(f"Audio file not found: {path}") from None
-        raise DataError(f"Unreadable audio {path}: {exc}. Convert it to wav or flac, or drop the record.") from None
-    if data.shape[0] == 0:
-        raise DataError(f"Empty audio file (0 samples): {path}")
+        raise DataError(f"Unreadable audio {path}: {exc}. Convert it to wav or flac, or drop the record "
+                        f"({SKIP_HINT}).") from None
     mono = np.ascontiguousarray(data.mean(axis=1))
-    return AudioClip(torch.from_numpy(mono), int(rate), path)
+    return check_audio(AudioClip(torch.from_numpy(mono), int(rate), path))
+
+
+def check_audio(clip: AudioClip, silence: float = SILENCE) -> AudioClip:
+    """An empty or silent-only clip is an error naming the file: it would only teach the heads
+    that silence matches some caption."""
+    where = clip.path or "<in-memory clip>"
+    if clip.waveform.numel() == 0:
+        raise DataError(f"Empty audio file (0 samples): {where}. Drop the record ({SKIP_HINT}).")
+    if clip.waveform.abs().max() < silence:
+        raise DataError(f"Audio file is silent throughout: {where}. Drop the record ({SKIP_HINT}).")
+    return clip
 
 
 READERS = {"image": read_image, "audio": read_audio, "text": lambda value: value}

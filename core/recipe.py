@@ -54,6 +54,9 @@ class DataSpec(Strict):
     cache_latents: bool = True
     encode_batch_size: int = pydantic.Field(64, gt=0)
     num_workers: int = pydantic.Field(0, ge=0)
+    # An unreadable, empty or silent-only image/audio file: stop naming it ("error"), or leave
+    # out the pairs that use it and list it in <output_dir>/skipped_media.txt ("skip").
+    bad_media: Literal["error", "skip"] = "error"
 
     @pydantic.model_validator(mode="after")
     def _one_source(self):

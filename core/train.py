@@ -39,6 +39,7 @@ from .optim import make_optimizer, param_groups, warmup_cosine
 from .plugin_manager import registry
 from .precision import Precision
 from .recipe import Recipe
+from .screening import drop_bad_media
 
 
 class TrainStep(nn.Module):
@@ -137,6 +138,12 @@ def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
     kinds = {m: model.input_kind(m) for m in names}
     file_modalities = tuple(m for m in names if kinds[m] != "text")
     data = {split: load_pairs(path, names, file_modalities) for split, path in manifests.items()}
+    if recipe.data.bad_media == "skip":
+        if main:
+            (run_dir / "skipped_media.txt").unlink(missing_ok=True)
+        with distributed.main_first():
+            data = {split: drop_bad_media(d, kinds, cache_dir, run_dir / "skipped_media.txt" if main else None, split)
+                    for split, d in data.items()}
     if len(data["train"]) < 2:
         raise DataError(f"{manifests['train']}: {len(data['train'])} pair(s); contrastive training needs at least 2.")
     print(f"data: {len(data['train'])} train pairs" + (f", {len(data['val'])} val pairs" if "val" in data else ", no val split"))

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from fuse.errors import DataError
-from fuse.media import AudioClip
+from fuse.media import AudioClip, check_audio
 
 
-def prepare(clip: AudioClip, rate: int, max_seconds: float | None, random_crop: bool,
-            silence_threshold: float = 1e-4) -> torch.Tensor:
+def prepare(clip: AudioClip, rate: int, max_seconds: float | None, random_crop: bool) -> torch.Tensor:
     """Resample to ``rate``; crop to ``max_seconds`` (random window when training, centre in eval).
 
-    A clip that is silent throughout is an error naming the file: it would only teach the
-    heads that silence matches some caption.
+    Empty and silent clips are errors naming the file (``check_audio``).
     """
     import torchaudio.functional as AF
 
-    wave = clip.waveform.float()
-    if wave.numel() == 0:
-        raise DataError(f"Empty audio clip: {clip.path or '<in memory>'}")
-    if wave.abs().max() < silence_threshold:
-        raise DataError(f"Audio clip is silent throughout: {clip.path or '<in memory>'}. Remove it from the manifest.")
+    wave = check_audio(clip).waveform.float()
     if clip.sample_rate != rate:
         wave = AF.resample(wave, clip.sample_rate, rate)
     if max_seconds is not None:

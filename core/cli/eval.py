@@ -24,8 +24,10 @@ import click
 @click.option("--batch-size", default=32, show_default=True, help="Encoding batch size.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--no-baselines", is_flag=True, help="Skip the untrained-heads and raw-latents baselines.")
+@click.option("--skip-bad-media", is_flag=True, help="retrieval: leave out pairs whose image/audio file is "
+              "unreadable, empty or silent (default: stop and name the file).")
 def eval_command(model_dir, task, manifest, out, as_json, classes, label_field, templates, modality, chunk_size,
-                 batch_size, device, no_baselines):
+                 batch_size, device, no_baselines, skip_bad_media):
     """Evaluate MODEL (an export dir or a run dir) on a manifest."""
     from ..devices import resolve_device
     from ..errors import DataError
@@ -36,7 +38,7 @@ def eval_command(model_dir, task, manifest, out, as_json, classes, label_field, 
     model = load_aligned(model_dir, device=str(resolve_device(device)))
     if task == "retrieval":
         report = run_retrieval(model, manifest, chunk_size=chunk_size, batch_size=batch_size,
-                               baselines=not no_baselines, progress=not as_json)
+                               baselines=not no_baselines, progress=not as_json, skip_bad_media=skip_bad_media)
     else:
         names = None
         if classes:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ..errors import DataError, FuseError
 from ..manifest import load_pairs
+from ..screening import drop_bad_media
 from .retrieval import evaluate_retrieval, ranks_of_best_positive
 from .zeroshot import class_embeddings, load_templates, true_class_ranks, zeroshot_metrics
 
@@ -23,10 +24,14 @@ def _file_modalities(model, modalities):
 
 
 def run_retrieval(model, manifest: str | Path, ks=(1, 5, 10), chunk_size: int = 4096, batch_size: int = 32,
-                  baselines: bool = True, progress: bool = False) -> dict:
-    """Recall@K both ways on a paired manifest. Returns {"metrics": {variant: {...}}, "curves": ...}."""
+                  baselines: bool = True, progress: bool = False, skip_bad_media: bool = False) -> dict:
+    """Recall@K both ways on a paired manifest. Returns {"metrics": {variant: {...}}, "curves": ...}.
+
+    ``skip_bad_media`` leaves out pairs whose file is unreadable, empty or silent (and says so)."""
     a, b = model.modalities
     data = load_pairs(manifest, (a, b), _file_modalities(model, (a, b)))
+    if skip_bad_media:
+        data = drop_bad_media(data, {m: model.input_kind(m) for m in (a, b)}, cache_dir=None)
     latents = {m: model.encode(m, data.values[m], batch_size, progress) for m in (a, b)}
     variants = {"model": model}
     if baselines:
