@@ -28,6 +28,17 @@ class Component(Strict):
 
 class EncoderSpec(Component):
     frozen: bool = True  # frozen encoders are run once and their latents cached
+    # With frozen: false, train only the parameters whose names match one of these globs
+    # (partly unfrozen, e.g. ["model.encoder.layer.5.*"]); None trains the whole encoder.
+    trainable: list[str] | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _trainable_needs_unfrozen(self):
+        if self.trainable is not None and self.frozen:
+            raise ValueError("trainable names parameters to fine-tune, so it needs frozen: false")
+        if self.trainable is not None and not self.trainable:
+            raise ValueError("trainable: give at least one parameter-name pattern, or leave it out to train all")
+        return self
 
 
 class ModalitySpec(Strict):

@@ -29,6 +29,7 @@ from .datasets import build_dataset, default_cache_root
 from .devices import resolve_device
 from .errors import DataError, RecipeError
 from .eval.report import format_table
+from .freezing import set_trainable
 from .eval.retrieval import evaluate_retrieval
 from .export import export_model
 from .interfaces import Step
@@ -150,6 +151,11 @@ def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
 
     # Frozen towers are encoded once (cached on disk unless data.cache_latents is false).
     frozen = {m for m in names if recipe.modalities[m].encoder.frozen}
+    for m in names:
+        patterns = recipe.modalities[m].encoder.trainable
+        if patterns is not None:
+            n = set_trainable(model.encoders[m], patterns, f"modalities.{m}.encoder.trainable")
+            print(f"{m} encoder: {n / 1e6:.2f}M of its parameters are trained ({', '.join(patterns)})")
     latents: dict[str, dict[str, torch.Tensor]] = {split: {} for split in data}
     for m in names:
         enc = model.encoders[m]
