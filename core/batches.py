@@ -55,7 +55,8 @@ class PairBatches:
             self.sampler = sampler
             self.loader = DataLoader(self.dataset, batch_sampler=BatchSampler(sampler, batch_size, drop_last),
                                      num_workers=num_workers, collate_fn=self.dataset.collate,
-                                     persistent_workers=num_workers > 0)
+                                     persistent_workers=num_workers > 0,
+                                     generator=torch.Generator().manual_seed(seed))  # worker seeds, not the global RNG
 
     def __len__(self) -> int:
         n = len(self.data) // distributed.world_size()

@@ -78,8 +78,10 @@ def encode_values(encoder, values: list, device: torch.device, batch_size: int =
     fp16 Tokens [N, T, D] for fusion modules."""
     from tqdm.auto import tqdm
 
+    # Its own generator: iterating a DataLoader draws a seed, and drawing it from the global RNG
+    # would make training depend on whether the latents came from the cache or were encoded.
     loader = DataLoader(ValuesDataset(encoder.info.input, values), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=encoder.preprocess)
+                        num_workers=num_workers, collate_fn=encoder.preprocess, generator=torch.Generator())
     was_training = encoder.training
     encoder.eval()
     out = []

@@ -9,10 +9,15 @@ from pathlib import Path
 class MetricsLog:
     """Append-only JSONL a person can load with pandas or plot with `fuse plot`."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, keep_until_step: int | None = None):
+        """A fresh log; or, resuming, the existing one up to ``keep_until_step`` (rows logged
+        after the checkpoint the run resumes from are dropped, as their steps run again)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")
+        kept = []
+        if keep_until_step is not None and self.path.exists():
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until_step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict) -> None:
         with self.path.open("a") as f:

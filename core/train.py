@@ -27,7 +27,7 @@ from .batches import PairBatches
 from .cache import cached_latents, encode_values
 from .datasets import build_dataset, default_cache_root
 from .devices import resolve_device
-from .errors import DataError, RecipeError
+from .errors import DataError, ModelFileError, RecipeError
 from .eval.report import format_table
 from .freezing import set_trainable
 from .eval.retrieval import evaluate_retrieval
@@ -40,6 +40,7 @@ from .optim import make_optimizer, param_groups, warmup_cosine
 from .plugin_manager import registry
 from .precision import Precision
 from .recipe import Recipe
+from .resume import load_state, restore, save_state
 from .screening import drop_bad_media
 
 
@@ -119,8 +120,19 @@ def save_weights(step_module: TrainStep, path: Path) -> None:
     save_file(state, str(path))
 
 
-def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
-    """Run a recipe end to end; returns the run directory."""
+def _load_trainable(step_module: TrainStep, path: Path) -> None:
+    """Trainable weights saved by ``save_weights``; a file from another recipe is an error."""
+    result = step_module.load_state_dict(load_file(str(path)), strict=False)
+    frozen = tuple(f"model.encoders.{m}." for m in step_module.frozen)
+    missing = [k for k in result.missing_keys if not k.startswith(frozen)]
+    if result.unexpected_keys or missing:
+        raise ModelFileError(f"{path} does not fit this recipe's model (unexpected: {result.unexpected_keys[:3]}, "
+                             f"missing: {missing[:3]}). Resume with the recipe the run was started with.")
+
+
+def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) -> Path:
+    """Run a recipe end to end; returns the run directory. ``resume`` continues the run in
+    ``output_dir`` after its last completed epoch (see ``fuse.resume``)."""
     # ------------------------------------------------------------------ setup
     device = distributed.setup(resolve_device(recipe.device))
     main = distributed.is_main()
@@ -197,7 +209,8 @@ def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
     scheduler = warmup_cosine(optimizer, recipe.schedule.warmup_steps, total_steps, recipe.schedule.min_lr_ratio)
     precision = Precision(recipe.train.precision, device)
     params = [p for g in groups for p in g["params"]]
-    log = MetricsLog(run_dir / "metrics.jsonl") if main else None
+    state = load_state(ckpt_dir) if resume else None
+    log = MetricsLog(run_dir / "metrics.jsonl", state["step"] if state else None) if main else None
     n_params = sum(p.numel() for p in params)
     print(f"training {n_params / 1e6:.2f}M parameters for {total_steps} steps ({epochs} epochs of "
           f"{steps_per_epoch}) on {device}, precision {precision.mode}, batch {batches.batch_size}"
@@ -207,15 +220,23 @@ def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
     results: dict[str, dict] = {}
     if "val" in data and main:
         results["before"] = evaluate(model, data["val"], latents["val"], recipe)
-        log.write({"kind": "val", "step": 0, "epoch": 0, **results["before"]})
+        if state is None:
+            log.write({"kind": "val", "step": 0, "epoch": 0, **results["before"]})
+
+    step, best, best_epoch, start_epoch = 0, -math.inf, None, 1
+    if state is not None:
+        _load_trainable(step_module, state["weights"])
+        restore(state, optimizer, scheduler, precision)
+        step, best, best_epoch, start_epoch = state["step"], state["best"], state["best_epoch"], state["epoch"] + 1
+        print(f"resuming after epoch {state['epoch']} (step {step}) from {state['weights']}")
 
     # ------------------------------------------------------------------ train
     from tqdm.auto import tqdm
 
-    step, best, best_epoch = 0, -math.inf, None
-    bar = tqdm(total=total_steps, desc="train", disable=not main, unit="step")
+    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not main, unit="step")
     t0, seen = time.perf_counter(), 0
-    for epoch in range(1, epochs + 1):
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, epochs + 1):
         trainer.train()
         for m in frozen:
             model.encoders[m].eval()  # frozen towers keep eval-mode BatchNorm/dropout
@@ -255,6 +276,8 @@ def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
                 if metrics[recipe.train.best_metric] > best:
                     best, best_epoch = metrics[recipe.train.best_metric], epoch
                     shutil.copyfile(ckpt_dir / f"epoch-{epoch:03d}.safetensors", ckpt_dir / "best.safetensors")
+            save_state(ckpt_dir, epoch=epoch, step=step, best=best, best_epoch=best_epoch,
+                       optimizer=optimizer, scheduler=scheduler, precision=precision)
         if step >= total_steps:
             break
     bar.close()
@@ -262,7 +285,7 @@ def train(recipe: Recipe, recipe_path: str | None = None) -> Path:
     # ------------------------------------------------------------------ save
     if main:
         if best_epoch is not None:
-            step_module.load_state_dict(load_file(str(ckpt_dir / "best.safetensors")), strict=False)
+            _load_trainable(step_module, ckpt_dir / "best.safetensors")
             results["after"] = evaluate(model, data["val"], latents["val"], recipe)
             results["best_epoch"] = best_epoch
         else:

@@ -11,7 +11,9 @@ import click
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Resolve every plugin, option and data source, then stop (no downloads).")
-def train_command(recipe, overrides, dry_run):
+@click.option("--resume", is_flag=True, help="Continue the run in output_dir after its last completed epoch "
+              "(give the same recipe; train.epochs may be raised).")
+def train_command(recipe, overrides, dry_run, resume):
     """Train the heads of RECIPE; overrides look like train.epochs=3 or output_dir=runs/x."""
     from ..recipe import load_recipe
 
@@ -23,4 +25,4 @@ def train_command(recipe, overrides, dry_run):
         return
     from ..train import train
 
-    train(r, recipe_path=recipe)
+    train(r, recipe_path=recipe, resume=resume)

@@ -1,0 +1,45 @@
+"""`fuse train --resume`: an interrupted run continues exactly where its last epoch ended."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from fuse.cli import cli
+
+from conftest import tiny_recipe, write_recipe
+
+
+def _run(tmp_path, tiny_text_model, shapes_data, out, epochs, *flags):
+    # A constant learning rate, so that 2 epochs then 2 more follow the same schedule as 4 at once.
+    r = tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
+        "output_dir": str(tmp_path / out), "train.epochs": epochs, "train.eval_every": 1,
+        "schedule": {"warmup_steps": 0, "min_lr_ratio": 1.0},
+        "objectives": [{"name": "fusemix", "options": {"pairing": "permutation"}}]})  # RNG-driven: lambda, partners
+    result = CliRunner().invoke(cli, ["train", str(write_recipe(tmp_path / f"{out}.yaml", r)), *flags])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_two_epochs_then_two_more_equal_four_at_once(tmp_path, tiny_text_model, shapes_data):
+    _run(tmp_path, tiny_text_model, shapes_data, "straight", 4)
+    _run(tmp_path, tiny_text_model, shapes_data, "resumed", 2)
+    out = _run(tmp_path, tiny_text_model, shapes_data, "resumed", 4, "--resume")
+    assert "resuming after epoch 2" in out
+    a = load_file(str(tmp_path / "straight" / "checkpoints" / "epoch-004.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "checkpoints" / "epoch-004.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert [r["step"] for r in rows("straight")] == [r["step"] for r in rows("resumed")]  # no duplicated rows
+    assert json.loads((tmp_path / "resumed" / "eval.json").read_text())["after"] == \
+        json.loads((tmp_path / "straight" / "eval.json").read_text())["after"]
+
+
+def test_resume_without_a_saved_state_is_a_clear_error(tmp_path, tiny_text_model, shapes_data):
+    r = tiny_recipe(tmp_path, tiny_text_model, shapes_data, output_dir=str(tmp_path / "never"))
+    result = CliRunner().invoke(cli, ["train", str(write_recipe(tmp_path / "r.yaml", r)), "--resume"])
+    assert result.exit_code == 2
+    assert "Nothing to resume" in result.output and "state.pt not found" in result.output
