@@ -53,9 +53,12 @@ def true_class_ranks(query: torch.Tensor, classes: torch.Tensor, labels: torch.T
     """1-based rank of each query's true class among all classes (deterministic ties)."""
     query, classes, labels = query.float().cpu(), classes.float().cpu(), labels.long().cpu()
     idx = torch.arange(classes.shape[0])
+    # Identical class embeddings (duplicate names) must tie exactly, but a BLAS matmul may round
+    # two equal columns differently; score each distinct row once and copy the scores.
+    distinct, copy_of = torch.unique(classes, dim=0, return_inverse=True)
     ranks = []
     for start in range(0, query.shape[0], chunk_size):
-        sims = query[start:start + chunk_size] @ classes.T
+        sims = (query[start:start + chunk_size] @ distinct.T)[:, copy_of]
         lab = labels[start:start + chunk_size]
         true = sims.gather(1, lab[:, None])
         ahead = (sims > true).sum(1) + ((sims == true) & (idx[None, :] < lab[:, None])).sum(1)
