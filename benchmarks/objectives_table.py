@@ -43,6 +43,8 @@ SETS = {
         # halves: 512 latents give 256 mixed pairs, the batch InfoNCE sees; 60 epochs give the
         # same 360 optimiser steps (see the study below for why both matter).
         "FuseMix (alpha 1)": fusemix(batch=512, epochs=60),
+        "FuseMix (alpha 1, log temperature)": fusemix(batch=512, epochs=60, temperature_param="log",
+                                                      min_temperature=0.01),
         "SigLIP": ["objectives=[{name: siglip}]"],
         "InfoNCE + distillation": [TEACHER, "objectives=[{name: infonce}, {name: distillation, weight: 0.5, "
                                             "options: {queue_size: 4096}}]"],
