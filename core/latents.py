@@ -37,6 +37,10 @@ class Tokens:
         return Tokens(torch.cat(values), torch.cat(masks))
 
 
+def length_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """Bool [B, size]: True for the first ``lengths[i]`` positions of row i (valid frames)."""
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
 
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the valid tokens only [B, T, D] -> [B, D]; padding never dilutes the latent."""

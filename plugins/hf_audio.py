@@ -33,7 +33,7 @@ import torch
 import fuse
 from fuse.hf import hf_source, load_hf, save_hf
 from fuse.interfaces import Encoder, EncoderInfo
-from fuse.latents import masked_mean
+from fuse.latents import length_mask, masked_mean
 from fuse.paths import resolve_path
 from fuse.plugins.audio_input import prepare
 
@@ -186,7 +186,7 @@ class HFAudioEncoder(Encoder):
         else:
             filled = lengths
         columns = torch.clamp(torch.ceil(filled * t / window).long(), 1, t)
-        mask = (torch.arange(t, device=fmap.device)[None, :] < columns[:, None]).repeat_interleave(f, dim=1)
+        mask = length_mask(columns, t).repeat_interleave(f, dim=1)
         return tokens, mask, out.pooler_output
 
     def forward_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,7 +208,7 @@ class HFAudioEncoder(Encoder):
             tokens = self.model(input_values=batch["input_values"],
                                 attention_mask=batch["attention_mask"] if use_mask else None).last_hidden_state
             frames = self.model._get_feat_extract_output_lengths(lengths).long().clamp(1, tokens.shape[1])
-        mask = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < frames.to(tokens.device)[:, None]
+        mask = length_mask(frames.to(tokens.device), tokens.shape[1])
         return tokens, mask
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -28,7 +28,7 @@ from torch.nn.utils.rnn import pad_sequence
 import fuse
 from fuse.errors import ModelFileError, RecipeError
 from fuse.interfaces import Encoder, EncoderInfo
-from fuse.latents import masked_mean
+from fuse.latents import length_mask, masked_mean
 from fuse.paths import resolve_path
 from fuse.plugins.audio_input import prepare
 from fuse.weights import load_state_dict
@@ -153,7 +153,7 @@ class TorchaudioEncoder(Encoder):
         else:
             tokens, frames = self.model(waves, lengths)
         frames = frames.to(tokens.device).long().clamp(1, tokens.shape[1])
-        return tokens, torch.arange(tokens.shape[1], device=tokens.device)[None, :] < frames[:, None]
+        return tokens, length_mask(frames, tokens.shape[1])
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return masked_mean(*self.forward_tokens(batch))
