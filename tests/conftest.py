@@ -80,6 +80,22 @@ def make_tiny_text_model(d: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_wav2vec2(tmp_path_factory) -> Path:
+    """A 2-layer Wav2Vec2 with a layer-norm feature extractor (it takes an attention mask)."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    d = tmp_path_factory.mktemp("w2v")
+    torch.manual_seed(0)
+    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=8,
+                         num_conv_pos_embedding_groups=2, feat_extract_norm="layer")
+    Wav2Vec2Model(cfg).save_pretrained(str(d), safe_serialization=True)
+    Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(str(d))
+    return d
+
+
+@pytest.fixture(scope="session")
 def shapes_data(tmp_path_factory) -> dict[str, Path]:
     return write_shapes_manifest(tmp_path_factory.mktemp("shapes"))
 

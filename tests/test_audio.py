@@ -27,20 +27,6 @@ def _clips():
            [AudioClip(0.3 * torch.sin(2 * torch.pi * 330 * t[:8000]), 16000)]
 
 
-@pytest.fixture(scope="module")
-def tiny_wav2vec2(tmp_path_factory):
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    d = tmp_path_factory.mktemp("w2v")
-    torch.manual_seed(0)
-    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                         conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=8,
-                         num_conv_pos_embedding_groups=2, feat_extract_norm="layer")
-    Wav2Vec2Model(cfg).save_pretrained(str(d), safe_serialization=True)
-    Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(str(d))
-    return d
-
-
 def test_wav2vec2_mean_pooling_ignores_padding_and_round_trips(tiny_wav2vec2, tmp_path):
     enc = registry("encoder").create("hf-audio", {"model": str(tiny_wav2vec2)}).eval()
     clips = _clips()

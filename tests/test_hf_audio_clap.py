@@ -185,19 +185,6 @@ def test_projection_needs_a_checkpoint_with_clap_projection(tiny_clap_audio):
         _encoder(tiny_clap_audio, projection=True)
 
 
-@pytest.fixture(scope="module")
-def tiny_wav2vec2(tmp_path_factory):
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    d = tmp_path_factory.mktemp("w2v")
-    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                         conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=8,
-                         num_conv_pos_embedding_groups=2, feat_extract_norm="layer")
-    Wav2Vec2Model(cfg).save_pretrained(str(d), safe_serialization=True)
-    Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(str(d))
-    return d
-
-
 @pytest.mark.parametrize("options, message", [({"pooling": "pooler"}, "pooling: pooler needs"),
                                               ({"projection": True}, "projection: true needs")])
 def test_clap_only_options_are_recipe_errors_elsewhere(tiny_wav2vec2, options, message):
