@@ -29,9 +29,9 @@ from .datasets import build_dataset, default_cache_root
 from .devices import resolve_device
 from .errors import DataError, ModelFileError, RecipeError
 from .eval.report import format_table
-from .freezing import set_trainable
 from .eval.retrieval import evaluate_retrieval
 from .export import export_model
+from .freezing import set_trainable
 from .interfaces import Step
 from .manifest import PairedData, load_pairs
 from .metrics import MetricsLog, plot_metrics

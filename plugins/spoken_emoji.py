@@ -21,7 +21,7 @@ import torch
 import fuse
 from fuse.datasets import DatasetBuilder
 from fuse.errors import DataError
-from fuse.plugins.emoji_pairs import LICENSE_NOTE, caption, font_path, group_key, in_val, render
+from fuse.plugins.emoji_pairs import LICENSE_NOTE, caption, codepoints, font_path, group_key, in_val, render
 
 ESPEAK_RATE_PARAMETER = 1     # espeakRATE in speak_lib.h
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -103,7 +103,7 @@ class SpokenEmoji(DatasetBuilder):
             image = render(s, font, opts.image_size)
             if image is None:
                 continue
-            ident = "-".join(f"{ord(ch):x}" for ch in s)
+            ident = codepoints(s)
             text = caption(data["en"], s)
             image.save(out_dir / "images" / f"{ident}.png")
             clips = []
