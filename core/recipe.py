@@ -100,6 +100,9 @@ class TrainSpec(Strict):
     eval_every: int = pydantic.Field(1, gt=0)  # epochs
     best_metric: str = "mean/R@1"             # a key of the val metrics, higher is better
     drop_last: bool = True
+    # Recent epoch checkpoints kept besides best.safetensors and state.pt; null keeps them all.
+    # One per epoch of a long run fills a disk (open_clip's --delete-previous-checkpoint).
+    keep_checkpoints: int | None = pydantic.Field(1, ge=1)
 
 
 class EvalSpec(Strict):

@@ -130,6 +130,15 @@ def _load_trainable(step_module: TrainStep, path: Path) -> None:
                              f"missing: {missing[:3]}). Resume with the recipe the run was started with.")
 
 
+def prune_checkpoints(ckpt_dir: Path, keep: int | None) -> None:
+    """Delete all but the ``keep`` newest epoch files; best.safetensors and state.pt stay, so
+    resume and export still work. ``None`` keeps every epoch."""
+    if keep is None:
+        return
+    for old in sorted(ckpt_dir.glob("epoch-*.safetensors"))[:-keep]:
+        old.unlink()
+
+
 def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) -> Path:
     """Run a recipe end to end; returns the run directory. ``resume`` continues the run in
     ``output_dir`` after its last completed epoch (see ``fuse.resume``)."""
@@ -278,6 +287,7 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
                     shutil.copyfile(ckpt_dir / f"epoch-{epoch:03d}.safetensors", ckpt_dir / "best.safetensors")
             save_state(ckpt_dir, epoch=epoch, step=step, best=best, best_epoch=best_epoch,
                        optimizer=optimizer, scheduler=scheduler, precision=precision)
+            prune_checkpoints(ckpt_dir, recipe.train.keep_checkpoints)
         if step >= total_steps:
             break
     bar.close()

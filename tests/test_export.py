@@ -90,4 +90,4 @@ def test_cli_export_from_run_dir_matches_training_export(tmp_path, tiny_text_mod
     a, b = fuse.load(tmp_path / "run"), fuse.load(tmp_path / "again")
     assert torch.allclose(a.embed("text", texts), b.embed("text", texts), atol=1e-6)
     bad = CliRunner().invoke(cli, ["export", str(tmp_path / "run"), str(tmp_path / "x"), "--checkpoint", "epoch-099"])
-    assert bad.exit_code == 2 and "available: best, epoch-001, epoch-002" in bad.output
+    assert bad.exit_code == 2 and "available: best, epoch-002" in bad.output  # keep_checkpoints 1 pruned epoch-001

@@ -43,3 +43,14 @@ def test_resume_without_a_saved_state_is_a_clear_error(tmp_path, tiny_text_model
     result = CliRunner().invoke(cli, ["train", str(write_recipe(tmp_path / "r.yaml", r)), "--resume"])
     assert result.exit_code == 2
     assert "Nothing to resume" in result.output and "state.pt not found" in result.output
+
+
+def test_keep_checkpoints_bounds_the_epoch_files(tmp_path, tiny_text_model, shapes_data):
+    r = tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{"train.epochs": 4, "train.keep_checkpoints": 2})
+    assert CliRunner().invoke(cli, ["train", str(write_recipe(tmp_path / "k.yaml", r))]).exit_code == 0
+    files = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert files == ["best.safetensors", "epoch-003.safetensors", "epoch-004.safetensors", "state.pt"]
+    r["train"]["keep_checkpoints"] = None
+    r["output_dir"] = str(tmp_path / "all")
+    assert CliRunner().invoke(cli, ["train", str(write_recipe(tmp_path / "a.yaml", r))]).exit_code == 0
+    assert len(list((tmp_path / "all" / "checkpoints").glob("epoch-*.safetensors"))) == 4
