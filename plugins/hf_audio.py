@@ -35,7 +35,7 @@ from fuse.hf import hf_source, load_hf, save_hf
 from fuse.interfaces import Encoder, EncoderInfo
 from fuse.latents import length_mask, masked_mean
 from fuse.paths import resolve_path
-from fuse.plugins.audio_input import prepare
+from fuse.plugins.audio_input import prepare, receptive_field
 
 FRAME_MODELS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d")
 
@@ -77,6 +77,8 @@ class HFAudioEncoder(Encoder):
                 "projection.")
         cfg = self.model.config
         self.rate = int(getattr(self.processor, "sampling_rate", 16000))
+        # Frame models convolve the raw waveform: shorter clips are padded up to one frame.
+        self.min_samples = receptive_field(cfg.conv_kernel, cfg.conv_stride) if self.kind == "frames" else 0
         if self.kind == "clap":
             dim = self.projection.linear2.out_features if options.projection else self.model.audio_encoder.num_features
         else:
@@ -152,7 +154,7 @@ class HFAudioEncoder(Encoder):
         if self.kind == "clap":  # never longer than the extractor's window: it would pick random chunks
             window = self.processor.nb_max_samples / self.rate
             seconds = window if seconds is None else min(seconds, window)
-        waves = [prepare(c, self.rate, seconds, random_crop=self.training) for c in raw]
+        waves = [prepare(c, self.rate, seconds, random_crop=self.training, min_samples=self.min_samples) for c in raw]
         lengths = torch.tensor([w.shape[0] for w in waves])
         arrays = [w.numpy() for w in waves]
         if self.kind == "clap":

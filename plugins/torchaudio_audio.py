@@ -30,7 +30,7 @@ from fuse.errors import ModelFileError, RecipeError
 from fuse.interfaces import Encoder, EncoderInfo
 from fuse.latents import length_mask, masked_mean
 from fuse.paths import resolve_path
-from fuse.plugins.audio_input import prepare
+from fuse.plugins.audio_input import prepare, receptive_field
 from fuse.weights import load_state_dict
 
 # Every other bundle was published under the MIT license (see each bundle's docstring).
@@ -106,6 +106,8 @@ class TorchaudioEncoder(Encoder):
         self.rate = o.sample_rate or rate
         self.normalize = normalize if o.normalize_waveform is None else o.normalize_waveform
         self.by_length = params["extractor_mode"] == "group_norm" or arch == "wavlm"
+        convs = [layer.conv for layer in self.model.feature_extractor.conv_layers]
+        self.min_samples = receptive_field([c.kernel_size[0] for c in convs], [c.stride[0] for c in convs])
         self.info = EncoderInfo(modality="audio", input="audio", dim=params["encoder_embed_dim"], source=source,
                                 license=license, sample_rate=self.rate)
 
@@ -135,7 +137,8 @@ class TorchaudioEncoder(Encoder):
 
     # -- preprocessing -------------------------------------------------------------------
     def preprocess(self, raw: list) -> dict[str, torch.Tensor]:
-        waves = [prepare(c, self.rate, self.options.max_seconds, random_crop=self.training) for c in raw]
+        waves = [prepare(c, self.rate, self.options.max_seconds, random_crop=self.training,
+                         min_samples=self.min_samples) for c in raw]
         if self.normalize:  # per clip over its own samples, as in pretraining (never over the padding)
             waves = [F.layer_norm(w, w.shape) for w in waves]
         return {"waveforms": pad_sequence(waves, batch_first=True), "lengths": torch.tensor([len(w) for w in waves])}

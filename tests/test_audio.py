@@ -54,6 +54,23 @@ def test_silent_clip_is_a_clear_error(tiny_wav2vec2):
         enc.preprocess([AudioClip(torch.zeros(16000), 16000, "quiet.wav")])
 
 
+def test_receptive_field_of_wav2vec2_base_is_25_ms():
+    from fuse.plugins.audio_input import receptive_field
+
+    # wav2vec 2.0's feature encoder (Baevski et al. 2020): 400 samples = 25 ms at 16 kHz, hop 320.
+    assert receptive_field((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)) == 400
+
+
+def test_clip_shorter_than_one_frame_is_zero_padded_to_one(tiny_wav2vec2):
+    enc = registry("encoder").create("hf-audio", {"model": str(tiny_wav2vec2)}).eval()
+    field = 1 + 9 + 7 * 5  # the fixture's convs: kernels (10, 8), strides (5, 4)
+    short = 0.3 * torch.sin(torch.arange(20.0))
+    with torch.no_grad():
+        got = enc(enc.preprocess([AudioClip(short, 16000)]))
+        padded = enc(enc.preprocess([AudioClip(torch.nn.functional.pad(short, (0, field - 20)), 16000)]))
+    assert torch.isfinite(got).all() and torch.allclose(got, padded, atol=1e-6)
+
+
 def test_unreadable_audio_names_the_file(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio")

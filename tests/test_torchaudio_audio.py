@@ -172,6 +172,15 @@ def test_weights_converted_from_transformers_give_transformers_latents(kind, tmp
             assert torch.allclose(hf(w[None]).last_hidden_state.mean(1)[0], latent, atol=1e-4)
 
 
+def test_clip_shorter_than_one_frame_is_zero_padded_to_one(tiny):
+    enc = _create({"config": TINY, "checkpoint": str(tiny[1])})
+    field = 1 + 9 + 7 * 5  # TINY's convs: kernels (10, 8), strides (5, 4)
+    short = 0.3 * torch.sin(torch.arange(20.0))
+    got = _embed(enc, [AudioClip(short, 16000)])
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, _embed(enc, [AudioClip(torch.nn.functional.pad(short, (0, field - 20)), 16000)]), atol=1e-6)
+
+
 def test_fuse_plugins_lists_torchaudio():
     result = CliRunner().invoke(cli, ["plugins", "--json"])
     assert result.exit_code == 0, result.output
