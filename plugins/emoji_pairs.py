@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -150,6 +152,59 @@ def codepoints(s: str) -> str:
     return "-".join(f"{ord(ch):x}" for ch in s)
 
 
+@dataclass
+class RenderedEmoji:
+    """One emoji the font could draw, its image already saved under ``out_dir/images``."""
+
+    seq: str
+    data: dict     # the emoji package's record (names, aliases)
+    ident: str     # codepoints: file stem and record id
+    group: str     # codepoints of its base emoji: the unit of the train/val split
+    image: str     # path relative to out_dir
+
+
+def rendered_emoji(out_dir: Path, image_size: int, max_items: int | None, desc: str) -> Iterator[RenderedEmoji]:
+    """Render every fully qualified emoji (the first ``max_items``) into ``out_dir/images``;
+    skips those the font cannot draw and prints how many. Shared by every emoji dataset."""
+    from PIL import ImageFont
+    from tqdm.auto import tqdm
+
+    font = ImageFont.truetype(str(font_path()), 150)
+    import emoji   # font_path() checked it is installed
+
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    fully_qualified = emoji.STATUS["fully_qualified"]
+    items = [(s, d) for s, d in emoji.EMOJI_DATA.items() if d.get("status") == fully_qualified]
+    skipped = []
+    for s, data in tqdm(items[:max_items], desc=desc, unit="emoji"):
+        image = render(s, font, image_size)
+        if image is None:
+            skipped.append(caption(data["en"], s))
+            continue
+        ident = codepoints(s)
+        image.save(out_dir / "images" / f"{ident}.png")
+        yield RenderedEmoji(s, data, ident, codepoints(group_key(s)), f"images/{ident}.png")
+    if skipped:
+        print(f"skipped {len(skipped)} emoji the font cannot draw ({', '.join(skipped[:5])}"
+              f"{', ...' if len(skipped) > 5 else ''})")
+
+
+def write_splits(out_dir: Path, splits: dict[str, list[dict]], dataset: str, license_note: str) -> dict[str, Path]:
+    """Write ``{split}.jsonl`` and LICENSES.md; an empty split is an error naming the options to change."""
+    groups = {r["group"] for records in splits.values() for r in records}
+    for split, records in splits.items():
+        if not records:
+            raise DataError(f"The {dataset} build left the {split} split empty ({len(groups)} base emoji); "
+                            "raise data.dataset.max_items or change val_fraction.")
+    paths = {}
+    for split, records in splits.items():
+        paths[split] = out_dir / f"{split}.jsonl"
+        paths[split].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    (out_dir / "LICENSES.md").write_text(license_note, encoding="utf-8")
+    print(f"{dataset}: {len(splits['train'])} train + {len(splits['val'])} val items from {len(groups)} base emoji")
+    return paths
+
+
 class EmojiPairs(DatasetBuilder):
     """Rendered OpenMoji emoji paired with their names (about 3,940 pairs), split by base emoji."""
 
@@ -163,45 +218,14 @@ class EmojiPairs(DatasetBuilder):
         max_items: int | None = Field(None, ge=1)   # keep the first N emoji (tests, quick looks)
 
     def build(self, out_dir: Path) -> dict[str, Path]:
-        import time
-
-        from PIL import ImageFont
-        from tqdm.auto import tqdm
-
         opts = self.options
-        font = ImageFont.truetype(str(font_path()), 150)
-        import emoji   # font_path() checked it is installed
-
-        (out_dir / "images").mkdir(parents=True, exist_ok=True)
-        fully_qualified = emoji.STATUS["fully_qualified"]
-        items = [(s, d) for s, d in emoji.EMOJI_DATA.items() if d.get("status") == fully_qualified]
-        items = items[:opts.max_items] if opts.max_items is not None else items
-        splits, skipped, groups, start = {"train": [], "val": []}, [], set(), time.perf_counter()
-        for s, data in tqdm(items, desc="rendering emoji", unit="img"):
-            image = render(s, font, opts.image_size)
-            if image is None:
-                skipped.append(caption(data["en"], s))
-                continue
-            ident, key = codepoints(s), group_key(s)
-            image.save(out_dir / "images" / f"{ident}.png")
-            texts = captions(s, data, opts.captions == "name+aliases")
-            record = {"id": ident, "image": f"images/{ident}.png",
-                      "text": texts if opts.captions == "name+aliases" else texts[0], "group": codepoints(key)}
-            splits["val" if in_val(key, opts.seed, opts.val_fraction) else "train"].append(record)
-            groups.add(key)
-        paths = {}
-        for split, records in splits.items():
-            paths[split] = out_dir / f"{split}.jsonl"
-            paths[split].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
-                                    encoding="utf-8")
-        (out_dir / "LICENSES.md").write_text(LICENSE_NOTE, encoding="utf-8")
-        print(f"emoji: {len(splits['train'])} train + {len(splits['val'])} val pairs from {len(groups)} base "
-              f"emoji in {time.perf_counter() - start:.0f} s; skipped {len(skipped)} the font cannot draw"
-              + (f" ({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})" if skipped else ""))
-        if not splits["train"] or not splits["val"]:
-            raise DataError(f"The emoji build left the {'train' if not splits['train'] else 'val'} split empty "
-                            f"({len(groups)} base emoji); raise data.dataset.max_items or change val_fraction.")
-        return paths
+        aliases = opts.captions == "name+aliases"
+        splits = {"train": [], "val": []}
+        for e in rendered_emoji(out_dir, opts.image_size, opts.max_items, "rendering emoji"):
+            texts = captions(e.seq, e.data, aliases)
+            record = {"id": e.ident, "image": e.image, "text": texts if aliases else texts[0], "group": e.group}
+            splits["val" if in_val(group_key(e.seq), opts.seed, opts.val_fraction) else "train"].append(record)
+        return write_splits(out_dir, splits, "emoji", LICENSE_NOTE)
 
 
 @fuse.hookimpl

@@ -11,7 +11,6 @@ to 16 kHz with torchaudio's band-limited resampler.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 import fuse
 from fuse.datasets import DatasetBuilder
 from fuse.errors import DataError
-from fuse.plugins.emoji_pairs import LICENSE_NOTE, caption, codepoints, font_path, group_key, in_val, render
+from fuse.plugins.emoji_pairs import LICENSE_NOTE, caption, group_key, in_val, rendered_emoji, write_splits
 
 ESPEAK_RATE_PARAMETER = 1     # espeakRATE in speak_lib.h
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -81,31 +80,16 @@ class SpokenEmoji(DatasetBuilder):
         max_items: int | None = None
 
     def build(self, out_dir: Path) -> dict[str, Path]:
-        import emoji
         import soundfile as sf
-        from PIL import ImageFont
-        from tqdm.auto import tqdm
+        import torchaudio.transforms as AT
 
         opts = self.options
         tts = Espeak()
-        font = ImageFont.truetype(str(font_path()), 150)
-        for sub in ("audio", "images"):
-            (out_dir / sub).mkdir(parents=True, exist_ok=True)
-        import torchaudio.transforms as AT
-
+        (out_dir / "audio").mkdir(parents=True, exist_ok=True)
         resample = AT.Resample(tts.rate, opts.sample_rate)  # band-limited; kernel built once
-        fully_qualified = emoji.STATUS["fully_qualified"]
-        items = [(s, d) for s, d in emoji.EMOJI_DATA.items() if d.get("status") == fully_qualified]
-        if opts.max_items is not None:
-            items = items[:opts.max_items]
         splits = {"train": [], "val": []}
-        for s, data in tqdm(items, desc="speaking emoji names", unit="item"):
-            image = render(s, font, opts.image_size)
-            if image is None:
-                continue
-            ident = codepoints(s)
-            text = caption(data["en"], s)
-            image.save(out_dir / "images" / f"{ident}.png")
+        for e in rendered_emoji(out_dir, opts.image_size, opts.max_items, "speaking emoji names"):
+            text = caption(e.data["en"], e.seq)
             clips = []
             for voice in opts.voices:
                 wave = tts.speak(text, voice, opts.words_per_minute)
@@ -114,20 +98,13 @@ class SpokenEmoji(DatasetBuilder):
                 loud = np.flatnonzero(np.abs(wave) > 64)  # trim espeak's leading/trailing silence
                 wave = wave[max(0, loud[0] - 400):loud[-1] + 400]
                 wave16 = resample(torch.from_numpy(wave.astype(np.float32) / 32768.0))
-                name = f"audio/{ident}-{voice.replace('+', '_')}.flac"
+                name = f"audio/{e.ident}-{voice.replace('+', '_')}.flac"
                 sf.write(out_dir / name, wave16.numpy(), opts.sample_rate, subtype="PCM_16")
                 clips.append(name)
-            key = group_key(s)
-            record = {"id": ident, "audio": clips, "text": text, "image": f"images/{ident}.png"}
-            splits["val" if in_val(key, opts.seed, opts.val_fraction) else "train"].append(record)
-        paths = {}
-        for split, records in splits.items():
-            paths[split] = out_dir / f"{split}.jsonl"
-            paths[split].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        (out_dir / "LICENSES.md").write_text(LICENSE_NOTE + "Speech: synthesised with espeak-ng (GPL-3.0) at build time.\n")
-        print(f"spoken-emoji: {len(splits['train'])} train, {len(splits['val'])} val items, "
-              f"{len(opts.voices)} voices each")
-        return paths
+            record = {"id": e.ident, "audio": clips, "text": text, "image": e.image, "group": e.group}
+            splits["val" if in_val(group_key(e.seq), opts.seed, opts.val_fraction) else "train"].append(record)
+        return write_splits(out_dir, splits, f"spoken-emoji ({len(opts.voices)} voices per item)",
+                            LICENSE_NOTE + "Speech: synthesised with espeak-ng (GPL-3.0) at build time.\n")
 
 
 @fuse.hookimpl

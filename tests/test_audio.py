@@ -110,6 +110,16 @@ def test_spoken_emoji_records_hold_several_clips_per_item(spoken):
     assert clip.sample_rate == 16000 and 0.2 < clip.waveform.shape[0] / 16000 < 6
 
 
+def test_spoken_emoji_splits_like_the_image_dataset(spoken, tmp_path):
+    """One item, one side of the split in both datasets, so audio-image and image-text runs agree."""
+    images = build_dataset("emoji", {"max_items": 120, "val_fraction": 0.3, "image_size": 32}, tmp_path)
+    side = {r["id"]: (split, r["group"]) for split, path in images.items()
+            for r in map(json.loads, path.read_text().splitlines())}
+    spoken_side = {r["id"]: (split, r["group"]) for split, path in spoken.items()
+                   for r in map(json.loads, path.read_text().splitlines())}
+    assert spoken_side == side and {s for s, _ in side.values()} == {"train", "val"}
+
+
 def test_audio_text_training_with_fusemix_improves_retrieval(spoken, tmp_path):
     recipe = {
         "name": "audio-text", "device": "cpu", "output_dir": str(tmp_path / "run"), "embed_dim": 64,
