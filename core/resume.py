@@ -2,8 +2,10 @@
 
 `checkpoints/epoch-NNN.safetensors` holds the trainable weights; `checkpoints/state.pt` holds
 the rest of what the next step depends on: optimiser moments, the schedule's position, the
-loss scaler, the RNG (dropout, FuseMix's lambda) and the best score so far. Batches are a
-function of (seed, epoch), so a resumed run continues exactly as an uninterrupted one would.
+loss scaler, the RNG (dropout, FuseMix's lambda), the best score so far, and the state of any
+module that keeps one outside its weights (``resume_state()`` / ``load_resume_state()``, e.g.
+a distillation memory bank). Batches are a function of (seed, epoch), so a resumed run
+continues exactly as an uninterrupted one would.
 Loaded with ``weights_only=True``: a state file can hold tensors and numbers, never code.
 """
 
@@ -19,9 +21,15 @@ from .errors import ModelFileError
 STATE_FILE = "state.pt"
 
 
+def module_states(root: torch.nn.Module) -> dict[str, dict]:
+    """``resume_state()`` of every sub-module that has one, by module name."""
+    return {name: m.resume_state() for name, m in root.named_modules() if hasattr(m, "resume_state")}
+
+
 def save_state(ckpt_dir: Path, *, epoch: int, step: int, best: float, best_epoch: int | None,
-               optimizer, scheduler, precision) -> None:
+               optimizer, scheduler, precision, modules: torch.nn.Module) -> None:
     state = {"epoch": epoch, "step": step, "best": best, "best_epoch": best_epoch,
+             "modules": module_states(modules),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": precision.scaler.state_dict() if precision.scaler else None,
              "rng": torch.get_rng_state(),
@@ -47,8 +55,18 @@ def load_state(ckpt_dir: Path) -> dict:
     return state
 
 
-def restore(state: dict, optimizer, scheduler, precision) -> None:
-    """Optimiser, schedule, scaler and RNG as they were when ``state`` was saved."""
+def restore(state: dict, optimizer, scheduler, precision, modules: torch.nn.Module) -> None:
+    """Optimiser, schedule, scaler, RNG and module states as they were when ``state`` was saved."""
+    by_name = dict(modules.named_modules())
+    for name, module_state in state.get("modules", {}).items():
+        if name not in by_name or not hasattr(by_name[name], "load_resume_state"):
+            raise ModelFileError(f"state.pt holds the state of '{name}', which this recipe does not build. "
+                                 "Resume with the recipe the run was started with.")
+        try:
+            by_name[name].load_resume_state(module_state)
+        except ValueError as exc:
+            raise ModelFileError(f"state.pt does not fit '{name}': {exc}. Resume with the recipe the run "
+                                 "was started with.") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if precision.scaler and state["scaler"]:

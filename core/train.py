@@ -235,7 +235,7 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     step, best, best_epoch, start_epoch = 0, -math.inf, None, 1
     if state is not None:
         _load_trainable(step_module, state["weights"])
-        restore(state, optimizer, scheduler, precision)
+        restore(state, optimizer, scheduler, precision, step_module)
         step, best, best_epoch, start_epoch = state["step"], state["best"], state["best_epoch"], state["epoch"] + 1
         print(f"resuming after epoch {state['epoch']} (step {step}) from {state['weights']}")
 
@@ -286,7 +286,7 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
                     best, best_epoch = metrics[recipe.train.best_metric], epoch
                     shutil.copyfile(ckpt_dir / f"epoch-{epoch:03d}.safetensors", ckpt_dir / "best.safetensors")
             save_state(ckpt_dir, epoch=epoch, step=step, best=best, best_epoch=best_epoch,
-                       optimizer=optimizer, scheduler=scheduler, precision=precision)
+                       optimizer=optimizer, scheduler=scheduler, precision=precision, modules=step_module)
             prune_checkpoints(ckpt_dir, recipe.train.keep_checkpoints)
         if step >= total_steps:
             break

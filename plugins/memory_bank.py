@@ -15,9 +15,10 @@ from fuse.distributed import gather_with_grad
 class MemoryBank(nn.Module):
     """Fixed-size ring buffer of rows; ``valid()`` for the loss, ``items()`` oldest first.
 
-    The queue is a non-persistent buffer: a 65,536 x 768 queue would bloat every checkpoint,
-    and a fresh one refills within a few hundred steps. Pointer and fill count are plain ints
-    so that enqueueing never waits for the GPU.
+    The queue is a non-persistent buffer: a 65,536 x 768 queue would bloat every epoch's
+    weights file. It travels in the single `state.pt` instead (``resume_state``), so a resumed
+    run continues with the negatives it had. Pointer and fill count are plain ints so that
+    enqueueing never waits for the GPU.
     """
 
     def __init__(self, size: int, dim: int):
@@ -61,6 +62,19 @@ class MemoryBank(nn.Module):
         if self.count < self.size:
             return self.queue[:self.count]
         return torch.cat([self.queue[self.ptr:], self.queue[:self.ptr]])
+
+    def resume_state(self) -> dict:
+        """The filled rows (oldest first) for `fuse.resume`; the queue itself is not in weights files."""
+        return {"rows": self.items().cpu().clone(), "size": self.size}
+
+    def load_resume_state(self, state: dict) -> None:
+        rows = state["rows"]
+        if state["size"] != self.size or rows.shape[1:] != (self.dim,):
+            raise ValueError(f"the state file's memory bank has {state['size']} rows of dim {tuple(rows.shape[1:])}, "
+                             f"the recipe's {self.size} rows of dim {self.dim} (queue_size)")
+        self.reset()
+        if len(rows):
+            self.enqueue(rows.to(self.queue.device), gathered=True)
 
     def reset(self) -> None:
         self.queue.zero_()

@@ -263,6 +263,18 @@ def test_memory_bank_order_and_size_after_wrap_around():
     assert "queue" not in bank.state_dict()  # never saved in checkpoints
     with pytest.raises(ValueError, match="dim 1"):
         bank.enqueue(torch.zeros(2, 3))
+    # state.pt carries it instead: a restored bank continues in the same order.
+    again = MemoryBank(size=5, dim=1)
+    again.load_resume_state(bank.resume_state())
+    for b in (bank, again):
+        b.enqueue(col(30, 31))
+    assert again.items().flatten().tolist() == bank.items().flatten().tolist() == [24, 25, 26, 30, 31]
+    partial = MemoryBank(size=5, dim=1)
+    partial.enqueue(col(1, 2))
+    again.load_resume_state(partial.resume_state())
+    assert again.items().flatten().tolist() == [1, 2] and len(again) == 2
+    with pytest.raises(ValueError, match="size"):
+        MemoryBank(size=4, dim=1).load_resume_state(bank.resume_state())
 
 
 # ---- distillation ------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
@@ -13,21 +14,28 @@ from fuse.cli import cli
 from conftest import tiny_recipe, write_recipe
 
 
-def _run(tmp_path, tiny_text_model, shapes_data, out, epochs, *flags):
+FUSEMIX = {"objectives": [{"name": "fusemix", "options": {"pairing": "permutation"}}]}  # RNG: lambda, partners
+# The memory bank (16 rows: it wraps within an epoch) lives outside the weights, in state.pt.
+DISTILL = {"objectives": [{"name": "infonce"}, {"name": "distillation", "weight": 0.5, "options": {"queue_size": 16}}],
+           "teacher": {"modality": "image", "encoder": {"name": "timm", "options": {"model": "test_vit",
+                                                                                    "pretrained": False}}}}
+
+
+def _run(tmp_path, tiny_text_model, shapes_data, out, epochs, *flags, objectives=FUSEMIX):
     # A constant learning rate, so that 2 epochs then 2 more follow the same schedule as 4 at once.
     r = tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
         "output_dir": str(tmp_path / out), "train.epochs": epochs, "train.eval_every": 1,
-        "schedule": {"warmup_steps": 0, "min_lr_ratio": 1.0},
-        "objectives": [{"name": "fusemix", "options": {"pairing": "permutation"}}]})  # RNG-driven: lambda, partners
+        "schedule": {"warmup_steps": 0, "min_lr_ratio": 1.0}, **objectives})
     result = CliRunner().invoke(cli, ["train", str(write_recipe(tmp_path / f"{out}.yaml", r)), *flags])
     assert result.exit_code == 0, result.output
     return result.output
 
 
-def test_two_epochs_then_two_more_equal_four_at_once(tmp_path, tiny_text_model, shapes_data):
-    _run(tmp_path, tiny_text_model, shapes_data, "straight", 4)
-    _run(tmp_path, tiny_text_model, shapes_data, "resumed", 2)
-    out = _run(tmp_path, tiny_text_model, shapes_data, "resumed", 4, "--resume")
+@pytest.mark.parametrize("objectives", [FUSEMIX, DISTILL], ids=["fusemix", "infonce+distillation"])
+def test_two_epochs_then_two_more_equal_four_at_once(tmp_path, tiny_text_model, shapes_data, objectives):
+    _run(tmp_path, tiny_text_model, shapes_data, "straight", 4, objectives=objectives)
+    _run(tmp_path, tiny_text_model, shapes_data, "resumed", 2, objectives=objectives)
+    out = _run(tmp_path, tiny_text_model, shapes_data, "resumed", 4, "--resume", objectives=objectives)
     assert "resuming after epoch 2" in out
     a = load_file(str(tmp_path / "straight" / "checkpoints" / "epoch-004.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "checkpoints" / "epoch-004.safetensors"))
