@@ -9,7 +9,7 @@ import click
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--checkpoint", default="best", show_default=True,
-              help="Which checkpoint of the run: best, or an epoch file name such as epoch-003.")
+              help="Which checkpoint of the run: best, or a kept epoch file such as epoch-003 (train.keep_checkpoints).")
 def export_command(run_dir, out_dir, checkpoint):
     """Rebuild the run's model from its recipe.yaml, load a checkpoint, export it to OUT_DIR."""
     from ..export import export_run
