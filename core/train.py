@@ -135,7 +135,8 @@ def prune_checkpoints(ckpt_dir: Path, keep: int | None) -> None:
     resume and export still work. ``None`` keeps every epoch."""
     if keep is None:
         return
-    for old in sorted(ckpt_dir.glob("epoch-*.safetensors"))[:-keep]:
+    by_epoch = sorted(ckpt_dir.glob("epoch-*.safetensors"), key=lambda p: int(p.stem.split("-")[1]))
+    for old in by_epoch[:-keep]:  # by number: epoch-1000 is newer than epoch-999
         old.unlink()
 
 

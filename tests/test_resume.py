@@ -62,3 +62,12 @@ def test_keep_checkpoints_bounds_the_epoch_files(tmp_path, tiny_text_model, shap
     r["output_dir"] = str(tmp_path / "all")
     assert CliRunner().invoke(cli, ["train", str(write_recipe(tmp_path / "a.yaml", r))]).exit_code == 0
     assert len(list((tmp_path / "all" / "checkpoints").glob("epoch-*.safetensors"))) == 4
+
+
+def test_pruning_orders_epochs_by_number_past_999(tmp_path):
+    from fuse.train import prune_checkpoints
+
+    for epoch in (998, 999, 1000, 1001):
+        (tmp_path / f"epoch-{epoch:03d}.safetensors").write_bytes(b"")
+    prune_checkpoints(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-1000.safetensors", "epoch-1001.safetensors"]
