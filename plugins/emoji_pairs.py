@@ -160,12 +160,23 @@ class RenderedEmoji:
     data: dict     # the emoji package's record (names, aliases)
     ident: str     # codepoints: file stem and record id
     group: str     # codepoints of its base emoji: the unit of the train/val split
+    split: str     # "train" or "val", by group
     image: str     # path relative to out_dir
 
 
-def rendered_emoji(out_dir: Path, image_size: int, max_items: int | None, desc: str) -> Iterator[RenderedEmoji]:
-    """Render every fully qualified emoji (the first ``max_items``) into ``out_dir/images``;
-    skips those the font cannot draw and prints how many. Shared by every emoji dataset."""
+class EmojiOptions(fuse.Options):
+    """What every emoji dataset shares: the split, the image size, how many emoji."""
+
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+    image_size: int = Field(224, ge=16)
+    max_items: int | None = Field(None, ge=1)   # keep the first N emoji (tests, quick looks)
+
+
+def rendered_emoji(out_dir: Path, opts: EmojiOptions, desc: str) -> Iterator[RenderedEmoji]:
+    """Render every fully qualified emoji (the first ``max_items``) into ``out_dir/images`` and
+    assign its split; skips those the font cannot draw and prints how many. Shared by every
+    emoji dataset, so they all split alike."""
     from PIL import ImageFont
     from tqdm.auto import tqdm
 
@@ -176,14 +187,16 @@ def rendered_emoji(out_dir: Path, image_size: int, max_items: int | None, desc: 
     fully_qualified = emoji.STATUS["fully_qualified"]
     items = [(s, d) for s, d in emoji.EMOJI_DATA.items() if d.get("status") == fully_qualified]
     skipped = []
-    for s, data in tqdm(items[:max_items], desc=desc, unit="emoji"):
-        image = render(s, font, image_size)
+    for s, data in tqdm(items[:opts.max_items], desc=desc, unit="emoji"):
+        image = render(s, font, opts.image_size)
         if image is None:
             skipped.append(caption(data["en"], s))
             continue
         ident = codepoints(s)
         image.save(out_dir / "images" / f"{ident}.png")
-        yield RenderedEmoji(s, data, ident, codepoints(group_key(s)), f"images/{ident}.png")
+        key = group_key(s)
+        split = "val" if in_val(key, opts.seed, opts.val_fraction) else "train"
+        yield RenderedEmoji(s, data, ident, codepoints(key), split, f"images/{ident}.png")
     if skipped:
         print(f"skipped {len(skipped)} emoji the font cannot draw ({', '.join(skipped[:5])}"
               f"{', ...' if len(skipped) > 5 else ''})")
@@ -210,21 +223,17 @@ class EmojiPairs(DatasetBuilder):
 
     modalities = ("image", "text")
 
-    class Options(fuse.Options):
-        val_fraction: float = Field(0.2, gt=0, lt=1)
-        seed: int = 0
-        image_size: int = Field(224, ge=16)
+    class Options(EmojiOptions):
         captions: Literal["name", "name+aliases"] = "name"   # aliases: 'text' is a list per image
-        max_items: int | None = Field(None, ge=1)   # keep the first N emoji (tests, quick looks)
 
     def build(self, out_dir: Path) -> dict[str, Path]:
         opts = self.options
         aliases = opts.captions == "name+aliases"
         splits = {"train": [], "val": []}
-        for e in rendered_emoji(out_dir, opts.image_size, opts.max_items, "rendering emoji"):
+        for e in rendered_emoji(out_dir, opts, "rendering emoji"):
             texts = captions(e.seq, e.data, aliases)
-            record = {"id": e.ident, "image": e.image, "text": texts if aliases else texts[0], "group": e.group}
-            splits["val" if in_val(group_key(e.seq), opts.seed, opts.val_fraction) else "train"].append(record)
+            splits[e.split].append({"id": e.ident, "image": e.image, "text": texts if aliases else texts[0],
+                                    "group": e.group})
         return write_splits(out_dir, splits, "emoji", LICENSE_NOTE)
 
 

@@ -20,7 +20,7 @@ import torch
 import fuse
 from fuse.datasets import DatasetBuilder
 from fuse.errors import DataError
-from fuse.plugins.emoji_pairs import LICENSE_NOTE, caption, group_key, in_val, rendered_emoji, write_splits
+from fuse.plugins.emoji_pairs import LICENSE_NOTE, EmojiOptions, caption, rendered_emoji, write_splits
 
 ESPEAK_RATE_PARAMETER = 1     # espeakRATE in speak_lib.h
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -70,14 +70,10 @@ class SpokenEmoji(DatasetBuilder):
 
     modalities = ("audio", "text", "image")
 
-    class Options(fuse.Options):
+    class Options(EmojiOptions):
         voices: list[str] = ["en-us", "en"]              # espeak-ng voice names; "en" is British English
         words_per_minute: int = 160
         sample_rate: int = 16000
-        val_fraction: float = 0.2
-        seed: int = 0
-        image_size: int = 224
-        max_items: int | None = None
 
     def build(self, out_dir: Path) -> dict[str, Path]:
         import soundfile as sf
@@ -88,7 +84,7 @@ class SpokenEmoji(DatasetBuilder):
         (out_dir / "audio").mkdir(parents=True, exist_ok=True)
         resample = AT.Resample(tts.rate, opts.sample_rate)  # band-limited; kernel built once
         splits = {"train": [], "val": []}
-        for e in rendered_emoji(out_dir, opts.image_size, opts.max_items, "speaking emoji names"):
+        for e in rendered_emoji(out_dir, opts, "speaking emoji names"):
             text = caption(e.data["en"], e.seq)
             clips = []
             for voice in opts.voices:
@@ -101,8 +97,7 @@ class SpokenEmoji(DatasetBuilder):
                 name = f"audio/{e.ident}-{voice.replace('+', '_')}.flac"
                 sf.write(out_dir / name, wave16.numpy(), opts.sample_rate, subtype="PCM_16")
                 clips.append(name)
-            record = {"id": e.ident, "audio": clips, "text": text, "image": e.image, "group": e.group}
-            splits["val" if in_val(group_key(e.seq), opts.seed, opts.val_fraction) else "train"].append(record)
+            splits[e.split].append({"id": e.ident, "audio": clips, "text": text, "image": e.image, "group": e.group})
         return write_splits(out_dir, splits, f"spoken-emoji ({len(opts.voices)} voices per item)",
                             LICENSE_NOTE + "Speech: synthesised with espeak-ng (GPL-3.0) at build time.\n")
 
