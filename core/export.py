@@ -18,11 +18,12 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .errors import ModelFileError, PluginError, RecipeError
 from .model import AlignedModel, build_trainable
 from .plugin_manager import installed_version, registry
+from .weights import save_state_dict
 
 FORMAT = "fuse-aligned-model"
 CONFIG = "fuse_model.json"
@@ -38,8 +39,7 @@ def export_model(model: AlignedModel, out_dir: str | Path, card: dict | None = N
     for m in model.modalities:
         enc, head = model.encoders[m], model.heads[m]
         enc_options = enc.save(tmp / m / "encoder")
-        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-                  str(tmp / m / "head.safetensors"))
+        save_state_dict(head, tmp / m / "head.safetensors")
         enc_entry = registry("encoder").get(model.specs[m]["encoder"]["name"])
         towers[m] = {
             "encoder": {"name": enc_entry.name, "package": enc_entry.package, "options": enc_options,
@@ -47,8 +47,7 @@ def export_model(model: AlignedModel, out_dir: str | Path, card: dict | None = N
             "head": {**model.specs[m]["head"], "in_dim": enc.info.dim},
         }
     if model.fusion is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.fusion.state_dict().items()},
-                  str(tmp / "fusion.safetensors"))
+        save_state_dict(model.fusion, tmp / "fusion.safetensors")
     config = {"format": FORMAT, "format_version": 1, "fuse_version": installed_version(),
               "embed_dim": model.embed_dim, "modalities": towers, "fusion": model.fusion_spec, "card": card or {}}
     (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str))

@@ -1,4 +1,5 @@
-"""Reading weight files safely: safetensors, or torch.load with weights_only=True. Never pickle."""
+"""Weight files: written as safetensors; read as safetensors, or torch.load with weights_only=True.
+Never pickle."""
 
 from __future__ import annotations
 
@@ -28,3 +29,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ModelFileError(f"{path} holds a {type(state).__name__}, not a state dict of tensors.")
     return state
+
+
+def save_state_dict(module: torch.nn.Module, path: str | Path) -> None:
+    """``module``'s state dict as a safetensors file (CPU, contiguous copies: what safetensors needs)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))

@@ -36,6 +36,7 @@ from fuse.interfaces import Encoder, EncoderInfo
 from fuse.latents import length_mask, masked_mean
 from fuse.paths import resolve_path
 from fuse.plugins.audio_input import prepare, receptive_field
+from fuse.weights import save_state_dict
 
 FRAME_MODELS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d")
 
@@ -232,12 +233,10 @@ class HFAudioEncoder(Encoder):
 
     def save(self, directory: Path) -> dict[str, Any]:
         if self.kind == "whisper":  # encoder only (the decoder is never used), window already applied
-            from safetensors.torch import save_file
-
             directory.mkdir(parents=True, exist_ok=True)
             self.model.config.save_pretrained(str(directory))
             self.processor.save_pretrained(str(directory))
-            save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(directory / "model.safetensors"))
+            save_state_dict(self.model, directory / "model.safetensors")
             return {**self.options.model_dump(), "model": "./", "format": "whisper-encoder", "revision": None,
                     "whisper_window_seconds": self.model.config.max_source_positions / 50}
         model = self.model

@@ -18,7 +18,7 @@ import fuse
 from fuse.errors import ModelFileError
 from fuse.interfaces import Encoder, EncoderInfo
 from fuse.paths import resolve_path
-from fuse.weights import load_state_dict
+from fuse.weights import load_state_dict, save_state_dict
 
 
 class TimmEncoder(Encoder):
@@ -95,10 +95,8 @@ class TimmEncoder(Encoder):
         return {"data_config": {k: str(v) for k, v in sorted(self.data_config.items())}}
 
     def save(self, directory: Path) -> dict[str, Any]:
-        from safetensors.torch import save_file
-
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(directory / "model.safetensors"))
+        save_state_dict(self.model, directory / "model.safetensors")
         return {**self.options.model_dump(), "pretrained": False, "checkpoint": "./model.safetensors",
                 "checkpoint_format": "timm"}
 

@@ -31,7 +31,7 @@ from fuse.interfaces import Encoder, EncoderInfo
 from fuse.latents import length_mask, masked_mean
 from fuse.paths import resolve_path
 from fuse.plugins.audio_input import prepare, receptive_field
-from fuse.weights import load_state_dict
+from fuse.weights import load_state_dict, save_state_dict
 
 # Every other bundle was published under the MIT license (see each bundle's docstring).
 NON_COMMERCIAL = {"MMS_FA", "VOXPOPULI_ASR_BASE_10K_DE", "VOXPOPULI_ASR_BASE_10K_EN", "VOXPOPULI_ASR_BASE_10K_ES",
@@ -166,10 +166,8 @@ class TorchaudioEncoder(Encoder):
                 "pooling": self.options.pooling}
 
     def save(self, directory: Path) -> dict[str, Any]:
-        from safetensors.torch import save_file
-
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(directory / "model.safetensors"))
+        save_state_dict(self.model, directory / "model.safetensors")
         (directory / "config.json").write_text(json.dumps({"architecture": self.arch, "config": self.params}, indent=2))
         return {**self.options.model_dump(), "bundle": None, "config": self.params, "architecture": self.arch,
                 "checkpoint": "./model.safetensors", "num_layers": None, "sample_rate": self.rate,
