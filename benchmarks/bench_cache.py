@@ -73,7 +73,7 @@ def main():
     train_epochs(lambda pairs: {m: cache[m][pairs[:, c]] for c, m in enumerate(("image", "text"))})
     t_cached = time.perf_counter() - t
 
-    from fuse.media import read
+    from fuse import read_value as read
 
     def online(pairs):
         out = {}

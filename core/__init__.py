@@ -5,13 +5,27 @@ Public API::
     import fuse
     model = fuse.load("runs/quickstart/export")
     z = model.embed("text", ["a red apple"])      # L2-normalised [1, D]
+    run_dir = fuse.train("recipes/quickstart.yaml", ["train.epochs=3"])
 
-Plugins implement hooks declared in ``fuse.hookspecs`` with ``@fuse.hookimpl``.
+``__all__`` is the whole plugin surface: built-in plugins import nothing else from fuse (a test
+checks it), so a third-party plugin can do everything they do. Plugins implement hooks declared
+in ``fuse.hookspecs`` with ``@fuse.hookimpl``.
 """
 
+from __future__ import annotations
+
+from .datasets import DatasetBuilder
+from .distributed import gather_with_grad
 from .errors import DataError, FuseError, ModelFileError, PluginError, RecipeError
+from .hf import hf_source, load_hf, save_hf, truncate_layers
 from .hookspecs import hookimpl
-from .interfaces import Encoder, EncoderInfo, Head, Objective, Options, Step
+from .inputs import InputKind, input_kind, read_value
+from .interfaces import Encoder, EncoderInfo, Fusion, Head, Objective, Options, Step
+from .latents import Tokens, length_mask, masked_mean
+from .losses import LogitScale, info_nce
+from .paths import resolve_path
+from .plugin_manager import register_plugin, unregister_plugin
+from .weights import load_state_dict, save_state_dict
 
 __version__ = "0.1.0"
 
@@ -23,7 +37,33 @@ def load(path, device: str = "cpu"):
     return load_aligned(path, device=device)
 
 
+def train(recipe, overrides=(), resume: bool = False):
+    """Run a recipe file (with ``key.sub=value`` overrides) end to end, as `fuse train` does;
+    returns the run directory."""
+    from .recipe import load_recipe
+    from .train import train as run
+
+    return run(load_recipe(recipe, list(overrides)), recipe_path=str(recipe), resume=resume)
+
+
+def create(kind: str, name: str, options: dict | None = None, where: str = "", **context):
+    """Build a registered component by name (e.g. a video encoder building its per-frame image
+    encoder): options are validated against its schema; errors name ``where``."""
+    from .plugin_manager import registry
+
+    return registry(kind).create(name, options, where, **context)
+
+
 __all__ = [
-    "DataError", "Encoder", "EncoderInfo", "FuseError", "Head", "ModelFileError", "Objective",
-    "Options", "PluginError", "RecipeError", "Step", "hookimpl", "load", "__version__",
+    # components a plugin implements
+    "DatasetBuilder", "Encoder", "EncoderInfo", "Fusion", "Head", "InputKind", "Objective", "Options", "Step",
+    "hookimpl",
+    # errors a user can cause
+    "DataError", "FuseError", "ModelFileError", "PluginError", "RecipeError",
+    # helpers plugins share
+    "LogitScale", "Tokens", "create", "gather_with_grad", "hf_source", "info_nce", "input_kind", "length_mask",
+    "load_hf", "load_state_dict", "masked_mean", "read_value", "resolve_path", "save_hf", "save_state_dict",
+    "truncate_layers",
+    # using fuse from Python
+    "load", "register_plugin", "train", "unregister_plugin", "__version__",
 ]

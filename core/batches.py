@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
-from . import distributed, media
+from . import distributed
+from .inputs import read_value
 from .manifest import PairedData
 
 
@@ -28,7 +29,7 @@ class _OnlinePairs(Dataset):
 
     def __getitem__(self, i):
         pair = self.data.pairs[i]
-        return i, {m: media.read(enc.info.input, self.data.values[m][pair[self.columns[m]]])
+        return i, {m: read_value(enc.info.input, self.data.values[m][pair[self.columns[m]]])
                    for m, enc in self.online.items()}
 
     def collate(self, items):

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
-from . import media
+from .inputs import input_kind, read_value
 from .errors import ModelFileError
 from .latents import Tokens
 
@@ -36,12 +36,11 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
 
 
 def values_fingerprint(kind: str, values: list[str]) -> str:
+    """Hash of what identifies each value (for files: path, size and mtime; see InputKind.identity)."""
     h = hashlib.sha256()
+    identity = input_kind(kind).identity
     for v in values:
-        h.update(v.encode())
-        if kind != "text":
-            st = os.stat(v)
-            h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
+        h.update(identity(v).encode())
         h.update(b"\n")
     return h.hexdigest()
 
@@ -67,8 +66,7 @@ class ValuesDataset(Dataset):
         return len(self.values)
 
     def __getitem__(self, i):
-        v = self.values[i]
-        return media.read(self.kind, v) if isinstance(v, str) else v
+        return read_value(self.kind, self.values[i])
 
 
 @torch.no_grad()

@@ -18,8 +18,13 @@ hookimpl = pluggy.HookimplMarker("fuse")
 
 
 @hookspec
+def register_input_kinds(register):
+    """Register InputKind classes: register(name, cls). A kind says how a manifest value becomes a raw input."""
+
+
+@hookspec
 def register_encoders(register):
-    """Register Encoder classes: register(name, cls, modalities=(...))."""
+    """Register Encoder classes: register(name, cls, modalities=(input kinds it consumes,))."""
 
 
 @hookspec

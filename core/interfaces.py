@@ -1,8 +1,8 @@
-"""The three component interfaces plugins implement: Encoder, Head and Objective.
+"""The component interfaces plugins implement: Encoder, Head, Fusion and Objective.
 
 Each component class has a nested ``Options`` pydantic model (its recipe options; unknown
 keys are errors; defaults live there) and is built by the registry as ``cls(options, ...)``.
-Dataset builders are in ``fuse.datasets``.
+Dataset builders are in ``fuse.datasets``, input kinds in ``fuse.inputs``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ import pydantic
 import torch
 from torch import nn
 
-INPUT_KINDS = ("image", "text", "audio")
-
-
 class Options(pydantic.BaseModel):
     """Base for component options: unknown keys are errors, not silently ignored."""
 
@@ -30,14 +27,17 @@ class EncoderInfo:
     """What an encoder is: recorded in exports, model cards and cache keys."""
 
     modality: str              # the recipe's modality name it serves, e.g. "image"
-    input: str                 # raw input kind it preprocesses: "image" (PIL), "text" (str), "audio"
-    dim: int                   # size of the pooled latent
+    input: str                 # the registered input kind it consumes: "image" (PIL), "text" (str), "audio", ...
+    dim: int                   # size of one latent vector
     source: str = ""           # where the weights came from (hub id, file, package)
     license: str = ""
     image_size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     sample_rate: int | None = None
+    # None: one pooled latent [B, dim] per item. N: a fixed-length sequence [B, N, dim] (e.g. one
+    # latent per video frame), which needs a head that pools sequences (Head.takes_sequences).
+    sequence: int | None = None
 
 
 class Encoder(nn.Module, ABC):
@@ -50,9 +50,13 @@ class Encoder(nn.Module, ABC):
     Options: ClassVar[type[pydantic.BaseModel]] = Options
     info: EncoderInfo
 
-    @abstractmethod
     def preprocess(self, raw: list[Any]) -> dict[str, torch.Tensor]:
-        """Turn a list of raw inputs (PIL images, strings, AudioClip) into model tensors."""
+        """Turn a list of raw inputs (what the input kind's reader returns) into model tensors.
+
+        By default the input kind batches them (``InputKind.collate``)."""
+        from .inputs import input_kind
+
+        return input_kind(self.info.input).collate(raw)
 
     @abstractmethod
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -76,9 +80,14 @@ class Encoder(nn.Module, ABC):
 
 
 class Head(nn.Module):
-    """Maps one modality's latent [B, D_in] into the shared space [B, D_out]."""
+    """Maps one modality's latent [B, D_in] into the shared space [B, D_out].
+
+    Heads with ``takes_sequences = True`` also take a fixed-length sequence [B, N, D_in] (an
+    encoder whose ``info.sequence`` is N) and pool it; the others get pooled latents only.
+    """
 
     Options: ClassVar[type[pydantic.BaseModel]] = Options
+    takes_sequences: ClassVar[bool] = False
 
     def __init__(self, options, in_dim: int, out_dim: int):
         super().__init__()
@@ -86,17 +95,19 @@ class Head(nn.Module):
 
 
 class Fusion(nn.Module):
-    """One module shared by both towers: token sequences [B, T, width] -> embeddings [B, D_out].
+    """One module shared by every tower: token sequences [B, T, width] -> embeddings [B, D_out].
 
-    With a fusion, each tower's head maps every token to ``width`` (heads act on the last
-    dimension), and the fusion pools them, so both modalities share its parameters.
+    With a fusion, each tower's head maps every token to ``self.width`` (heads act on the last
+    dimension; a subclass sets it in ``__init__``, from whatever options it has), and the fusion
+    pools them, so all modalities share its parameters.
     """
 
     Options: ClassVar[type[pydantic.BaseModel]] = Options
+    width: int
 
-    def __init__(self, options, modalities: tuple[str, str], width: int, out_dim: int):
+    def __init__(self, options, modalities: tuple[str, ...], out_dim: int):
         super().__init__()
-        self.options, self.modalities, self.width, self.out_dim = options, modalities, width, out_dim
+        self.options, self.modalities, self.out_dim = options, tuple(modalities), out_dim
 
     def forward(self, modality: str, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -104,11 +115,11 @@ class Fusion(nn.Module):
 
 @dataclass
 class Step:
-    """What an objective sees for one optimisation step.
+    """What an objective sees of one batch of its pair of modalities.
 
     ``latents`` are encoder outputs (from the cache or computed online); ``embed`` runs the
     heads, so objectives that transform latents first (FuseMix) can call it themselves.
-    ``extras`` carries optional inputs such as teacher latents.
+    ``extras`` carries the extra inputs the objective ``requires`` (e.g. teacher latents).
     """
 
     modalities: tuple[str, str]
@@ -126,10 +137,13 @@ class Step:
 
 
 class Objective(nn.Module):
-    """A loss over one step. May own parameters (a temperature), which are trained too.
+    """A loss over one pair of modalities. May own parameters (a temperature), which are trained too.
 
-    ``requires`` names the Step extras it needs (e.g. {"teacher"}); a recipe without them is
-    rejected before training starts.
+    A step calls ``draws = draw(step)`` (everything random: FuseMix's lambda and partners), then
+    ``forward(step, draws)`` (the loss: the same step and draws give the same loss, so it can be
+    recomputed, e.g. chunk by chunk), then ``commit(step, draws)`` once the step's loss is final
+    (side effects, e.g. a memory bank's enqueue). ``requires`` names the Step extras it needs
+    (e.g. {"teacher"}); a recipe without them is rejected before training starts.
     """
 
     Options: ClassVar[type[pydantic.BaseModel]] = Options
@@ -143,8 +157,15 @@ class Objective(nn.Module):
         # Sizes of the Step extras this run provides, e.g. {"teacher": 768}.
         self.extra_dims = dict(extra_dims or {})
 
-    def forward(self, step: Step) -> torch.Tensor:  # pragma: no cover - interface
+    def draw(self, step: Step) -> dict[str, Any]:
+        """This step's random choices; none by default."""
+        return {}
+
+    def forward(self, step: Step, draws: dict[str, Any]) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def commit(self, step: Step, draws: dict[str, Any]) -> None:
+        """Side effects of a finished step (state updates); none by default."""
 
     def metrics(self) -> dict[str, float]:
         """Scalars worth logging besides the loss (e.g. the temperature)."""

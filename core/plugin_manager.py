@@ -17,8 +17,9 @@ from . import hookspecs
 from .errors import PluginError
 from .registry import Registry
 
-KINDS = ("encoder", "head", "fusion", "objective", "dataset")
+KINDS = ("input", "encoder", "head", "fusion", "objective", "dataset")
 _HOOK_OF_KIND = {
+    "input": "register_input_kinds",
     "encoder": "register_encoders",
     "head": "register_heads",
     "fusion": "register_fusions",

@@ -38,6 +38,7 @@ class Registry:
 
     kind: str
     entries: dict[str, Entry] = field(default_factory=dict)
+    instances: dict[str, object] = field(default_factory=dict)  # shared objects of stateless kinds (inputs)
 
     def register(self, name: str, cls: type, *, package: str = "unknown", modalities=(),
                  description: str | None = None) -> None:

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 
-from . import media
+from .inputs import input_kind
 from .cache import values_fingerprint
 from .errors import DataError
 from .manifest import PairedData
 
 
 def find_bad_files(kind: str, paths: list[str], cache_dir: Path | None = None, label: str = "") -> dict[str, str]:
-    """path -> reason for every file that ``media.read`` rejects; cached by fingerprint."""
+    """path -> reason for every value the input kind's ``check`` rejects; cached by fingerprint."""
     from tqdm.auto import tqdm
 
     key = hashlib.sha256(f"{kind}:{values_fingerprint(kind, paths)}".encode()).hexdigest()[:24]
@@ -31,9 +32,9 @@ def find_bad_files(kind: str, paths: list[str], cache_dir: Path | None = None, l
     bad = {}
     for path in tqdm(paths, desc=f"checking {label or kind} files", unit="file"):
         try:
-            media.read(kind, path)
+            input_kind(kind).check(path)
         except DataError as exc:
-            bad[path] = str(exc).replace(f" ({media.SKIP_HINT})", "")
+            bad[path] = re.sub(r" \(or leave such files out.*\)", "", str(exc))
     if verdict is not None:
         verdict.parent.mkdir(parents=True, exist_ok=True)
         verdict.write_text(json.dumps(bad, indent=1))
@@ -44,7 +45,7 @@ def drop_bad_media(data: PairedData, kinds: dict[str, str], cache_dir: Path | No
                    log_file: Path | None = None, split: str = "") -> PairedData:
     """``data`` without the pairs that use a bad file; logs what was left out."""
     bad = {m: find_bad_files(kinds[m], data.values[m], cache_dir, f"{m}/{split}")
-           for m in data.modalities if kinds[m] != "text"}
+           for m in data.modalities if input_kind(kinds[m]).files}
     n_bad = sum(map(len, bad.values()))
     if not n_bad:
         return data

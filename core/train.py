@@ -32,6 +32,7 @@ from .eval.report import format_table
 from .eval.retrieval import evaluate_retrieval
 from .export import export_model
 from .freezing import set_trainable
+from .inputs import input_kind
 from .interfaces import Step
 from .manifest import PairedData, load_pairs
 from .metrics import MetricsLog, plot_metrics
@@ -159,7 +160,7 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     specs = {m: s.model_dump() for m, s in recipe.modalities.items()}
     model = build_model(specs, recipe.embed_dim, fusion=recipe.fusion.model_dump() if recipe.fusion else None).to(device)
     kinds = {m: model.input_kind(m) for m in names}
-    file_modalities = tuple(m for m in names if kinds[m] != "text")
+    file_modalities = tuple(m for m in names if input_kind(kinds[m]).files)
     data = {split: load_pairs(path, names, file_modalities) for split, path in manifests.items()}
     if recipe.data.bad_media == "skip":
         if main:

@@ -1,10 +1,69 @@
-"""Turning AudioClips into fixed-rate, bounded-length waveforms for audio encoders."""
+"""The `audio` input kind (files read with soundfile into AudioClips), and turning AudioClips into
+fixed-rate, bounded-length waveforms for audio encoders."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 
-from fuse.media import AudioClip, check_audio
+import fuse
+
+SILENCE = 1e-4   # peak amplitude below which a clip counts as silent (about -80 dBFS)
+SKIP_HINT = "or leave such files out with a log: data.bad_media: skip in a recipe, --skip-bad-media in fuse eval"
+
+
+@dataclass
+class AudioClip:
+    """Mono waveform at its file's sample rate; encoders resample to their own rate."""
+
+    waveform: torch.Tensor  # float32 [T], in [-1, 1]
+    sample_rate: int
+    path: str = ""
+
+
+def read_audio(path: str) -> AudioClip:
+    """A wav/flac/ogg/mp3 file as a mono AudioClip (soundfile: no system FFmpeg needed)."""
+    import numpy as np
+    import soundfile as sf
+
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise fuse.DataError(f"Audio file not found: {path}") from None
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError for bad files
+        if not Path(path).exists():
+            raise fuse.DataError(f"Audio file not found: {path}") from None
+        raise fuse.DataError(f"Unreadable audio {path}: {exc}. Convert it to wav or flac, or drop the record "
+                             f"({SKIP_HINT}).") from None
+    mono = np.ascontiguousarray(data.mean(axis=1))
+    return check_audio(AudioClip(torch.from_numpy(mono), int(rate), path))
+
+
+def check_audio(clip: AudioClip, silence: float = SILENCE) -> AudioClip:
+    """An empty or silent-only clip is an error naming the file: it would only teach the heads
+    that silence matches some caption."""
+    where = clip.path or "<in-memory clip>"
+    if clip.waveform.numel() == 0:
+        raise fuse.DataError(f"Empty audio file (0 samples): {where}. Drop the record ({SKIP_HINT}).")
+    if clip.waveform.abs().max() < silence:
+        raise fuse.DataError(f"Audio file is silent throughout: {where}. Drop the record ({SKIP_HINT}).")
+    return clip
+
+
+class AudioInput(fuse.InputKind):
+    """Audio files, read as mono AudioClips at their own sample rate."""
+
+    files = True
+
+    def read(self, value: str) -> AudioClip:
+        return read_audio(value)
+
+
+@fuse.hookimpl
+def register_input_kinds(register):
+    register("audio", AudioInput)
 
 
 def receptive_field(kernels, strides) -> int:

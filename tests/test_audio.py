@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from fuse.cli import cli
 from fuse.datasets import build_dataset
 from fuse.errors import DataError
-from fuse.media import AudioClip, read_audio
+from fuse.plugins.audio_input import AudioClip, read_audio
 from fuse.plugin_manager import registry
 
 from conftest import write_recipe

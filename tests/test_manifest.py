@@ -59,8 +59,8 @@ def test_empty_and_missing_manifests(tmp_path):
 
 
 def test_unreadable_image_is_a_clear_error(tmp_path):
-    from fuse.media import read_image
+    import fuse
 
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match=r"Unreadable image .*bad.png"):
-        read_image(str(tmp_path / "bad.png"))
+        fuse.input_kind("image").read(str(tmp_path / "bad.png"))

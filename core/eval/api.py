@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError, FuseError
+from ..inputs import input_kind
 from ..manifest import load_pairs
 from ..screening import drop_bad_media
 from .retrieval import evaluate_retrieval, ranks_of_best_positive
@@ -20,7 +21,7 @@ from .zeroshot import class_embeddings, load_templates, true_class_ranks, zerosh
 
 
 def _file_modalities(model, modalities):
-    return tuple(m for m in modalities if model.input_kind(m) != "text")
+    return tuple(m for m in modalities if input_kind(model.input_kind(m)).files)
 
 
 def run_retrieval(model, manifest: str | Path, ks=(1, 5, 10), chunk_size: int = 4096, batch_size: int = 32,
@@ -102,7 +103,7 @@ def run_zeroshot(model, manifest: str | Path, classes: list[str] | None = None, 
     if query_modality not in others:
         raise FuseError(f"--modality '{query_modality}' is not a non-text tower of this model ({', '.join(others)}).")
     values, labels = read_classification_manifest(manifest, query_modality, label_field,
-                                                  model.input_kind(query_modality) != "text")
+                                                  input_kind(model.input_kind(query_modality)).files)
     classes = list(classes) if classes is not None else sorted(set(labels))
     if not classes:
         raise DataError("The class list is empty: give at least one class name.")

@@ -1,0 +1,68 @@
+"""Input kinds: what a manifest value of one kind of input is, and how it becomes a raw input.
+
+The engine knows no kind by name. Each kind (image, text, audio, video, or whatever a plugin
+adds, e.g. sensor signals) is registered through ``register_input_kinds`` and answers the
+questions the engine asks about a value: is it a file, how is it read, what identifies it in a
+cache key, is it usable, and how raw inputs are batched when an encoder does not do it itself.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import torch
+
+from .errors import DataError
+from .interfaces import Options
+
+
+class InputKind:
+    """One kind of input. Subclass, set ``files``, implement ``read``; register with
+    ``register("name", MyKind)`` from a ``register_input_kinds`` hook."""
+
+    Options: ClassVar[type] = Options   # kinds take no options; the registry wants a schema
+    name: str = ""                      # set by the registry lookup (``input_kind``)
+    files: ClassVar[bool] = True        # manifest values are file paths (relative to the manifest); False: inline
+
+    def read(self, value: Any) -> Any:
+        """The raw input an encoder's ``preprocess`` takes; a bad value raises DataError naming it."""
+        raise NotImplementedError(f"input kind '{self.name}' has no reader")
+
+    def identity(self, value: str) -> str:
+        """What identifies ``value`` in a cache key: a file's path, size and mtime; inline values themselves."""
+        if not self.files:
+            return value
+        try:
+            st = os.stat(value)
+        except OSError:
+            raise DataError(f"{self.name} file not found: {value}") from None
+        return f"{value}|{st.st_size}|{st.st_mtime_ns}"
+
+    def check(self, value: Any) -> None:
+        """Raise DataError when ``value`` is unusable (``data.bad_media: skip`` leaves it out); by default: read it."""
+        self.read(value)
+
+    def collate(self, raw: list[Any]) -> dict[str, torch.Tensor]:
+        """Batch raw inputs for an encoder that has no ``preprocess`` of its own."""
+        raise NotImplementedError(f"input kind '{self.name}' cannot batch raw inputs by itself; the encoder must "
+                                  "implement preprocess()")
+
+
+def input_kind(name: str, where: str = "") -> InputKind:
+    """The registered input kind ``name`` (one shared instance); unknown names are recipe errors."""
+    from .plugin_manager import registry
+
+    reg = registry("input")
+    cached = reg.instances.get(name)
+    if cached is None:
+        entry = reg.get(name, where)
+        cached = entry.cls()
+        cached.name = name
+        reg.instances[name] = cached
+    return cached
+
+
+def read_value(kind: str, value: Any) -> Any:
+    """A manifest value (str) as the kind's raw input; values already read (PIL, clips) pass through."""
+    return input_kind(kind).read(value) if isinstance(value, str) else value
