@@ -14,7 +14,7 @@ from PIL import Image
 from fuse.datasets import build_dataset
 from fuse.errors import DataError, RecipeError
 from fuse.manifest import load_pairs
-from fuse.plugins.emoji_pairs import font_path, group_key, render
+from fuse.plugins.emoji.render import font_path, group_key, render
 
 # The first 700 emoji (the emoji package sorts by name) hold the flags, including territories
 # that share a flag, and the skin-tone and gender variants of 'couple with heart', 'artist', ...

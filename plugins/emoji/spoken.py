@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 import fuse
-from fuse.datasets import DatasetBuilder
-from fuse.errors import DataError
-from fuse.plugins.emoji_pairs import LICENSE_NOTE, EmojiOptions, caption, rendered_emoji, write_splits
+from fuse import DataError
+
+from .render import LICENSE_NOTE, EmojiOptions, caption, rendered_emoji, write_splits
 
 ESPEAK_RATE_PARAMETER = 1     # espeakRATE in speak_lib.h
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -65,7 +65,7 @@ class Espeak:
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
 
 
-class SpokenEmoji(DatasetBuilder):
+class SpokenEmoji(fuse.DatasetBuilder):
     """Emoji names spoken by espeak-ng voices, with the emoji's name and image (audio, text, image)."""
 
     modalities = ("audio", "text", "image")
@@ -100,8 +100,3 @@ class SpokenEmoji(DatasetBuilder):
             splits[e.split].append({"id": e.ident, "audio": clips, "text": text, "image": e.image, "group": e.group})
         return write_splits(out_dir, splits, f"spoken-emoji ({len(opts.voices)} voices per item)",
                             LICENSE_NOTE + "Speech: synthesised with espeak-ng (GPL-3.0) at build time.\n")
-
-
-@fuse.hookimpl
-def register_datasets(register):
-    register("spoken-emoji", SpokenEmoji, modalities=("audio", "text", "image"))

@@ -17,13 +17,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
 import fuse
-from fuse.datasets import DatasetBuilder
-from fuse.errors import DataError
+from fuse import DataError
 
 INSTALL = 'pip install "fuse-align[demo]"'
 ZWJ = "\u200D"
@@ -216,27 +214,3 @@ def write_splits(out_dir: Path, splits: dict[str, list[dict]], dataset: str, lic
     (out_dir / "LICENSES.md").write_text(license_note, encoding="utf-8")
     print(f"{dataset}: {len(splits['train'])} train + {len(splits['val'])} val items from {len(groups)} base emoji")
     return paths
-
-
-class EmojiPairs(DatasetBuilder):
-    """Rendered OpenMoji emoji paired with their names (about 3,940 pairs), split by base emoji."""
-
-    modalities = ("image", "text")
-
-    class Options(EmojiOptions):
-        captions: Literal["name", "name+aliases"] = "name"   # aliases: 'text' is a list per image
-
-    def build(self, out_dir: Path) -> dict[str, Path]:
-        opts = self.options
-        aliases = opts.captions == "name+aliases"
-        splits = {"train": [], "val": []}
-        for e in rendered_emoji(out_dir, opts, "rendering emoji"):
-            texts = captions(e.seq, e.data, aliases)
-            splits[e.split].append({"id": e.ident, "image": e.image, "text": texts if aliases else texts[0],
-                                    "group": e.group})
-        return write_splits(out_dir, splits, "emoji", LICENSE_NOTE)
-
-
-@fuse.hookimpl
-def register_datasets(register):
-    register("emoji", EmojiPairs, modalities=("image", "text"))
