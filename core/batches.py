@@ -1,16 +1,17 @@
-"""Training batches over the pairs of a manifest.
+"""Training batches: one endless stream per trained pair, a pure function of the step.
 
-When both towers are frozen and cached, a batch is just a slice of a random permutation of
-pair indices, drawn on the training device: no Python per sample, so batches of 40k cost
-nothing. When a tower runs online (unfrozen encoder), a DataLoader reads and preprocesses its
-raw inputs in worker processes.
+Micro-step k of a pair is batch ``k mod n`` of the permutation drawn for cycle ``k // n`` (n
+batches per pass over the pair's training set), seeded by (seed, pair, cycle). A smaller set
+therefore cycles with a fresh order while a larger one is still in its first pass, and a resumed
+run draws exactly the batches an uninterrupted one would. With frozen, cached towers a batch is
+a slice of pair indices on the training device (no Python per sample, so batches of 40k cost
+nothing); a tower that runs online reads and preprocesses its raw inputs in DataLoader workers.
 """
 
 from __future__ import annotations
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from . import distributed
 from .inputs import read_value
@@ -34,49 +35,65 @@ class _OnlinePairs(Dataset):
 
     def collate(self, items):
         idx = torch.tensor([i for i, _ in items])
-        return self.data.pairs[idx], {m: enc.preprocess([raw[m] for _, raw in items])
-                                      for m, enc in self.online.items()}
+        return idx, {m: enc.preprocess([raw[m] for _, raw in items]) for m, enc in self.online.items()}
 
 
-class PairBatches:
-    """Iterable of (pairs [B, 2], online inputs {modality: preprocessed batch}) for one epoch."""
+class _IndexBatches:
+    """The stream's index batches from micro-step ``start`` on, forever (a DataLoader batch_sampler)."""
 
-    def __init__(self, data: PairedData, batch_size: int, online: dict, device: torch.device,
-                 seed: int, drop_last: bool = True, num_workers: int = 0):
-        self.data, self.batch_size, self.online, self.device = data, batch_size, online, device
-        self.seed, self.drop_last, self.num_workers, self.epoch = seed, drop_last, num_workers, 0
-        n_global = len(data) // distributed.world_size()
-        if n_global < batch_size and drop_last:
-            batch_size = max(2, n_global)  # a tiny dataset still trains, with one smaller batch per epoch
-            self.batch_size = batch_size
-        if online:
-            self.dataset = _OnlinePairs(data, online)
-            sampler = (DistributedSampler(self.dataset, seed=seed) if distributed.is_distributed()
-                       else RandomSampler(self.dataset, generator=torch.Generator().manual_seed(seed)))
-            self.sampler = sampler
-            self.loader = DataLoader(self.dataset, batch_sampler=BatchSampler(sampler, batch_size, drop_last),
-                                     num_workers=num_workers, collate_fn=self.dataset.collate,
-                                     persistent_workers=num_workers > 0,
-                                     generator=torch.Generator().manual_seed(seed))  # worker seeds, not the global RNG
-
-    def __len__(self) -> int:
-        n = len(self.data) // distributed.world_size()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        if self.online and isinstance(self.sampler, DistributedSampler):
-            self.sampler.set_epoch(epoch)
+    def __init__(self, stream: "PairStream", start: int):
+        self.stream, self.start = stream, start
 
     def __iter__(self):
-        if self.online:
-            for pairs, inputs in self.loader:
-                yield pairs.to(self.device), inputs
-            return
-        # Same permutation on every rank (same seed), each rank takes its own stride of it.
-        gen = torch.Generator().manual_seed(self.seed + self.epoch)
-        perm = torch.randperm(len(self.data), generator=gen)[distributed.rank()::distributed.world_size()]
-        pairs = self.data.pairs.to(self.device)
-        perm = perm.to(self.device)
-        for i in range(len(self)):
-            yield pairs[perm[i * self.batch_size:(i + 1) * self.batch_size]], {}
+        k = self.start
+        while True:
+            yield self.stream.indices(k).tolist()
+            k += 1
+
+
+class PairStream:
+    """Endless (pairs [B, 2] as rows of the split's value tables, online inputs) batches of one pair."""
+
+    def __init__(self, data: PairedData, rows: torch.Tensor, batch_size: int, online: dict, device: torch.device,
+                 seed: int, stream: int = 0, drop_last: bool = True, num_workers: int = 0):
+        self.data, self.rows, self.online, self.device = data, rows, online, device
+        self.seed, self.stream, self.drop_last, self.num_workers = seed, stream, drop_last, num_workers
+        self.n_local = len(data) // distributed.world_size()
+        self.batch_size = batch_size
+        if self.n_local < batch_size and drop_last:
+            self.batch_size = max(2, self.n_local)  # a tiny dataset still trains, with one smaller batch per pass
+        self._perm_cycle, self._perm = None, None
+        self._rows_on_device = rows.to(device)
+
+    def __len__(self) -> int:
+        """Batches in one pass over this pair's training set (on this rank)."""
+        n, b = self.n_local, self.batch_size
+        return max(1, n // b if self.drop_last else -(-n // b))
+
+    def _seed(self, cycle: int) -> int:
+        # Stream 0 keeps the seeds single-pair runs always used (seed + epoch).
+        return self.seed + cycle + 1 if self.stream == 0 else hash((self.seed, self.stream, cycle)) % 2**62
+
+    def indices(self, k: int) -> torch.Tensor:
+        """Indices into the pair's data for micro-step ``k``."""
+        cycle, pos = divmod(k, len(self))
+        if cycle != self._perm_cycle:
+            gen = torch.Generator().manual_seed(self._seed(cycle))
+            # Same permutation on every rank (same seed); each rank takes its own stride of it.
+            self._perm = torch.randperm(len(self.data), generator=gen)[distributed.rank()::distributed.world_size()]
+            self._perm_cycle = cycle
+        return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+
+    def iterate(self, start: int = 0):
+        """Batches from micro-step ``start`` on, endlessly."""
+        if not self.online:
+            k = start
+            while True:
+                yield self._rows_on_device[self.indices(k).to(self.device)], {}
+                k += 1
+        dataset = _OnlinePairs(self.data, self.online)
+        loader = DataLoader(dataset, batch_sampler=_IndexBatches(self, start), num_workers=self.num_workers,
+                            collate_fn=dataset.collate,
+                            generator=torch.Generator().manual_seed(self.seed))  # worker seeds, not the global RNG
+        for idx, inputs in loader:
+            yield self._rows_on_device[idx.to(self.device)], inputs

@@ -27,6 +27,7 @@ class DatasetBuilder(ABC):
 
     Options: ClassVar[type[pydantic.BaseModel]] = Options
     modalities: ClassVar[tuple[str, ...]] = ()
+    version: ClassVar[int] = 0   # raise it when a build's output changes, so cached builds are redone
 
     def __init__(self, options):
         self.options = options
@@ -42,8 +43,12 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("FUSE_CACHE", Path.home() / ".cache" / "fuse"))
 
 
-def dataset_dir(name: str, options: pydantic.BaseModel, cache_root: Path) -> Path:
-    blob = json.dumps({"name": name, "options": options.model_dump(mode="json")}, sort_keys=True)
+def dataset_dir(name: str, options: pydantic.BaseModel, cache_root: Path, version: int = 0) -> Path:
+    """Where a build of (name, options) lives: a folder keyed by their hash (and the builder's version)."""
+    key = {"name": name, "options": options.model_dump(mode="json")}
+    if version:
+        key["version"] = version
+    blob = json.dumps(key, sort_keys=True)
     return Path(cache_root) / "datasets" / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
@@ -52,7 +57,7 @@ def build_dataset(name: str, options: dict | None, cache_root: Path, where: str 
     """Build (or reuse) a registered dataset; returns split -> manifest path."""
     reg = registry("dataset")
     parsed = reg.parse_options(name, options, where)
-    out = dataset_dir(name, parsed, cache_root)
+    out = dataset_dir(name, parsed, cache_root, getattr(reg.get(name).cls, "version", 0))
     done = out / DONE_FILE
     if done.exists() and not force:
         splits = json.loads(done.read_text())["splits"]

@@ -5,37 +5,42 @@ from __future__ import annotations
 from pathlib import Path
 
 from .devices import resolve_device
-from .plugin_manager import registry
-from .recipe import Recipe
+from .plan import Spec, resolve
+from .recipe import Recipe, Source
 
 
-def _component(kind: str, spec, where: str) -> dict:
-    entry = registry(kind).get(spec.name, where)
-    options = registry(kind).parse_options(spec.name, spec.options, where)
-    return {"name": spec.name, "package": entry.package, "options": options.model_dump(mode="json")}
+def _component(spec: Spec) -> dict:
+    return {**spec.as_dict(), "package": spec.package}
+
+
+def _source(source: Source) -> dict:
+    if source.dataset is not None:
+        return {"dataset": source.dataset.name, "splits": [source.train_split, source.val_split]}
+    # Not an error here: a GPU recipe's data may live on another machine.
+    return {split: {"path": str(path), "exists": Path(path).exists()}
+            for split, path in (("train", source.train), ("val", source.val)) if path is not None}
 
 
 def dry_run_report(recipe: Recipe) -> dict:
     """Everything the run would use, with defaults filled in; raises on what would fail."""
+    plan = resolve(recipe)
     report = {"name": recipe.name, "device": str(resolve_device(recipe.device)), "output_dir": recipe.output_dir,
-              "modalities": {}, "objectives": [], "data": {}}
-    for m, spec in recipe.modalities.items():
-        report["modalities"][m] = {
-            "encoder": {**_component("encoder", spec.encoder, f"modalities.{m}.encoder"), "frozen": spec.encoder.frozen},
-            "head": _component("head", spec.head, f"modalities.{m}.head")}
-    for i, spec in enumerate(recipe.objectives):
-        report["objectives"].append({**_component("objective", spec, f"objectives.{i}"), "weight": spec.weight})
-    if recipe.fusion:
-        report["fusion"] = _component("fusion", recipe.fusion, "fusion")
-    if recipe.teacher:
-        report["teacher"] = {"modality": recipe.teacher.modality,
-                             "encoder": _component("encoder", recipe.teacher.encoder, "teacher.encoder")}
-    if recipe.data.dataset is not None:
-        report["data"]["dataset"] = _component("dataset", recipe.data.dataset, "data.dataset")
-    for split in ("train", "val"):
-        path = getattr(recipe.data, split)
-        if path is not None:
-            # Not an error here: a GPU recipe's data may live on another machine.
-            report["data"][split] = {"path": str(path), "exists": Path(path).exists()}
+              "modalities": {}, "objectives": [], "pairs": []}
+    for m, t in plan.towers.items():
+        report["modalities"][m] = {"encoder": {**_component(t.encoder), "frozen": t.frozen}, "head": _component(t.head),
+                                   "input_kinds": list(t.input_kinds)}
+        if t.base:
+            report["modalities"][m]["from_base_model"] = str(plan.base_model)
+    for o in plan.objectives:
+        report["objectives"].append({**_component(o.spec), "weight": o.weight, "pair": list(o.pair)})
+    for p in plan.pairs:
+        report["pairs"].append({"modalities": list(p.modalities), "batch_size": p.batch_size, "weight": p.weight,
+                                "data": _source(p.source)})
+    if plan.fusion:
+        report["fusion"] = _component(plan.fusion)
+    if plan.extras:
+        report["extras"] = {n: {"modality": e.modality, "encoder": _component(e.encoder)} for n, e in plan.extras.items()}
+    if plan.eval_pairs:
+        report["eval_pairs"] = [list(p) for p in plan.eval_pairs]
     report["train"] = recipe.train.model_dump(mode="json")
     return report

@@ -1,6 +1,6 @@
 """Export and load aligned models as plain directories of JSON + safetensors.
 
-    OUT/fuse_model.json          what to rebuild: registered names + options per tower
+    OUT/fuse_model.json          what to rebuild: registered names + options per tower, trained pairs
     OUT/<modality>/encoder/...   the encoder's own files (weights as safetensors)
     OUT/<modality>/head.safetensors
     OUT/fusion.safetensors       the shared fusion module, when the model has one
@@ -21,16 +21,19 @@ import torch
 from safetensors.torch import load_file
 
 from .errors import ModelFileError, PluginError, RecipeError
-from .model import AlignedModel, build_trainable
+from .model import AlignedModel, build_model
+from .plan import Spec, resolve_spec
 from .plugin_manager import installed_version, registry
 from .weights import save_state_dict
 
 FORMAT = "fuse-aligned-model"
+FORMAT_VERSION = 2   # 1: two towers (fuse 0.1 before N modalities); 2: any number, plus the trained pairs
 CONFIG = "fuse_model.json"
 
 
-def export_model(model: AlignedModel, out_dir: str | Path, card: dict | None = None) -> Path:
-    """Write ``model`` to ``out_dir`` (replacing it)."""
+def export_model(model: AlignedModel, out_dir: str | Path, card: dict | None = None,
+                 pairs: list[tuple[str, str]] | None = None) -> Path:
+    """Write ``model`` (every tower) to ``out_dir`` (replacing it)."""
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -40,16 +43,18 @@ def export_model(model: AlignedModel, out_dir: str | Path, card: dict | None = N
         enc, head = model.encoders[m], model.heads[m]
         enc_options = enc.save(tmp / m / "encoder")
         save_state_dict(head, tmp / m / "head.safetensors")
-        enc_entry = registry("encoder").get(model.specs[m]["encoder"]["name"])
+        enc_spec = model.specs[m]["encoder"]
         towers[m] = {
-            "encoder": {"name": enc_entry.name, "package": enc_entry.package, "options": enc_options,
+            "encoder": {"name": enc_spec.name, "package": enc_spec.package, "options": enc_options,
                         "info": dataclasses.asdict(enc.info)},
-            "head": {**model.specs[m]["head"], "in_dim": enc.info.dim},
+            "head": {**model.specs[m]["head"].as_dict(), "in_dim": enc.info.dim},
         }
     if model.fusion is not None:
         save_state_dict(model.fusion, tmp / "fusion.safetensors")
-    config = {"format": FORMAT, "format_version": 1, "fuse_version": installed_version(),
-              "embed_dim": model.embed_dim, "modalities": towers, "fusion": model.fusion_spec, "card": card or {}}
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "fuse_version": installed_version(),
+              "embed_dim": model.embed_dim, "modalities": towers,
+              "fusion": model.fusion_spec.as_dict() if model.fusion_spec else None,
+              "pairs": [list(p) for p in pairs or []], "card": card or {}}
     (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str))
     (tmp / "README.md").write_text(model_card(config))
     shutil.rmtree(out, ignore_errors=True)
@@ -57,13 +62,19 @@ def export_model(model: AlignedModel, out_dir: str | Path, card: dict | None = N
     return out
 
 
-def _resolve_relative(options: dict, base: Path) -> dict:
-    """Options saved as './x' are relative to the tower's folder."""
-    return {k: str(base / v[2:]) if isinstance(v, str) and v.startswith("./") else v for k, v in options.items()}
+def resolve_relative(options, base: Path):
+    """Option strings saved as './x' (at any depth) are relative to the tower's folder."""
+    if isinstance(options, dict):
+        return {k: resolve_relative(v, base) for k, v in options.items()}
+    if isinstance(options, list):
+        return [resolve_relative(v, base) for v in options]
+    if isinstance(options, str) and options.startswith("./"):
+        return str(base / options[2:])
+    return options
 
 
-def load_aligned(path: str | Path, device: str = "cpu") -> AlignedModel:
-    """Rebuild an exported model (or the export inside a run dir) with no network access."""
+def read_config(path: str | Path) -> tuple[Path, dict]:
+    """(export dir, its fuse_model.json); a run dir stands for its export/."""
     path = Path(path)
     if (path / "export" / CONFIG).exists() and not (path / CONFIG).exists():
         path = path / "export"
@@ -77,7 +88,16 @@ def load_aligned(path: str | Path, device: str = "cpu") -> AlignedModel:
         raise ModelFileError(f"{cfg_file} is corrupt: {exc}") from None
     if config.get("format") != FORMAT:
         raise ModelFileError(f"{cfg_file} is not a {FORMAT} config.")
-    encoders, specs = {}, {}
+    if config.get("format_version", 1) > FORMAT_VERSION:
+        raise ModelFileError(f"{cfg_file} was written by a newer fuse (format {config['format_version']}); "
+                             "upgrade fuse-align to load it.")
+    return path, config
+
+
+def tower_specs(path: Path, config: dict) -> dict[str, tuple[Spec, Spec]]:
+    """Each tower's encoder and head Spec from an export config (names resolved through the registry)."""
+    cfg_file = path / CONFIG
+    specs = {}
     for m, tower in config["modalities"].items():
         enc_cfg = tower["encoder"]
         try:
@@ -85,24 +105,32 @@ def load_aligned(path: str | Path, device: str = "cpu") -> AlignedModel:
         except RecipeError:
             raise PluginError(f"{cfg_file}: the {m} encoder needs plugin '{enc_cfg['name']}' from "
                               f"{enc_cfg.get('package', 'an uninstalled package')}; install it.") from None
-        options = _resolve_relative(enc_cfg["options"], path / m / "encoder")
-        enc = registry("encoder").create(enc_cfg["name"], options, f"{cfg_file}:{m}.encoder")
-        enc.info = dataclasses.replace(enc.info, modality=m)
-        encoders[m] = enc
-        specs[m] = {"encoder": {"name": enc_cfg["name"], "options": enc_cfg["options"]},
-                    "head": {"name": tower["head"]["name"], "options": tower["head"].get("options", {})}}
-    fusion_spec = config.get("fusion")
-    heads, fusion = build_trainable(specs, {m: t["head"]["in_dim"] for m, t in config["modalities"].items()},
-                                    config["embed_dim"], fusion_spec)
-    weights = [(heads[m], path / m / "head.safetensors") for m in heads]
-    if fusion is not None:
-        weights.append((fusion, path / "fusion.safetensors"))
+        options = resolve_relative(enc_cfg["options"], path / m / "encoder")
+        specs[m] = (resolve_spec("encoder", enc_cfg["name"], options, f"{cfg_file}:{m}.encoder"),
+                    resolve_spec("head", tower["head"]["name"], tower["head"].get("options", {}), f"{cfg_file}:{m}.head"))
+    return specs
+
+
+def load_aligned(path: str | Path, device: str = "cpu") -> AlignedModel:
+    """Rebuild an exported model (or the export inside a run dir) with no network access."""
+    path, config = read_config(path)
+    towers = tower_specs(path, config)
+    fusion = config.get("fusion")
+    fusion_spec = resolve_spec("fusion", fusion["name"], fusion.get("options"), f"{path / CONFIG}:fusion") if fusion else None
+    model = build_model(towers, config["embed_dim"], fusion_spec)
+    for m, tower in config["modalities"].items():
+        if model.encoders[m].info.dim != tower["head"]["in_dim"]:
+            raise ModelFileError(f"{path / m / 'encoder'}: the {m} encoder gives {model.encoders[m].info.dim}-d latents "
+                                 f"but its head was trained on {tower['head']['in_dim']}-d ones; the export is inconsistent.")
+    weights = [(model.heads[m], path / m / "head.safetensors") for m in model.heads]
+    if model.fusion is not None:
+        weights.append((model.fusion, path / "fusion.safetensors"))
     for module, file in weights:
         try:
             module.load_state_dict(load_file(str(file)))
         except Exception as exc:
             raise ModelFileError(f"Could not load {file}: {exc}") from None
-    model = AlignedModel(encoders, heads, config["embed_dim"], specs, fusion, fusion_spec)
+    model.trained_pairs = [tuple(p) for p in config.get("pairs", [])] or [tuple(config["modalities"])][:1]
     return model.to(torch.device(device)).eval()
 
 
@@ -130,6 +158,8 @@ def model_card(config: dict) -> str:
 
 def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best") -> Path:
     """Rebuild a run's model from its recipe.yaml, load a checkpoint's trainable weights, export."""
+    from .model import model_from_plan
+    from .plan import resolve
     from .recipe import load_recipe
 
     run_dir = Path(run_dir)
@@ -140,11 +170,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best
     if not ckpt.exists():
         found = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.safetensors"))
         raise ModelFileError(f"Checkpoint {ckpt} not found; available: {', '.join(found) or 'none'}.")
-    recipe = load_recipe(recipe_file)
-    specs = {m: s.model_dump() for m, s in recipe.modalities.items()}
-    from .model import build_model
-
-    model = build_model(specs, recipe.embed_dim, fusion=recipe.fusion.model_dump() if recipe.fusion else None)
+    plan = resolve(load_recipe(recipe_file, check_plugins=False), str(recipe_file))
+    model = model_from_plan(plan)
     try:
         state = load_file(str(ckpt))
     except Exception as exc:
@@ -155,4 +182,5 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best
     if missing_heads or unexpected:
         raise ModelFileError(f"{ckpt} does not fit the run's recipe: missing {missing_heads[:5]}, "
                              f"unexpected {unexpected[:5]}.")
-    return export_model(model, out_dir, card={"recipe": str(recipe_file), "checkpoint": ckpt.name})
+    return export_model(model, out_dir, card={"recipe": str(recipe_file), "checkpoint": ckpt.name},
+                        pairs=[p.modalities for p in plan.pairs])

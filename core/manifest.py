@@ -6,6 +6,8 @@ File values (images, audio) are paths relative to the manifest. A value may be a
 image with five captions). Values are de-duplicated per modality, and the ground truth is
 the set of (value_a, value_b) pairs found in the records, so both "one record per image with
 a caption list" and "one record per pair" give the standard many-to-many retrieval protocol.
+A manifest may hold more modalities than a pair reads, and records may lack some: a pair uses
+the records that have both of its modalities.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: t
     values: dict[str, list[str]] = {m: [] for m in modalities}
     index: dict[str, dict[str, int]] = {m: {} for m in modalities}
     pairs: set[tuple[int, int]] = set()
-    n_records = 0
+    n_records = lacking = 0
+    seen_fields: dict[str, None] = {}
     for line_no, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -76,11 +79,12 @@ def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: t
             raise DataError(f"{where}: not valid JSON ({exc.msg}). Each line must be one JSON object.") from None
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}.")
+        seen_fields.update(dict.fromkeys(record))
+        if any(m not in record for m in modalities):
+            lacking += 1
+            continue
         ids = {}
         for m in modalities:
-            if m not in record:
-                raise DataError(f"{where}: record has no '{m}' field (fields: {', '.join(record)}). "
-                                f"Manifest keys must be the recipe's modality names.")
             items = record[m] if isinstance(record[m], list) else [record[m]]
             if not items or not all(isinstance(v, str) and v for v in items):
                 raise DataError(f"{where}: '{m}' must be a non-empty string or list of strings.")
@@ -98,7 +102,13 @@ def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: t
         a, b = modalities
         pairs.update((i, j) for i in ids[a] for j in ids[b])
         n_records += 1
+    if n_records == 0 and lacking:
+        raise DataError(f"{path}: no record has both '{modalities[0]}' and '{modalities[1]}' (fields seen: "
+                        f"{', '.join(seen_fields)}). Manifest keys must be the recipe's modality names.")
     if n_records == 0:
         raise DataError(f"Manifest is empty: {path}. It needs one JSON record per line.")
+    if lacking:
+        print(f"{path.name}: {lacking} of {lacking + n_records} records lack {modalities[0]} or {modalities[1]}; "
+              f"the {'-'.join(modalities)} pairs use the other {n_records}")
     return PairedData(path, tuple(modalities), values, torch.tensor(sorted(pairs), dtype=torch.long),
                       hashlib.sha256(raw).hexdigest(), n_records)

@@ -1,5 +1,5 @@
-"""AlignedModel: two encoders and their heads (and optionally a shared fusion module),
-mapping each modality into one shared space.
+"""AlignedModel: one encoder and head per modality (and optionally a shared fusion module),
+mapping every modality into one shared space.
 
 The same object is trained by `fuse train`, exported by `fuse export` and returned by
 `fuse.load`, so training-time evaluation and users' embeddings run the same code.
@@ -14,22 +14,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import encode_values
-from .errors import FuseError
+from .errors import FuseError, RecipeError
+from .interfaces import EncoderInfo
 from .latents import Tokens
-from .plugin_manager import registry
+from .plan import Spec
 
 
 class AlignedModel(nn.Module):
-    """encoders[m] -> latent, heads[m] (then fusion, if any) -> shared embedding."""
+    """encoders[m] -> latent, heads[m] (then fusion, if any) -> shared embedding, for any number of towers."""
 
     def __init__(self, encoders: dict[str, nn.Module], heads: dict[str, nn.Module], embed_dim: int,
-                 specs: dict[str, dict], fusion: nn.Module | None = None, fusion_spec: dict | None = None):
+                 specs: dict[str, dict[str, Spec]], fusion: nn.Module | None = None, fusion_spec: Spec | None = None):
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
         self.heads = nn.ModuleDict(heads)
         self.fusion = fusion
         self.embed_dim = embed_dim
-        self.specs = specs  # modality -> {"encoder": {name, options}, "head": {name, options}}
+        self.specs = specs  # modality -> {"encoder": Spec, "head": Spec}
         self.fusion_spec = fusion_spec
 
     @property
@@ -42,11 +43,12 @@ class AlignedModel(nn.Module):
         return self.fusion is not None
 
     def input_kind(self, modality: str) -> str:
+        """The registered input kind the modality's encoder consumes (how its values are read)."""
         return self._encoder(modality).info.input
 
     def _encoder(self, modality: str):
         if modality not in self.encoders:
-            raise FuseError(f"This model aligns {' and '.join(self.modalities)}; it has no '{modality}' tower.")
+            raise FuseError(f"This model has towers {', '.join(self.modalities)}; it has no '{modality}' tower.")
         return self.encoders[modality]
 
     @property
@@ -85,50 +87,62 @@ class AlignedModel(nn.Module):
         return torch.cat(out) if out else torch.empty(0, self.embed_dim)
 
     def embed(self, modality: str, values: list, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
-        """L2-normalised embeddings [N, embed_dim] for raw inputs (PIL, str, AudioClip) or file paths."""
+        """L2-normalised embeddings [N, embed_dim] for raw inputs (what the input kind reads) or manifest values."""
         return self.project(modality, self.encode(modality, values, batch_size, progress))
 
     def with_untrained_heads(self, seed: int = 0) -> "AlignedModel":
         """The same encoders with freshly initialised heads: the 'before training' baseline."""
         torch.manual_seed(seed)
-        heads, fusion = build_trainable(self.specs, {m: e.info.dim for m, e in self.encoders.items()},
-                                        self.embed_dim, self.fusion_spec)
+        heads, fusion = build_heads({m: s["head"] for m, s in self.specs.items()},
+                                    {m: e.info for m, e in self.encoders.items()}, self.embed_dim, self.fusion_spec)
         return AlignedModel(dict(self.encoders), heads, self.embed_dim, self.specs, fusion,
                             self.fusion_spec).to(self.device)
 
 
-def build_encoder(spec: dict, where: str):
-    return registry("encoder").create(spec["name"], spec.get("options", {}), where)
+def build_heads(heads: dict[str, Spec], infos: dict[str, EncoderInfo], embed_dim: int, fusion_spec: Spec | None):
+    """Heads (and the fusion module): what training learns. A fusion sets the heads' output width."""
+    fusion, head_out = None, embed_dim
+    if fusion_spec is not None:
+        fusion = fusion_spec.build(modalities=tuple(heads), out_dim=embed_dim)
+        head_out = fusion.width
+    built = {}
+    for m, spec in heads.items():
+        info = infos[m]
+        if info.sequence is not None and not getattr(spec.cls, "takes_sequences", False):
+            raise RecipeError(f"modalities.{m}.head: '{spec.name}' takes pooled latents [B, D], but the {m} encoder gives "
+                              f"a sequence of {info.sequence} latents per item [B, {info.sequence}, {info.dim}]; use a "
+                              "head that pools sequences (e.g. temporal)")
+        built[m] = spec.build(in_dim=info.dim, out_dim=head_out)
+    return built, fusion
 
 
-def build_trainable(specs: dict[str, dict], dims: dict[str, int], embed_dim: int, fusion_spec: dict | None):
-    """Heads (and the fusion module): what training learns."""
-    modalities = tuple(specs)
-    fusion = None
-    head_out = embed_dim
-    if fusion_spec:
-        fusion_options = registry("fusion").parse_options(fusion_spec["name"], fusion_spec.get("options"), "fusion")
-        head_out = fusion_options.width
-        fusion = registry("fusion").create(fusion_spec["name"], fusion_spec.get("options", {}), "fusion",
-                                           modalities=modalities, width=head_out, out_dim=embed_dim)
-    heads = {m: registry("head").create(s["head"]["name"], s["head"].get("options", {}), f"modalities.{m}.head",
-                                        in_dim=dims[m], out_dim=head_out)
-             for m, s in specs.items()}
-    return heads, fusion
-
-
-def build_model(modalities: dict[str, dict], embed_dim: int, encoders: dict | None = None,
-                fusion: dict | None = None) -> AlignedModel:
-    """Build from specs {modality: {"encoder": {name, options}, "head": {name, options}}}."""
+def build_model(towers: dict[str, tuple[Spec, Spec]], embed_dim: int, fusion: Spec | None = None,
+                encoders: dict | None = None) -> AlignedModel:
+    """Build from {modality: (encoder Spec, head Spec)}; ``encoders`` may hold towers built already."""
     encoders = dict(encoders or {})
-    for m, spec in modalities.items():
+    for m, (enc_spec, _) in towers.items():
         if m not in encoders:
-            encoders[m] = build_encoder(spec["encoder"], f"modalities.{m}.encoder")
+            encoders[m] = enc_spec.build()
         enc = encoders[m]
         enc.info = dataclasses.replace(enc.info, modality=m)  # the recipe's name for this tower
-    specs = {m: {"encoder": {"name": s["encoder"]["name"], "options": s["encoder"].get("options", {})},
-                 "head": {"name": s["head"]["name"], "options": s["head"].get("options", {})}}
-             for m, s in modalities.items()}
-    fusion_spec = {"name": fusion["name"], "options": fusion.get("options", {})} if fusion else None
-    heads, fusion_module = build_trainable(specs, {m: e.info.dim for m, e in encoders.items()}, embed_dim, fusion_spec)
-    return AlignedModel(encoders, heads, embed_dim, specs, fusion_module, fusion_spec)
+    specs = {m: {"encoder": e, "head": h} for m, (e, h) in towers.items()}
+    heads, fusion_module = build_heads({m: h for m, (_, h) in towers.items()},
+                                       {m: encoders[m].info for m in towers}, embed_dim, fusion)
+    return AlignedModel({m: encoders[m] for m in towers}, heads, embed_dim, specs, fusion_module, fusion)
+
+
+def model_from_plan(plan) -> AlignedModel:
+    """The model a plan trains: its new towers, plus a base model's towers (frozen heads) when it has one."""
+    new = {m: (t.encoder, t.head) for m, t in plan.towers.items() if not t.base}
+    model = build_model(new, plan.recipe.embed_dim, plan.fusion)
+    if plan.base_model is None:
+        return model
+    from .export import load_aligned
+
+    base = load_aligned(plan.base_model)
+    if base.embed_dim != plan.recipe.embed_dim:
+        raise RecipeError(f"embed_dim: {plan.recipe.embed_dim}, but base_model {plan.base_model} embeds into "
+                          f"{base.embed_dim} dimensions; set embed_dim: {base.embed_dim}")
+    base.heads.requires_grad_(False)
+    return AlignedModel({**base.encoders, **model.encoders}, {**base.heads, **model.heads}, model.embed_dim,
+                        {**base.specs, **model.specs})

@@ -98,8 +98,11 @@ def plugin_listing() -> list[dict]:
     for kind, reg in registries().items():
         for name in reg.names():
             e = reg.entries[name]
-            rows.append({"kind": kind, "name": name, "modalities": list(e.modalities),
-                         "package": e.package, "description": e.description})
+            row = {"kind": kind, "name": name, "modalities": list(e.modalities),
+                   "package": e.package, "description": e.description}
+            if kind == "input":
+                row["files"] = bool(e.cls.files)  # values are file paths (or written inline)
+            rows.append(row)
     return rows
 
 

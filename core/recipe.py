@@ -13,8 +13,7 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
-from .errors import FuseError, RecipeError
-from .interfaces import Encoder
+from .errors import RecipeError
 from .interfaces import Options as Strict
 from .validation import format_validation_error
 
@@ -46,21 +45,46 @@ class ModalitySpec(Strict):
     head: Component = Component(name="residual-mlp")
 
 
+Pair = tuple[str, str]
+
+
 class ObjectiveSpec(Component):
     weight: float = 1.0
+    pair: Pair | None = None  # the two modalities it aligns; may be left out when the recipe has two
 
 
-class TeacherSpec(Strict):
-    """A frozen encoder whose latents of one modality are given to objectives as extras['teacher']."""
+class ExtraSpec(Strict):
+    """A frozen encoder whose latents of one modality reach objectives as step.extras[<its name>]."""
 
     modality: str
     encoder: Component
 
 
-class DataSpec(Strict):
+class Source(Strict):
+    """Where pairs come from: a registered dataset builder, or JSONL manifests."""
+
     dataset: Component | None = None   # a registered dataset builder that writes the manifests
     train: str | None = None           # or explicit JSONL manifests
     val: str | None = None
+    train_split: str = "train"         # which of a dataset's built splits to train / validate on
+    val_split: str | None = "val"
+
+    @property
+    def given(self) -> bool:
+        return self.dataset is not None or self.train is not None
+
+
+class PairSpec(Source):
+    """Per-pair settings; its own source replaces data's for this pair."""
+
+    modalities: Pair
+    batch_size: int | None = pydantic.Field(None, gt=1)   # default: train.batch_size
+    # This pair's share of each step's loss (multiplies its objectives' weights): the expected
+    # gradient of drawing the pair with that probability, without the variance.
+    weight: float = pydantic.Field(1.0, gt=0)
+
+
+class DataSpec(Source):
     cache_dir: str | None = None       # default: $FUSE_CACHE or ~/.cache/fuse
     cache_latents: bool = True
     encode_batch_size: int = pydantic.Field(64, gt=0)
@@ -68,12 +92,7 @@ class DataSpec(Strict):
     # An unreadable, empty or silent-only image/audio file: stop naming it ("error"), or leave
     # out the pairs that use it and list it in <output_dir>/skipped_media.txt ("skip").
     bad_media: Literal["error", "skip"] = "error"
-
-    @pydantic.model_validator(mode="after")
-    def _one_source(self):
-        if self.dataset is None and self.train is None:
-            raise ValueError("give data.dataset (a registered dataset) or data.train (a manifest path)")
-        return self
+    pairs: list[PairSpec] = []         # per-pair sources, batch sizes and weights
 
 
 class OptimSpec(Strict):
@@ -93,6 +112,9 @@ class ScheduleSpec(Strict):
 class TrainSpec(Strict):
     batch_size: int = pydantic.Field(256, gt=1)
     epochs: int = pydantic.Field(10, gt=0)
+    # What one epoch is when several pairs train together: one pass over the largest (or the
+    # smallest) pair's training set, or over a named pair's ([audio, text]); the others cycle.
+    epoch: Literal["largest", "smallest"] | Pair = "largest"
     max_steps: int | None = pydantic.Field(None, gt=0)
     grad_accum: int = pydantic.Field(1, gt=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -108,6 +130,9 @@ class TrainSpec(Strict):
 class EvalSpec(Strict):
     ks: tuple[int, ...] = (1, 5, 10)
     chunk_size: int = pydantic.Field(4096, gt=0)
+    # Pairs evaluated besides the trained ones, on data's val split (e.g. [[audio, image]] when
+    # only audio-text and image-text are trained: retrieval between towers never paired).
+    pairs: list[Pair] = []
 
 
 class Recipe(Strict):
@@ -116,22 +141,18 @@ class Recipe(Strict):
     device: str = "auto"
     output_dir: str = "runs/run"
     embed_dim: int = pydantic.Field(512, gt=0)
+    # An exported model whose towers join this one frozen (bind one more modality later).
+    base_model: str | None = None
     modalities: dict[str, ModalitySpec]
-    fusion: Component | None = None    # a shared module over both towers' tokens (e.g. shared-transformer)
+    fusion: Component | None = None    # a module shared by every tower's tokens (e.g. shared-transformer)
     objectives: list[ObjectiveSpec] = [ObjectiveSpec(name="infonce")]
-    teacher: TeacherSpec | None = None
+    extras: dict[str, ExtraSpec] = {}  # named frozen encoders, e.g. a distillation teacher
+    teacher: ExtraSpec | None = None   # the same as extras: {teacher: ...}
     data: DataSpec
     optim: OptimSpec = OptimSpec()
     schedule: ScheduleSpec = ScheduleSpec()
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
-
-    @pydantic.field_validator("modalities")
-    @classmethod
-    def _two_modalities(cls, v):
-        if len(v) != 2:
-            raise ValueError(f"exactly two modalities are aligned, got {len(v)}: {', '.join(v) or 'none'}")
-        return v
 
     @pydantic.field_validator("objectives")
     @classmethod
@@ -140,9 +161,14 @@ class Recipe(Strict):
             raise ValueError("at least one objective is needed, e.g. [{name: infonce}]")
         return v
 
-    @property
-    def modality_names(self) -> tuple[str, str]:
-        return tuple(self.modalities)  # type: ignore[return-value]
+    @pydantic.model_validator(mode="after")
+    def _teacher_is_an_extra(self):
+        if self.teacher is not None:
+            if "teacher" in self.extras:
+                raise ValueError("give the teacher once: either teacher: or extras: {teacher: ...}")
+            self.extras = {**self.extras, "teacher": self.teacher}
+            self.teacher = None  # kept once, under extras (recipe.yaml of a run reloads as it was)
+        return self
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -199,58 +225,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check_plugins: bool
     except pydantic.ValidationError as err:
         raise RecipeError(format_validation_error(err, title=f"{path}: invalid recipe")) from None
     if check_plugins:
-        problems = check_components(recipe)
-        if problems:
-            raise RecipeError(f"{path}: " + "; ".join(problems))
+        from .plan import resolve
+
+        resolve(recipe, str(path))  # every component, pair and field checked once, all problems at once
     return recipe
-
-
-def check_components(recipe: Recipe) -> list[str]:
-    """Resolve every named component and its options; collect all problems at once."""
-    from .plugin_manager import registry
-
-    problems: list[str] = []
-
-    def check(kind: str, comp: Component, where: str):
-        try:
-            registry(kind).parse_options(comp.name, comp.options, where)
-        except FuseError as exc:
-            problems.append(str(exc))
-
-    for m, spec in recipe.modalities.items():
-        check("encoder", spec.encoder, f"modalities.{m}.encoder")
-        check("head", spec.head, f"modalities.{m}.head")
-    if recipe.teacher is not None:
-        check("encoder", recipe.teacher.encoder, "teacher.encoder")
-        if recipe.teacher.modality not in recipe.modalities:
-            problems.append(f"teacher.modality: '{recipe.teacher.modality}' is not one of the recipe's "
-                            f"modalities ({', '.join(recipe.modalities)})")
-    if recipe.data.dataset is not None:
-        check("dataset", recipe.data.dataset, "data.dataset")
-    if recipe.fusion is not None:
-        check("fusion", recipe.fusion, "fusion")
-        for m, spec in recipe.modalities.items():
-            try:
-                cls = registry("encoder").get(spec.encoder.name).cls
-            except FuseError:
-                continue
-            if getattr(cls, "forward_tokens") is Encoder.forward_tokens:
-                problems.append(f"modalities.{m}.encoder: '{spec.encoder.name}' gives only pooled latents, but "
-                                f"fusion '{recipe.fusion.name}' needs token sequences; pick an encoder with "
-                                "forward_tokens or remove the fusion section")
-    extras = {"teacher"} if recipe.teacher is not None else set()
-    for i, obj in enumerate(recipe.objectives):
-        where = f"objectives.{i}"
-        check("objective", obj, where)
-        try:
-            entry = registry("objective").get(obj.name, where)
-        except FuseError:
-            continue
-        if recipe.fusion is not None and getattr(entry.cls, "pooled_latents_only", False):
-            problems.append(f"{where} ({obj.name}) works on pooled latents, but fusion '{recipe.fusion.name}' "
-                            "hands it token sequences; remove one of the two")
-        missing = set(getattr(entry.cls, "requires", ())) - extras
-        for need in sorted(missing):
-            problems.append(f"{where} ({obj.name}) needs '{need}', but the recipe has no `{need}:` section; "
-                            f"add one, e.g. teacher: {{modality: image, encoder: {{name: timm, options: {{...}}}}}}")
-    return problems

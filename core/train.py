@@ -1,150 +1,72 @@
-"""The training loop: align two encoders with trainable heads, in one readable file.
+"""The training loop: align any number of encoders with trainable heads, in one readable file.
 
     fuse train recipes/quickstart.yaml                        # one process, device auto
     fuse train recipes/vision_text.yaml train.epochs=3 output_dir=runs/x
     torchrun --nproc_per_node 8 -m fuse train recipes/fusemix_vision_text.yaml
 
-Shape: setup (data, model, cached latents, objectives, optimiser) -> eval before ->
-train (epochs of steps; log, evaluate, checkpoint) -> save (best weights, export, plot) ->
-cleanup. Precision, distribution and the schedule are small helpers called from here.
+Shape: setup (plan, data, model, cached latents, objectives, optimiser) -> eval before ->
+train (steps that draw one batch from every trained pair; log, evaluate, checkpoint) -> save
+(best weights, export, plot) -> cleanup. Batches, the step's loss, checkpoints, precision,
+distribution and the schedule are small helpers called from here.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import distributed
-from .batches import PairBatches
+from .batches import PairStream
 from .cache import cached_latents, encode_values
-from .datasets import build_dataset, default_cache_root
+from .checkpoints import epoch_file, keep_best, load_weights, prune_checkpoints, save_weights
+from .data import describe, load_data
+from .datasets import default_cache_root
 from .devices import resolve_device
-from .errors import DataError, ModelFileError, RecipeError
+from .errors import RecipeError
 from .eval.report import format_table
-from .eval.retrieval import evaluate_retrieval
+from .evaluate import evaluate_split
 from .export import export_model
 from .freezing import set_trainable
-from .inputs import input_kind
-from .interfaces import Step
-from .manifest import PairedData, load_pairs
 from .metrics import MetricsLog, plot_metrics
-from .model import AlignedModel, build_encoder, build_model
+from .model import model_from_plan
 from .optim import make_optimizer, param_groups, warmup_cosine
-from .plugin_manager import registry
+from .plan import Plan, resolve
 from .precision import Precision
 from .recipe import Recipe
 from .resume import load_state, restore, save_state
-from .screening import drop_bad_media
+from .step import TrainStep
 
 
-class TrainStep(nn.Module):
-    """Everything trainable; forward = one step's weighted loss, so DDP can wrap it whole."""
-
-    def __init__(self, model: AlignedModel, objectives: nn.ModuleDict, weights: dict[str, float],
-                 frozen: set[str], teacher_modality: str | None):
-        super().__init__()
-        self.model, self.objectives, self.weights = model, objectives, weights
-        self.frozen, self.teacher_modality = frozen, teacher_modality
-        self.latents: dict[str, torch.Tensor] = {}   # frozen modalities' latents for the current split
-        self.teacher: torch.Tensor | None = None
-
-    def forward(self, pairs: torch.Tensor, online: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        names = self.model.modalities
-        latents = {}
-        for col, m in enumerate(names):
-            if m in self.frozen:
-                latents[m] = self.latents[m][pairs[:, col]]
-            else:
-                batch = {k: v.to(pairs.device, non_blocking=True) for k, v in online[m].items()}
-                latents[m] = self.model.encode_batch(m, batch)
-        extras = {}
-        if self.teacher is not None:
-            extras["teacher"] = self.teacher[pairs[:, names.index(self.teacher_modality)]]
-        step = Step(modalities=names, latents=latents, extras=extras,
-                    embed=lambda lat: {m: self.model.forward_head(m, x) for m, x in lat.items()})
-        terms = {name: obj(step) for name, obj in self.objectives.items()}
-        loss = sum(self.weights[name] * value for name, value in terms.items())
-        return loss, terms
+def build_objectives(plan: Plan, extra_dims: dict[str, int]) -> nn.ModuleDict:
+    """Every objective, built for its own pair of modalities."""
+    return nn.ModuleDict({o.key: o.spec.build(modalities=o.pair, embed_dim=plan.recipe.embed_dim, extra_dims=extra_dims)
+                          for o in plan.objectives})
 
 
-def resolve_manifests(recipe: Recipe, cache_dir: Path) -> dict[str, Path]:
-    """Manifests from data.train/data.val, or built by the registered dataset."""
-    if recipe.data.train is not None:
-        splits = {"train": Path(recipe.data.train)}
-        if recipe.data.val:
-            splits["val"] = Path(recipe.data.val)
-        for split, path in splits.items():
-            if not path.exists():
-                raise DataError(f"data.{split}: manifest {path} not found. Fix the path, or build one "
-                                "(docs/getting-started.md, 'Your own data').")
-        return splits
-    ds = recipe.data.dataset
-    return build_dataset(ds.name, ds.options, cache_dir, where="data.dataset")
-
-
-def build_objectives(recipe: Recipe, extra_dims: dict[str, int]) -> tuple[nn.ModuleDict, dict[str, float]]:
-    objectives, weights = nn.ModuleDict(), {}
-    for i, spec in enumerate(recipe.objectives):
-        key = spec.name if spec.name not in objectives else f"{spec.name}_{i}"
-        objectives[key] = registry("objective").create(spec.name, spec.options, f"objectives.{i}",
-                                                       modalities=recipe.modality_names,
-                                                       embed_dim=recipe.embed_dim, extra_dims=extra_dims)
-        weights[key] = spec.weight
-    return objectives, weights
-
-
-@torch.no_grad()
-def evaluate(model: AlignedModel, data: PairedData, latents: dict[str, torch.Tensor], recipe: Recipe) -> dict:
-    """Retrieval recall on a split: frozen towers use their cached latents, others run online."""
-    emb = {}
-    for m in data.modalities:
-        lat = latents[m] if m in latents else model.encode(m, data.values[m], recipe.data.encode_batch_size)
-        emb[m] = model.project(m, lat)
-    a, b = data.modalities
-    return evaluate_retrieval(emb[a], emb[b], data.pairs, names=(a, b), ks=recipe.eval.ks,
-                              chunk_size=recipe.eval.chunk_size)
-
-
-def save_weights(step_module: TrainStep, path: Path) -> None:
-    """Trainable weights only (heads, objectives, unfrozen encoders), as safetensors."""
-    frozen = tuple(f"model.encoders.{m}." for m in step_module.frozen)
-    state = {k: v.detach().cpu().contiguous() for k, v in step_module.state_dict().items()
-             if not k.startswith(frozen)}
-    save_file(state, str(path))
-
-
-def _load_trainable(step_module: TrainStep, path: Path) -> None:
-    """Trainable weights saved by ``save_weights``; a file from another recipe is an error."""
-    result = step_module.load_state_dict(load_file(str(path)), strict=False)
-    frozen = tuple(f"model.encoders.{m}." for m in step_module.frozen)
-    missing = [k for k in result.missing_keys if not k.startswith(frozen)]
-    if result.unexpected_keys or missing:
-        raise ModelFileError(f"{path} does not fit this recipe's model (unexpected: {result.unexpected_keys[:3]}, "
-                             f"missing: {missing[:3]}). Resume with the recipe the run was started with.")
-
-
-def prune_checkpoints(ckpt_dir: Path, keep: int | None) -> None:
-    """Delete all but the ``keep`` newest epoch files; best.safetensors and state.pt stay, so
-    resume and export still work. ``None`` keeps every epoch."""
-    if keep is None:
-        return
-    by_epoch = sorted(ckpt_dir.glob("epoch-*.safetensors"), key=lambda p: int(p.stem.split("-")[1]))
-    for old in by_epoch[:-keep]:  # by number: epoch-1000 is newer than epoch-999
-        old.unlink()
+def steps_per_epoch(plan: Plan, streams: dict[tuple[str, str], PairStream]) -> int:
+    """Optimiser steps in one epoch: a pass over the recipe's reference pair (train.epoch)."""
+    sizes = {p: len(s) for p, s in streams.items()}
+    epoch = plan.recipe.train.epoch
+    if epoch == "largest":
+        n = max(sizes.values())
+    elif epoch == "smallest":
+        n = min(sizes.values())
+    else:
+        n = next(v for p, v in sizes.items() if set(p) == set(epoch))
+    return max(1, n // plan.recipe.train.grad_accum)
 
 
 def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) -> Path:
     """Run a recipe end to end; returns the run directory. ``resume`` continues the run in
     ``output_dir`` after its last completed epoch (see ``fuse.resume``)."""
     # ------------------------------------------------------------------ setup
+    plan = resolve(recipe, recipe_path or recipe.name)
     device = distributed.setup(resolve_device(recipe.device))
     main = distributed.is_main()
     torch.manual_seed(recipe.seed)  # identical head init on every rank
@@ -153,65 +75,55 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     if main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        (run_dir / "skipped_media.txt").unlink(missing_ok=True)
     cache_dir = Path(recipe.data.cache_dir or default_cache_root()).expanduser()
-    with distributed.main_first():
-        manifests = resolve_manifests(recipe, cache_dir)
-    names = recipe.modality_names
-    specs = {m: s.model_dump() for m, s in recipe.modalities.items()}
-    model = build_model(specs, recipe.embed_dim, fusion=recipe.fusion.model_dump() if recipe.fusion else None).to(device)
-    kinds = {m: model.input_kind(m) for m in names}
-    file_modalities = tuple(m for m in names if input_kind(kinds[m]).files)
-    data = {split: load_pairs(path, names, file_modalities) for split, path in manifests.items()}
-    if recipe.data.bad_media == "skip":
-        if main:
-            (run_dir / "skipped_media.txt").unlink(missing_ok=True)
-        with distributed.main_first():
-            data = {split: drop_bad_media(d, kinds, cache_dir, run_dir / "skipped_media.txt" if main else None, split)
-                    for split, d in data.items()}
-    if len(data["train"]) < 2:
-        raise DataError(f"{manifests['train']}: {len(data['train'])} pair(s); contrastive training needs at least 2.")
-    print(f"data: {len(data['train'])} train pairs" + (f", {len(data['val'])} val pairs" if "val" in data else ", no val split"))
+    model = model_from_plan(plan).to(device)
+    names = model.modalities
+    with distributed.main_first():  # rank 0 builds datasets and screens files; the others then read
+        splits = load_data(plan, {m: model.input_kind(m) for m in names}, cache_dir,
+                           run_dir / "skipped_media.txt" if main else None)
+    print(describe(splits))
 
     # Frozen towers are encoded once (cached on disk unless data.cache_latents is false).
-    frozen = {m for m in names if recipe.modalities[m].encoder.frozen}
-    for m in names:
-        patterns = recipe.modalities[m].encoder.trainable
-        if patterns is not None:
-            n = set_trainable(model.encoders[m], patterns, f"modalities.{m}.encoder.trainable")
-            print(f"{m} encoder: {n / 1e6:.2f}M of its parameters are trained ({', '.join(patterns)})")
-    latents: dict[str, dict[str, torch.Tensor]] = {split: {} for split in data}
-    for m in names:
-        enc = model.encoders[m]
-        if m in frozen:
-            enc.requires_grad_(False).eval()
-        for split, d in data.items():
-            if m in frozen:
-                latents[split][m] = _frozen_latents(enc, specs[m]["encoder"], d.values[m], recipe, cache_dir,
-                                                    device, f"{m}/{split}", tokens=model.uses_tokens).to(device)
-    teacher = {}
+    frozen = {m for m, t in plan.towers.items() if t.frozen}
+    for m, t in plan.towers.items():
+        if t.trainable is not None:
+            n = set_trainable(model.encoders[m], t.trainable, f"modalities.{m}.encoder.trainable")
+            print(f"{m} encoder: {n / 1e6:.2f}M of its parameters are trained ({', '.join(t.trainable)})")
+    latents: dict[str, dict] = {split: {} for split in splits}
+    for m in frozen:
+        model.encoders[m].requires_grad_(False).eval()
+        for split, d in splits.items():
+            if m in d.values:
+                latents[split][m] = frozen_latents(model.encoders[m], plan.towers[m].encoder.as_dict(), d.values[m],
+                                                   recipe, cache_dir, device, f"{m}/{split}", model.uses_tokens)
+    extras: dict[str, dict] = {split: {} for split in splits}
     extra_dims = {}
-    if recipe.teacher is not None:
-        t_enc = build_encoder(recipe.teacher.encoder.model_dump(), "teacher.encoder").to(device).eval()
-        t_enc.requires_grad_(False)
-        extra_dims["teacher"] = t_enc.info.dim
-        for split, d in data.items():
-            teacher[split] = _frozen_latents(t_enc, recipe.teacher.encoder.model_dump(),
-                                             d.values[recipe.teacher.modality], recipe, cache_dir, device,
-                                             f"teacher/{split}").to(device)
-        del t_enc
+    for name, ex in plan.extras.items():
+        enc = ex.encoder.build().to(device).eval().requires_grad_(False)
+        extra_dims[name] = enc.info.dim
+        for split, d in splits.items():
+            if ex.modality in d.values:
+                extras[split][name] = frozen_latents(enc, ex.encoder.as_dict(), d.values[ex.modality], recipe,
+                                                     cache_dir, device, f"{name}/{split}")
+        del enc
 
-    objectives, weights = build_objectives(recipe, extra_dims)
-    step_module = TrainStep(model, objectives.to(device), weights, frozen,
-                            recipe.teacher.modality if recipe.teacher else None)
-    step_module.latents, step_module.teacher = latents["train"], teacher.get("train")
+    objectives = build_objectives(plan, extra_dims).to(device)
+    step_module = TrainStep(model, objectives, plan.objectives, plan.pairs, frozen,
+                            {n: e.modality for n, e in plan.extras.items()})
+    step_module.latents, step_module.extras = latents["train"], extras["train"]
     trainer = distributed.wrap(step_module, device)
 
     online = {m: model.encoders[m] for m in names if m not in frozen}
-    batches = PairBatches(data["train"], recipe.train.batch_size // distributed.world_size(), online, device,
-                          recipe.seed, recipe.train.drop_last, recipe.data.num_workers)
-    steps_per_epoch = max(1, len(batches) // recipe.train.grad_accum)
-    total_steps = recipe.train.max_steps or steps_per_epoch * recipe.train.epochs
-    epochs = math.ceil(total_steps / steps_per_epoch)
+    world = distributed.world_size()
+    streams = {p.modalities: PairStream(splits["train"].pairs[p.modalities], splits["train"].table_pairs(p.modalities),
+                                        p.batch_size // world, {m: online[m] for m in p.modalities if m in online},
+                                        device, recipe.seed, i, recipe.train.drop_last, recipe.data.num_workers)
+               for i, p in enumerate(plan.pairs)}
+    accum = recipe.train.grad_accum
+    per_epoch = steps_per_epoch(plan, streams)
+    total_steps = recipe.train.max_steps or per_epoch * recipe.train.epochs
+    epochs = math.ceil(total_steps / per_epoch)
     trainable = [model.heads, objectives] + ([model.fusion] if model.fusion is not None else [])
     groups = param_groups({"heads": trainable, "encoders": list(online.values())},
                           recipe.optim.lr, recipe.optim.encoder_lr or recipe.optim.lr / 10,
@@ -222,21 +134,26 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     params = [p for g in groups for p in g["params"]]
     state = load_state(ckpt_dir) if resume else None
     log = MetricsLog(run_dir / "metrics.jsonl", state["step"] if state else None) if main else None
-    n_params = sum(p.numel() for p in params)
-    print(f"training {n_params / 1e6:.2f}M parameters for {total_steps} steps ({epochs} epochs of "
-          f"{steps_per_epoch}) on {device}, precision {precision.mode}, batch {batches.batch_size}"
-          f"x{distributed.world_size()}x{recipe.train.grad_accum}")
+    batch_desc = " + ".join(f"{s.batch_size}x{world}x{accum} {'-'.join(p)}" for p, s in streams.items())
+    print(f"training {sum(p.numel() for p in params) / 1e6:.2f}M parameters for {total_steps} steps ({epochs} epochs "
+          f"of {per_epoch}) on {device}, precision {precision.mode}, batch {batch_desc}")
 
     # ------------------------------------------------------------------ eval before
+    trained = [p.modalities for p in plan.pairs]
+
+    def validate() -> dict:
+        return evaluate_split(model, splits["val"], latents["val"], trained, recipe.eval.ks, recipe.eval.chunk_size,
+                              recipe.data.encode_batch_size)
+
     results: dict[str, dict] = {}
-    if "val" in data and main:
-        results["before"] = evaluate(model, data["val"], latents["val"], recipe)
+    if "val" in splits and main:
+        results["before"] = validate()
         if state is None:
             log.write({"kind": "val", "step": 0, "epoch": 0, **results["before"]})
 
     step, best, best_epoch, start_epoch = 0, -math.inf, None, 1
     if state is not None:
-        _load_trainable(step_module, state["weights"])
+        load_weights(step_module, state["weights"])
         restore(state, optimizer, scheduler, precision, step_module)
         step, best, best_epoch, start_epoch = state["step"], state["best"], state["best_epoch"], state["epoch"] + 1
         print(f"resuming after epoch {state['epoch']} (step {step}) from {state['weights']}")
@@ -246,47 +163,48 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
 
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not main, unit="step")
     t0, seen = time.perf_counter(), 0
+    # Every stream continues at micro-step step * accum: batches depend on the step alone.
+    batches = {p: s.iterate(step * accum) for p, s in streams.items()}
     epoch = start_epoch - 1
     for epoch in range(start_epoch, epochs + 1):
         trainer.train()
         for m in frozen:
             model.encoders[m].eval()  # frozen towers keep eval-mode BatchNorm/dropout
-        batches.set_epoch(epoch)
-        for i, (pairs, inputs) in enumerate(batches):
-            with precision.autocast():
-                loss, terms = trainer(pairs, inputs)
-            # Accumulate gradients over grad_accum micro-batches, then take one optimiser step.
-            precision.backward(loss / recipe.train.grad_accum)
-            seen += pairs.shape[0]
-            if (i + 1) % recipe.train.grad_accum:
-                continue
+        for _ in range(per_epoch):
+            for _ in range(accum):  # accumulate gradients over micro-batches, then one optimiser step
+                batch = {p: next(it) for p, it in batches.items()}
+                with precision.autocast():
+                    loss, terms = trainer(batch)
+                precision.backward(loss / accum)
+                step_module.commit()
+                seen += sum(rows.shape[0] for rows, _ in batch.values())
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             grad_norm = precision.step(optimizer, params, recipe.optim.grad_clip)
             scheduler.step()
             step += 1
             bar.update(1)
             if main and (step % recipe.train.log_every == 0 or step == 1 or step == total_steps):
-                row = {"kind": "train", "step": step, "epoch": epoch, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm,
-                       "samples_per_s": seen * distributed.world_size() / (time.perf_counter() - t0)}
+                row = {"kind": "train", "step": step, "epoch": epoch, "loss": loss.item(), "lr": lr,
+                       "grad_norm": grad_norm, "samples_per_s": seen * world / (time.perf_counter() - t0)}
                 row.update({f"loss/{k}": v.item() for k, v in terms.items()} if len(terms) > 1 else {})
-                for obj in objectives.values():
-                    row.update(obj.metrics())
+                for key, obj in objectives.items():
+                    row.update({(f"{k}/{key}" if len(plan.pairs) > 1 else k): v for k, v in obj.metrics().items()})
                 log.write(row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
             if step >= total_steps:
                 break
         # Evaluate, checkpoint, keep the best by the recipe's metric.
         if main:
-            save_weights(step_module, ckpt_dir / f"epoch-{epoch:03d}.safetensors")
-            if "val" in data and (epoch % recipe.train.eval_every == 0 or step >= total_steps):
-                metrics = evaluate(model, data["val"], latents["val"], recipe)
+            save_weights(step_module, epoch_file(ckpt_dir, epoch))
+            if "val" in splits and (epoch % recipe.train.eval_every == 0 or step >= total_steps):
+                metrics = validate()
                 log.write({"kind": "val", "step": step, "epoch": epoch, **metrics})
                 if recipe.train.best_metric not in metrics:
                     raise RecipeError(f"train.best_metric: '{recipe.train.best_metric}' is not a val metric; "
                                       f"available: {', '.join(metrics)}")
                 if metrics[recipe.train.best_metric] > best:
                     best, best_epoch = metrics[recipe.train.best_metric], epoch
-                    shutil.copyfile(ckpt_dir / f"epoch-{epoch:03d}.safetensors", ckpt_dir / "best.safetensors")
+                    keep_best(ckpt_dir, epoch)
             save_state(ckpt_dir, epoch=epoch, step=step, best=best, best_epoch=best_epoch,
                        optimizer=optimizer, scheduler=scheduler, precision=precision, modules=step_module)
             prune_checkpoints(ckpt_dir, recipe.train.keep_checkpoints)
@@ -297,18 +215,18 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     # ------------------------------------------------------------------ save
     if main:
         if best_epoch is not None:
-            _load_trainable(step_module, ckpt_dir / "best.safetensors")
-            results["after"] = evaluate(model, data["val"], latents["val"], recipe)
+            load_weights(step_module, ckpt_dir / "best.safetensors")
+            results["after"] = validate()
             results["best_epoch"] = best_epoch
         else:
-            shutil.copyfile(ckpt_dir / f"epoch-{epoch:03d}.safetensors", ckpt_dir / "best.safetensors")
+            keep_best(ckpt_dir, epoch)
         (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
         if "before" in results:
             print(format_table({"before (untrained heads)": results["before"],
                                 f"after (best epoch {best_epoch})": results["after"]}))
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
-        export_model(model, run_dir / "export",
-                     card={"recipe": recipe_path or recipe.name, "metrics": results})
+        export_model(model, run_dir / "export", card={"recipe": recipe_path or recipe.name, "metrics": results},
+                     pairs=trained)
         print(f"run dir: {run_dir}  (metrics.jsonl, metrics.png, eval.json, checkpoints/, export/)")
 
     # ------------------------------------------------------------------ cleanup
@@ -316,11 +234,14 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     return run_dir
 
 
-def _frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache_dir: Path,
-                    device: torch.device, label: str, tokens: bool = False):
+def frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache_dir: Path,
+                   device: torch.device, label: str, tokens: bool = False):
+    """A frozen encoder's latents of ``values`` on the device: from the latent cache, or encoded."""
     if recipe.data.cache_latents:
         with distributed.main_first():  # rank 0 encodes and writes; the others then read
-            return cached_latents(encoder, spec, values, cache_dir, device, recipe.data.encode_batch_size,
-                                  recipe.data.num_workers, label, tokens=tokens)
-    return encode_values(encoder, values, device, recipe.data.encode_batch_size, recipe.data.num_workers,
-                         desc=f"encoding {label}", tokens=tokens)
+            out = cached_latents(encoder, spec, values, cache_dir, device, recipe.data.encode_batch_size,
+                                 recipe.data.num_workers, label, tokens=tokens)
+    else:
+        out = encode_values(encoder, values, device, recipe.data.encode_batch_size, recipe.data.num_workers,
+                            desc=f"encoding {label}", tokens=tokens)
+    return out.to(device)

@@ -18,12 +18,80 @@ from pydantic import Field, model_validator
 from torch import nn
 
 import fuse
-from fuse.distributed import gather_with_grad
-from fuse.interfaces import Objective, Step
-from fuse.losses import LogitScale
-from fuse.plugins.memory_bank import MemoryBank
 
 DUPLICATE_COSINE = 1 - 1e-5  # teacher rows this close to the positive are the same image
+
+
+class MemoryBank(nn.Module):
+    """Fixed-size ring buffer of rows; ``valid()`` for the loss, ``items()`` oldest first.
+
+    The queue is a non-persistent buffer: a 65,536 x 768 queue would bloat every epoch's
+    weights file. It travels in the single `state.pt` instead (``resume_state``), so a resumed
+    run continues with the negatives it had. Pointer and fill count are plain ints so that
+    enqueueing never waits for the GPU.
+    """
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        if size < 1 or dim < 1:
+            raise ValueError(f"MemoryBank needs size >= 1 and dim >= 1, got size={size}, dim={dim}")
+        self.size, self.dim = size, dim
+        self.register_buffer("queue", torch.zeros(size, dim), persistent=False)
+        self.ptr = 0     # next row to overwrite
+        self.count = 0   # rows filled so far (<= size)
+
+    def __len__(self) -> int:
+        return self.count
+
+    @torch.no_grad()
+    def enqueue(self, x: torch.Tensor, gathered: bool = False) -> None:
+        """Append rows, overwriting the oldest once full.
+
+        Under torch.distributed every rank enqueues all ranks' rows (rank order), so the
+        queues stay identical; pass ``gathered=True`` when ``x`` already holds them.
+        """
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"MemoryBank of dim {self.dim} got rows of shape {tuple(x.shape)}")
+        x = x.detach()
+        if not gathered:
+            x = fuse.gather_with_grad(x)
+        x = x[-self.size:].to(self.queue.dtype)  # more rows than the queue holds: keep the newest
+        n, p = x.shape[0], self.ptr
+        first = min(n, self.size - p)            # rows that fit before the end of the buffer
+        self.queue[p:p + first] = x[:first]
+        self.queue[:n - first] = x[first:]       # the rest wraps around to the start
+        self.ptr = (p + n) % self.size
+        self.count = min(self.count + n, self.size)
+
+    def valid(self) -> torch.Tensor:
+        """The filled rows in storage order (a view; the order is irrelevant to a softmax)."""
+        return self.queue[:self.count]
+
+    def items(self) -> torch.Tensor:
+        """The filled rows, oldest first (a copy once the queue has wrapped)."""
+        if self.count < self.size:
+            return self.queue[:self.count]
+        return torch.cat([self.queue[self.ptr:], self.queue[:self.ptr]])
+
+    def resume_state(self) -> dict:
+        """The filled rows (oldest first) for `fuse.resume`; the queue itself is not in weights files."""
+        return {"rows": self.items().cpu().clone(), "size": self.size}
+
+    def load_resume_state(self, state: dict) -> None:
+        rows = state["rows"]
+        if state["size"] != self.size or rows.shape[1:] != (self.dim,):
+            raise ValueError(f"the state file's memory bank has {state['size']} rows of dim {tuple(rows.shape[1:])}, "
+                             f"the recipe's {self.size} rows of dim {self.dim} (queue_size)")
+        self.reset()
+        if len(rows):
+            self.enqueue(rows.to(self.queue.device), gathered=True)
+
+    def reset(self) -> None:
+        self.queue.zero_()
+        self.ptr = self.count = 0
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, dim={self.dim}"
 
 
 def distillation_loss(student: torch.Tensor, targets: torch.Tensor, bank: torch.Tensor, scale: torch.Tensor,
@@ -47,7 +115,7 @@ def distillation_loss(student: torch.Tensor, targets: torch.Tensor, bank: torch.
     return F.cross_entropy(logits, labels)
 
 
-class Distillation(Objective):
+class Distillation(fuse.Objective):
     """Contrastive distillation of both towers towards a frozen teacher, with a memory bank."""
 
     requires = frozenset({"teacher"})
@@ -83,11 +151,12 @@ class Distillation(Objective):
         # Students -> teacher space (not the teacher -> shared space): the shared space stays
         # the image-text one, and the teacher's targets stay fixed, as in the reference.
         self.projection = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, t_dim))
-        self.scale = LogitScale(options.init_temperature, options.min_temperature, learnable=options.learnable)
+        self.scale = fuse.LogitScale(options.init_temperature, options.min_temperature, learnable=options.learnable)
         self.bank = MemoryBank(options.queue_size, t_dim) if options.queue_size else None
         self.last: dict[str, torch.Tensor] = {}
 
-    def forward(self, step: Step) -> torch.Tensor:
+    def draw(self, step: fuse.Step) -> dict:
+        """The global batch's teacher embeddings (positives, and every rank's rows as negatives)."""
         if "teacher" not in step.extras:
             raise fuse.RecipeError("objectives: distillation got a step without teacher latents; "
                                    "add a `teacher:` section to the recipe.")
@@ -95,17 +164,22 @@ class Distillation(Objective):
         if teacher.ndim != 2 or teacher.shape[1] != self.projection[1].out_features:
             raise fuse.RecipeError(f"objectives: distillation was built for teacher latents of dim "
                                    f"{self.projection[1].out_features}, got shape {tuple(teacher.shape)}.")
-        # The global batch's teacher embeddings: the positives, and every rank's rows as negatives.
-        targets = gather_with_grad(F.normalize(teacher.detach().float(), dim=-1))
+        return {"targets": fuse.gather_with_grad(F.normalize(teacher.detach().float(), dim=-1))}
+
+    def forward(self, step: fuse.Step, draws: dict) -> torch.Tensor:
+        targets = draws["targets"]
         bank = self.bank.valid() if self.bank is not None else targets[:0]
         scale = self.scale()
         emb = step.embeddings
-        losses = {m: distillation_loss(gather_with_grad(self.projection(emb[m])), targets, bank, scale,
+        losses = {m: distillation_loss(fuse.gather_with_grad(self.projection(emb[m])), targets, bank, scale,
                                        self.options.mask_duplicates) for m in self.students}
-        if self.bank is not None and self.training:
-            self.bank.enqueue(targets, gathered=True)  # after the loss: this batch is never its own negative
         self.last = {m: v.detach() for m, v in losses.items()}
         return sum(losses.values()) / len(losses)
+
+    def commit(self, step: fuse.Step, draws: dict) -> None:
+        """Enqueue the batch's teacher embeddings after its loss: a batch is never its own negative."""
+        if self.bank is not None and self.training:
+            self.bank.enqueue(draws["targets"], gathered=True)
 
     def metrics(self) -> dict[str, float]:
         out = {f"distillation_{m}": float(v) for m, v in self.last.items()}

@@ -17,9 +17,6 @@ from pydantic import Field, model_validator
 from torch import nn
 
 import fuse
-from fuse import distributed
-from fuse.interfaces import Objective, Step
-from fuse.losses import LogitScale, info_nce
 
 
 class RawTemperature(nn.Module):
@@ -44,7 +41,7 @@ class RawTemperature(nn.Module):
         return float(self.value.detach().clamp(self.low, self.high))
 
 
-class FuseMix(Objective):
+class FuseMix(fuse.Objective):
     """Symmetric InfoNCE on latent-mixed pairs; one lambda and one pairing per step."""
 
     pooled_latents_only = True  # mixing is defined on pooled latent vectors
@@ -77,7 +74,7 @@ class FuseMix(Objective):
         if o.temperature_param == "raw":
             self.scale = RawTemperature(o.init_temperature, o.min_temperature, o.max_temperature, o.learnable)
         else:
-            self.scale = LogitScale(o.init_temperature, o.min_temperature, o.max_temperature, o.learnable)
+            self.scale = fuse.LogitScale(o.init_temperature, o.min_temperature, o.max_temperature, o.learnable)
         self.last_lambda = float("nan")
 
     def draw_lambda(self, device="cpu") -> torch.Tensor:
@@ -92,29 +89,37 @@ class FuseMix(Objective):
             alpha = torch.tensor(float(self.options.alpha))
             lam = torch.distributions.Beta(alpha, alpha).sample()
         lam = lam.to(device)
-        if distributed.is_distributed():
+        if dist.is_available() and dist.is_initialized():
             dist.broadcast(lam, src=0)
         return lam
 
-    def mix(self, latents: dict[str, torch.Tensor], lam: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Mix every modality with the same lambda and the same partners."""
-        n = next(iter(latents.values())).shape[0]
+    def draw(self, step: fuse.Step) -> dict:
+        """This step's lambda and partners: drawn once, so the loss can be recomputed identically."""
+        a = self.modalities[0]
+        n = step.latents[a].shape[0]
+        lam = self.draw_lambda(step.latents[a].device)
+        self.last_lambda = lam.detach()  # converted to float only when logged (no GPU sync per step)
         if self.options.pairing == "halves":
             if n < 2:
                 raise fuse.RecipeError(
                     f"objectives: fusemix pairing 'halves' needs at least 2 pairs per batch and process, got "
                     f"{n}; set train.drop_last: true, raise train.batch_size, or use pairing: permutation.")
+            return {"lambda": lam}
+        return {"lambda": lam, "partners": torch.randperm(n)}  # CPU generator, as for lambda
+
+    def mix(self, latents: dict[str, torch.Tensor], draws: dict) -> dict[str, torch.Tensor]:
+        """Mix every modality with the same lambda and the same partners."""
+        lam = draws["lambda"]
+        if "partners" not in draws:
+            n = next(iter(latents.values())).shape[0]
             half = n // 2  # an odd batch leaves its last pair out (the reference asserts an even batch)
             return {m: lam * x[:half] + (1 - lam) * x[half:2 * half] for m, x in latents.items()}
-        perm = torch.randperm(n)  # CPU generator, as for lambda
-        return {m: lam * x + (1 - lam) * x[perm.to(x.device)] for m, x in latents.items()}
+        return {m: lam * x + (1 - lam) * x[draws["partners"].to(x.device)] for m, x in latents.items()}
 
-    def forward(self, step: Step) -> torch.Tensor:
+    def forward(self, step: fuse.Step, draws: dict) -> torch.Tensor:
         a, b = self.modalities
-        lam = self.draw_lambda(step.latents[a].device)
-        self.last_lambda = lam.detach()  # converted to float only when logged (no GPU sync per step)
-        emb = step.embed(self.mix({a: step.latents[a], b: step.latents[b]}, lam))
-        return info_nce(emb[a], emb[b], self.scale())
+        emb = step.embed(self.mix({a: step.latents[a], b: step.latents[b]}, draws))
+        return fuse.info_nce(emb[a], emb[b], self.scale())
 
     def metrics(self) -> dict[str, float]:
         return {"temperature": self.scale.temperature, "fusemix_lambda": float(self.last_lambda)}

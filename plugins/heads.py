@@ -5,10 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 import fuse
-from fuse.interfaces import Head
 
 
-class LinearHead(Head):
+class LinearHead(fuse.Head):
     """A single linear map (the projector of CLIP-style models)."""
 
     class Options(fuse.Options):
@@ -35,7 +34,7 @@ class ResidualBlock(nn.Module):
         return x + self.mlp(self.norm(x))
 
 
-class ResidualMLPHead(Head):
+class ResidualMLPHead(fuse.Head):
     """`depth` residual MLP blocks at the latent's width, then LayerNorm and a linear map."""
 
     class Options(fuse.Options):

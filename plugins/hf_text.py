@@ -12,12 +12,9 @@ from typing import Any, Literal
 import torch
 
 import fuse
-from fuse.hf import hf_source, load_hf, save_hf, truncate_layers
-from fuse.interfaces import Encoder, EncoderInfo
-from fuse.latents import masked_mean
 
 
-class HFTextEncoder(Encoder):
+class HFTextEncoder(fuse.Encoder):
     """A transformers text encoder; pooled over the attention mask (mean) or the first token (cls)."""
 
     class Options(fuse.Options):
@@ -32,12 +29,12 @@ class HFTextEncoder(Encoder):
         from transformers import AutoModel, AutoTokenizer
 
         self.options = options
-        src = hf_source(options.model)
-        self.tokenizer = load_hf(AutoTokenizer, src, options.revision)
-        self.model = load_hf(AutoModel, src, options.revision)
-        truncate_layers(self.model, options.num_layers)
+        src = fuse.hf_source(options.model)
+        self.tokenizer = fuse.load_hf(AutoTokenizer, src, options.revision)
+        self.model = fuse.load_hf(AutoModel, src, options.revision)
+        fuse.truncate_layers(self.model, options.num_layers)
         cfg = self.model.config
-        self.info = EncoderInfo(modality="text", input="text", dim=cfg.hidden_size, source=options.model,
+        self.info = fuse.EncoderInfo(modality="text", input="text", dim=cfg.hidden_size, source=options.model,
                                 license=str(getattr(cfg, "license", "") or ""))
 
     def preprocess(self, raw: list[str]) -> dict[str, torch.Tensor]:
@@ -53,7 +50,7 @@ class HFTextEncoder(Encoder):
         tokens, mask = self.forward_tokens(batch)
         if self.options.pooling == "cls":
             return tokens[:, 0]
-        return masked_mean(tokens, mask)
+        return fuse.masked_mean(tokens, mask)
 
     def preprocessing_signature(self) -> dict[str, Any]:
         return {"tokenizer": type(self.tokenizer).__name__, "vocab_size": self.tokenizer.vocab_size,
@@ -61,7 +58,7 @@ class HFTextEncoder(Encoder):
                 "lowercase": getattr(self.tokenizer, "do_lower_case", None)}
 
     def save(self, directory: Path) -> dict[str, Any]:
-        save_hf(directory, self.model, self.tokenizer)
+        fuse.save_hf(directory, self.model, self.tokenizer)
         # The saved config already has the truncated depth.
         return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None}
 

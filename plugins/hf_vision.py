@@ -13,11 +13,9 @@ from typing import Any, Literal
 import torch
 
 import fuse
-from fuse.hf import hf_source, load_hf, save_hf, truncate_layers
-from fuse.interfaces import Encoder, EncoderInfo
 
 
-class HFVisionEncoder(Encoder):
+class HFVisionEncoder(fuse.Encoder):
     """A transformers image encoder (AutoModel + AutoImageProcessor)."""
 
     class Options(fuse.Options):
@@ -31,15 +29,15 @@ class HFVisionEncoder(Encoder):
         from transformers import AutoImageProcessor, AutoModel
 
         self.options = options
-        src = hf_source(options.model)
-        self.processor = load_hf(AutoImageProcessor, src, options.revision)
-        model = load_hf(AutoModel, src, options.revision)
+        src = fuse.hf_source(options.model)
+        self.processor = fuse.load_hf(AutoImageProcessor, src, options.revision)
+        model = fuse.load_hf(AutoModel, src, options.revision)
         # Dual-encoder checkpoints (CLIP, SigLIP): keep only the vision tower.
         self.model = getattr(model, "vision_model", model)
-        truncate_layers(self.model, options.num_layers)
+        fuse.truncate_layers(self.model, options.num_layers)
         cfg = getattr(self.model, "config", model.config)
         size = getattr(cfg, "image_size", None)
-        self.info = EncoderInfo(modality="image", input="image", dim=cfg.hidden_size, source=options.model,
+        self.info = fuse.EncoderInfo(modality="image", input="image", dim=cfg.hidden_size, source=options.model,
                                 image_size=size if isinstance(size, int) else None,
                                 mean=tuple(getattr(self.processor, "image_mean", ()) or ()) or None,
                                 std=tuple(getattr(self.processor, "image_std", ()) or ()) or None)
@@ -65,7 +63,7 @@ class HFVisionEncoder(Encoder):
         return {"processor": self.processor.to_dict(), "pooling": self.options.pooling}
 
     def save(self, directory: Path) -> dict[str, Any]:
-        save_hf(directory, self._full_model, self.processor)
+        fuse.save_hf(directory, self._full_model, self.processor)
         # The saved config already has the truncated depth.
         return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None}
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import fuse
-from fuse.interfaces import Objective, Step
-from fuse.losses import LogitScale, info_nce
 
 
-class InfoNCE(Objective):
+class InfoNCE(fuse.Objective):
     """Cross-entropy over the batch similarity matrix, both directions averaged."""
 
     class Options(fuse.Options):
@@ -17,12 +15,12 @@ class InfoNCE(Objective):
 
     def __init__(self, options: Options, modalities, embed_dim, extra_dims=None):
         super().__init__(options, modalities, embed_dim, extra_dims)
-        self.scale = LogitScale(options.init_temperature, options.min_temperature, learnable=options.learnable)
+        self.scale = fuse.LogitScale(options.init_temperature, options.min_temperature, learnable=options.learnable)
 
-    def forward(self, step: Step):
+    def forward(self, step: fuse.Step, draws: dict):
         a, b = self.modalities
         emb = step.embeddings
-        return info_nce(emb[a], emb[b], self.scale())
+        return fuse.info_nce(emb[a], emb[b], self.scale())
 
     def metrics(self) -> dict[str, float]:
         return {"temperature": self.scale.temperature}

@@ -12,11 +12,10 @@ import torch
 from torch import nn
 
 import fuse
-from fuse.interfaces import Fusion
 
 
-class SharedTransformer(Fusion):
-    """Pre-norm transformer blocks shared by both modalities; the CLS token is the embedding."""
+class SharedTransformer(fuse.Fusion):
+    """Pre-norm transformer blocks shared by every modality; the CLS token is the embedding."""
 
     class Options(fuse.Options):
         width: int = 768
@@ -25,8 +24,9 @@ class SharedTransformer(Fusion):
         mlp_ratio: float = 4.0
         dropout: float = 0.0
 
-    def __init__(self, options: Options, modalities, width: int, out_dim: int):
-        super().__init__(options, modalities, width, out_dim)
+    def __init__(self, options: Options, modalities, out_dim: int):
+        super().__init__(options, modalities, out_dim)
+        self.width = width = options.width  # every tower's head maps its tokens to this width
         if width % options.heads:
             raise fuse.RecipeError(f"fusion.options: width {width} is not divisible by heads {options.heads}.")
         self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)

@@ -15,9 +15,6 @@ from pydantic import Field, model_validator
 from torch import nn
 
 import fuse
-from fuse.distributed import gather_with_grad
-from fuse.interfaces import Objective, Step
-from fuse.losses import LogitScale
 
 
 def sigmoid_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -25,16 +22,16 @@ def sigmoid_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: to
 
     Under torch.distributed both sides are gathered, so every rank computes the loss of the
     global batch: each rank's rows meet all other ranks' rows as negatives, exactly as on one
-    process (see ``fuse.distributed.gather_with_grad`` for the gradient convention).
+    process (see ``fuse.gather_with_grad`` for the gradient convention).
     """
     a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
-    a, b = gather_with_grad(a), gather_with_grad(b)
+    a, b = fuse.gather_with_grad(a), fuse.gather_with_grad(b)
     logits = scale * a @ b.T + bias
     signs = 2 * torch.eye(a.shape[0], device=a.device, dtype=logits.dtype) - 1
     return -F.logsigmoid(signs * logits).sum() / a.shape[0]
 
 
-class SigLIP(Objective):
+class SigLIP(fuse.Objective):
     """Pairwise sigmoid loss with a learnable temperature and bias."""
 
     class Options(fuse.Options):
@@ -52,10 +49,10 @@ class SigLIP(Objective):
 
     def __init__(self, options: Options, modalities, embed_dim, extra_dims=None):
         super().__init__(options, modalities, embed_dim, extra_dims)
-        self.scale = LogitScale(options.init_temperature, options.min_temperature, learnable=options.learnable)
+        self.scale = fuse.LogitScale(options.init_temperature, options.min_temperature, learnable=options.learnable)
         self.bias = nn.Parameter(torch.tensor(float(options.init_bias)), requires_grad=options.learnable)
 
-    def forward(self, step: Step) -> torch.Tensor:
+    def forward(self, step: fuse.Step, draws: dict) -> torch.Tensor:
         a, b = self.modalities
         emb = step.embeddings
         return sigmoid_loss(emb[a], emb[b], self.scale(), self.bias)

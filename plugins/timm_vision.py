@@ -15,13 +15,9 @@ from typing import Any, Literal
 import torch
 
 import fuse
-from fuse.errors import ModelFileError
-from fuse.interfaces import Encoder, EncoderInfo
-from fuse.paths import resolve_path
-from fuse.weights import load_state_dict, save_state_dict
 
 
-class TimmEncoder(Encoder):
+class TimmEncoder(fuse.Encoder):
     """An image encoder built by timm.create_model; pooled pre-logits features."""
 
     class Options(fuse.Options):
@@ -45,10 +41,10 @@ class TimmEncoder(Encoder):
         except RuntimeError as exc:
             if "Unknown model" in str(exc):
                 raise fuse.RecipeError(f"timm has no model '{options.model}'; see timm.list_models('pattern*').") from None
-            raise ModelFileError(f"timm could not load '{options.model}' weights: {exc}. Offline? Set "
+            raise fuse.ModelFileError(f"timm could not load '{options.model}' weights: {exc}. Offline? Set "
                                  f"pretrained: false and give checkpoint: <local file>.") from None
         except OSError as exc:
-            raise ModelFileError(f"timm could not download '{options.model}' ({exc}). Offline? Give "
+            raise fuse.ModelFileError(f"timm could not download '{options.model}' ({exc}). Offline? Give "
                                  f"checkpoint: <local file> and pretrained: false.") from None
         if options.num_layers is not None:
             blocks = getattr(self.model, "blocks", None)
@@ -58,14 +54,14 @@ class TimmEncoder(Encoder):
             self.model.blocks = blocks[:options.num_layers]
         source = f"timm:{options.model}" + (" (pretrained)" if pretrained else "")
         if options.checkpoint:
-            path = resolve_path(options.checkpoint)
-            state = load_state_dict(path)
+            path = fuse.resolve_path(options.checkpoint)
+            state = fuse.load_state_dict(path)
             if options.checkpoint_format == "efficientnet-pytorch":
                 state = efficientnet_pytorch_to_timm(state, self.model.state_dict())
             state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "fc.", "head.fc."))}
             missing, unexpected = self.model.load_state_dict(state, strict=False)
             if missing or unexpected:
-                raise ModelFileError(f"{path} does not fit timm '{options.model}': missing {missing[:5]}, "
+                raise fuse.ModelFileError(f"{path} does not fit timm '{options.model}': missing {missing[:5]}, "
                                      f"unexpected {unexpected[:5]}. Check model/checkpoint_format.")
             source = str(options.checkpoint)
         self.data_config = timm.data.resolve_data_config(
@@ -73,7 +69,7 @@ class TimmEncoder(Encoder):
             model=self.model)
         self.transform = timm.data.create_transform(**self.data_config, is_training=False)
         cfg = self.model.pretrained_cfg or {}
-        self.info = EncoderInfo(
+        self.info = fuse.EncoderInfo(
             modality="image", input="image", dim=self.model.num_features, source=source,
             license=str(cfg.get("license", "")), image_size=self.data_config["input_size"][-1],
             mean=tuple(self.data_config["mean"]), std=tuple(self.data_config["std"]))
@@ -96,7 +92,7 @@ class TimmEncoder(Encoder):
 
     def save(self, directory: Path) -> dict[str, Any]:
         directory.mkdir(parents=True, exist_ok=True)
-        save_state_dict(self.model, directory / "model.safetensors")
+        fuse.save_state_dict(self.model, directory / "model.safetensors")
         return {**self.options.model_dump(), "pretrained": False, "checkpoint": "./model.safetensors",
                 "checkpoint_format": "timm"}
 
@@ -111,12 +107,12 @@ def efficientnet_pytorch_to_timm(state: dict[str, torch.Tensor], target: dict[st
     src = [k for k in state if not k.startswith("_fc.")]
     dst = [k for k in target if not k.startswith("classifier.")]
     if len(src) != len(dst):
-        raise ModelFileError(f"EfficientNet checkpoint has {len(src)} tensors, timm model expects {len(dst)}: "
+        raise fuse.ModelFileError(f"EfficientNet checkpoint has {len(src)} tensors, timm model expects {len(dst)}: "
                              "wrong model variant for this checkpoint?")
     out = {}
     for s, d in zip(src, dst):
         if s.rsplit(".", 1)[-1] != d.rsplit(".", 1)[-1] or state[s].shape != target[d].shape:
-            raise ModelFileError(f"EfficientNet checkpoint tensor {s} {tuple(state[s].shape)} does not match "
+            raise fuse.ModelFileError(f"EfficientNet checkpoint tensor {s} {tuple(state[s].shape)} does not match "
                                  f"timm {d} {tuple(target[d].shape)}: wrong model variant?")
         out[d] = state[s]
     return out

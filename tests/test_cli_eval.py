@@ -68,4 +68,4 @@ def test_retrieval_manifest_without_the_models_modalities(run_dir, tmp_path):
     bad = tmp_path / "audio.jsonl"
     bad.write_text(json.dumps({"audio": "x.wav", "text": "a dog"}) + "\n")
     result = CliRunner().invoke(cli, ["eval", str(run_dir), "--data", str(bad)])
-    assert result.exit_code == 2 and "record has no 'image' field" in result.output
+    assert result.exit_code == 2 and "no record has both 'image' and 'text'" in result.output

@@ -242,7 +242,7 @@ def test_siglip_learns_temperature_and_bias_within_the_clamp():
 # ---- memory bank -------------------------------------------------------------------------
 
 def test_memory_bank_order_and_size_after_wrap_around():
-    from fuse.plugins.memory_bank import MemoryBank
+    from fuse.plugins.distillation import MemoryBank
 
     def col(*v):
         return torch.tensor(v, dtype=torch.float32)[:, None]

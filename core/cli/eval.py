@@ -20,14 +20,16 @@ import click
 @click.option("--label-field", default="label", show_default=True, help="zeroshot: the record field with the label.")
 @click.option("--templates", default="imagenet", show_default=True, help="zeroshot: imagenet, short or a file.")
 @click.option("--modality", help="zeroshot: the tower to classify (default: the non-text one).")
+@click.option("--modalities", help="retrieval: the two towers to evaluate, e.g. audio,image (any two of the model, "
+              "trained together or not; default: the model's two).")
 @click.option("--chunk-size", default=4096, show_default=True, help="Candidates per similarity block.")
 @click.option("--batch-size", default=32, show_default=True, help="Encoding batch size.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--no-baselines", is_flag=True, help="Skip the untrained-heads and raw-latents baselines.")
 @click.option("--skip-bad-media", is_flag=True, help="retrieval: leave out pairs whose image/audio file is "
               "unreadable, empty or silent (default: stop and name the file).")
-def eval_command(model_dir, task, manifest, out, as_json, classes, label_field, templates, modality, chunk_size,
-                 batch_size, device, no_baselines, skip_bad_media):
+def eval_command(model_dir, task, manifest, out, as_json, classes, label_field, templates, modality, modalities,
+                 chunk_size, batch_size, device, no_baselines, skip_bad_media):
     """Evaluate MODEL (an export dir or a run dir) on a manifest."""
     from ..devices import resolve_device
     from ..errors import DataError
@@ -38,7 +40,8 @@ def eval_command(model_dir, task, manifest, out, as_json, classes, label_field, 
     model = load_aligned(model_dir, device=str(resolve_device(device)))
     if task == "retrieval":
         report = run_retrieval(model, manifest, chunk_size=chunk_size, batch_size=batch_size,
-                               baselines=not no_baselines, progress=not as_json, skip_bad_media=skip_bad_media)
+                               baselines=not no_baselines, progress=not as_json, skip_bad_media=skip_bad_media,
+                               modalities=tuple(m.strip() for m in modalities.split(",")) if modalities else None)
     else:
         names = None
         if classes:

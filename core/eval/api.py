@@ -24,12 +24,29 @@ def _file_modalities(model, modalities):
     return tuple(m for m in modalities if input_kind(model.input_kind(m)).files)
 
 
-def run_retrieval(model, manifest: str | Path, ks=(1, 5, 10), chunk_size: int = 4096, batch_size: int = 32,
-                  baselines: bool = True, progress: bool = False, skip_bad_media: bool = False) -> dict:
-    """Recall@K both ways on a paired manifest. Returns {"metrics": {variant: {...}}, "curves": ...}.
+def pick_pair(model, modalities: tuple[str, str] | None) -> tuple[str, str]:
+    """The two towers to evaluate: the given ones (any two, trained together or not), or the model's only two."""
+    if modalities is None:
+        if len(model.modalities) != 2:
+            raise FuseError(f"This model has {len(model.modalities)} towers ({', '.join(model.modalities)}); say which "
+                            "two to evaluate, e.g. --modalities " + ",".join(model.modalities[:2]))
+        return tuple(model.modalities)
+    modalities = tuple(modalities)
+    unknown = [m for m in modalities if m not in model.modalities]
+    if len(modalities) != 2 or modalities[0] == modalities[1] or unknown:
+        raise FuseError(f"--modalities must name two different towers of the model ({', '.join(model.modalities)}), "
+                        f"got {','.join(modalities)}")
+    return modalities
 
-    ``skip_bad_media`` leaves out pairs whose file is unreadable, empty or silent (and says so)."""
-    a, b = model.modalities
+
+def run_retrieval(model, manifest: str | Path, ks=(1, 5, 10), chunk_size: int = 4096, batch_size: int = 32,
+                  baselines: bool = True, progress: bool = False, skip_bad_media: bool = False,
+                  modalities: tuple[str, str] | None = None) -> dict:
+    """Recall@K both ways between two towers on a paired manifest. Returns {"metrics": {variant: {...}}, "curves": ...}.
+
+    ``modalities`` picks the two towers (needed when the model has more); ``skip_bad_media`` leaves
+    out pairs whose file is unreadable, empty or silent (and says so)."""
+    a, b = pick_pair(model, modalities)
     data = load_pairs(manifest, (a, b), _file_modalities(model, (a, b)))
     if skip_bad_media:
         data = drop_bad_media(data, {m: model.input_kind(m) for m in (a, b)}, cache_dir=None)
@@ -42,11 +59,13 @@ def run_retrieval(model, manifest: str | Path, ks=(1, 5, 10), chunk_size: int = 
         emb = {m: variant.project(m, latents[m]) for m in (a, b)}
         results[name] = evaluate_retrieval(emb[a], emb[b], data.pairs, (a, b), ks, chunk_size)
         curves[name] = _recall_curves(emb[a], emb[b], data.pairs, (a, b), chunk_size)
-    if baselines and not model.uses_tokens and latents[a].shape[1] == latents[b].shape[1]:
+    if baselines and not model.uses_tokens and latents[a].ndim == latents[b].ndim == 2 \
+            and latents[a].shape[1] == latents[b].shape[1]:
         raw = {m: F.normalize(latents[m].float(), dim=-1) for m in (a, b)}
         results["raw latents"] = evaluate_retrieval(raw[a], raw[b], data.pairs, (a, b), ks, chunk_size)
         curves["raw latents"] = _recall_curves(raw[a], raw[b], data.pairs, (a, b), chunk_size)
-    return {"task": "retrieval", "manifest": str(manifest), "items": {m: len(data.values[m]) for m in (a, b)},
+    return {"task": "retrieval", "manifest": str(manifest), "modalities": [a, b],
+            "items": {m: len(data.values[m]) for m in (a, b)},
             "pairs": len(data), "metrics": results, "curves": curves}
 
 

@@ -3,7 +3,9 @@
 One build serves audio–text and audio–image recipes: each record has the emoji's name
 (`text`), its rendering (`image`, as in the `emoji` dataset) and the name spoken by several
 voices (`audio`, a list: several clips of one item, like AudioCaps' several captions). The
-split is by base emoji, the same as the `emoji` dataset's. espeak-ng (GPL-3, from
+split is by base emoji, the same as the `emoji` dataset's; `train-a` and `train-b` are two
+disjoint halves of train (also by base emoji) for binding three towers through pairs that never
+share an item (recipes/audio_image_text.yaml). espeak-ng (GPL-3, from
 `espeakng-loader`) runs as a library at build time only; its 22,050 Hz output is resampled
 to 16 kHz with torchaudio's band-limited resampler.
 """
@@ -20,7 +22,7 @@ import torch
 import fuse
 from fuse import DataError
 
-from .render import LICENSE_NOTE, EmojiOptions, caption, rendered_emoji, write_splits
+from .render import LICENSE_NOTE, EmojiOptions, caption, in_val, rendered_emoji, write_splits
 
 ESPEAK_RATE_PARAMETER = 1     # espeakRATE in speak_lib.h
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -69,6 +71,7 @@ class SpokenEmoji(fuse.DatasetBuilder):
     """Emoji names spoken by espeak-ng voices, with the emoji's name and image (audio, text, image)."""
 
     modalities = ("audio", "text", "image")
+    version = 1  # 1: adds the train-a / train-b halves
 
     class Options(EmojiOptions):
         voices: list[str] = ["en-us", "en"]              # espeak-ng voice names; "en" is British English
@@ -97,6 +100,12 @@ class SpokenEmoji(fuse.DatasetBuilder):
                 name = f"audio/{e.ident}-{voice.replace('+', '_')}.flac"
                 sf.write(out_dir / name, wave16.numpy(), opts.sample_rate, subtype="PCM_16")
                 clips.append(name)
-            splits[e.split].append({"id": e.ident, "audio": clips, "text": text, "image": e.image, "group": e.group})
+            record = {"id": e.ident, "audio": clips, "text": text, "image": e.image, "group": e.group}
+            splits[e.split].append(record)
+        # Two disjoint halves of train, by base emoji: audio-text pairs from one and image-text
+        # pairs from the other never share an item, so audio-image retrieval is never trained
+        # directly nor through a shared item (the binding check of docs/modalities.md).
+        splits["train-a"] = [r for r in splits["train"] if not in_val(r["group"], opts.seed + 1, 0.5)]
+        splits["train-b"] = [r for r in splits["train"] if in_val(r["group"], opts.seed + 1, 0.5)]
         return write_splits(out_dir, splits, f"spoken-emoji ({len(opts.voices)} voices per item)",
                             LICENSE_NOTE + "Speech: synthesised with espeak-ng (GPL-3.0) at build time.\n")

@@ -1,0 +1,62 @@
+"""One training step's loss over every trained pair, as one module DDP can wrap whole."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .interfaces import Step
+from .plan import ObjectivePlan, PairPlan
+
+
+class TrainStep(nn.Module):
+    """Everything trainable; forward = the step's weighted loss summed over pairs and objectives.
+
+    Frozen towers' latents (and extras such as a teacher's) are tables on the device, indexed by
+    the batch's rows; online towers encode the batch's preprocessed inputs. Each objective's
+    random draws are taken before its loss, and its side effects (``commit``) wait until the
+    optimiser has stepped, so the loss itself could be recomputed on the same batch.
+    """
+
+    def __init__(self, model: nn.Module, objectives: nn.ModuleDict, plans: list[ObjectivePlan],
+                 pairs: list[PairPlan], frozen: set[str], extra_modalities: dict[str, str]):
+        super().__init__()
+        self.model, self.objectives = model, objectives
+        self.plans, self.pairs, self.frozen, self.extra_modalities = plans, pairs, frozen, extra_modalities
+        self.latents: dict[str, torch.Tensor] = {}   # frozen towers' latents, by modality (train split)
+        self.extras: dict[str, torch.Tensor] = {}    # extras' latents, by name (train split)
+        self.pending: list = []
+
+    def pair_step(self, pair: tuple[str, str], rows: torch.Tensor, online: dict) -> Step:
+        """The Step objectives see for one pair's batch (rows index the value tables)."""
+        latents = {}
+        for col, m in enumerate(pair):
+            if m in self.frozen:
+                latents[m] = self.latents[m][rows[:, col]]
+            else:
+                batch = {k: v.to(rows.device, non_blocking=True) for k, v in online[m].items()}
+                latents[m] = self.model.encode_batch(m, batch)
+        extras = {name: self.extras[name][rows[:, pair.index(m)]]
+                  for name, m in self.extra_modalities.items() if m in pair}
+        return Step(modalities=pair, latents=latents, extras=extras,
+                    embed=lambda lat: {m: self.model.forward_head(m, x) for m, x in lat.items()})
+
+    def forward(self, batches: dict[tuple[str, str], tuple[torch.Tensor, dict]]):
+        loss, terms, self.pending = 0.0, {}, []
+        for pair in self.pairs:
+            step = self.pair_step(pair.modalities, *batches[pair.modalities])
+            for plan in self.plans:
+                if set(plan.pair) != set(pair.modalities):
+                    continue
+                objective = self.objectives[plan.key]
+                draws = objective.draw(step)
+                terms[plan.key] = objective(step, draws)
+                self.pending.append((objective, step, draws))
+                loss = loss + pair.weight * plan.weight * terms[plan.key]
+        return loss, terms
+
+    def commit(self) -> None:
+        """Objectives' side effects for the step just taken (e.g. a memory bank's enqueue)."""
+        for objective, step, draws in self.pending:
+            objective.commit(step, draws)
+        self.pending = []
