@@ -167,6 +167,13 @@ class Objective(nn.Module):
     def commit(self, step: Step, draws: dict[str, Any]) -> None:
         """Side effects of a finished step (state updates); none by default."""
 
+    def step_loss(self, step: Step) -> torch.Tensor:
+        """draw, forward and commit in one call: one step's loss outside the training loop (tests, notebooks)."""
+        draws = self.draw(step)
+        loss = self(step, draws)
+        self.commit(step, draws)
+        return loss
+
     def metrics(self) -> dict[str, float]:
         """Scalars worth logging besides the loss (e.g. the temperature)."""
         return {}

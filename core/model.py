@@ -17,7 +17,7 @@ from .cache import encode_values
 from .errors import FuseError, RecipeError
 from .interfaces import EncoderInfo
 from .latents import Tokens
-from .plan import Spec
+from .plan import Spec, resolve_spec
 
 
 class AlignedModel(nn.Module):
@@ -116,9 +116,17 @@ def build_heads(heads: dict[str, Spec], infos: dict[str, EncoderInfo], embed_dim
     return built, fusion
 
 
-def build_model(towers: dict[str, tuple[Spec, Spec]], embed_dim: int, fusion: Spec | None = None,
+def build_model(towers: dict, embed_dim: int, fusion: Spec | dict | None = None,
                 encoders: dict | None = None) -> AlignedModel:
-    """Build from {modality: (encoder Spec, head Spec)}; ``encoders`` may hold towers built already."""
+    """Build from {modality: (encoder Spec, head Spec)} or recipe-style {modality: {"encoder": {name, options},
+    "head": {name, options}}}; ``encoders`` may hold towers built already."""
+    towers = {m: t if isinstance(t, tuple) else
+              (resolve_spec("encoder", t["encoder"]["name"], t["encoder"].get("options"), f"modalities.{m}.encoder"),
+               resolve_spec("head", t.get("head", {"name": "residual-mlp"})["name"],
+                            t.get("head", {}).get("options"), f"modalities.{m}.head"))
+              for m, t in towers.items()}
+    if isinstance(fusion, dict):
+        fusion = resolve_spec("fusion", fusion["name"], fusion.get("options"), "fusion")
     encoders = dict(encoders or {})
     for m, (enc_spec, _) in towers.items():
         if m not in encoders:

@@ -59,6 +59,7 @@ def register_plugin(module, name: str | None = None) -> None:
 
 
 def unregister_plugin(module) -> None:
+    """Remove a plugin registered with ``register_plugin`` (a test's cleanup), rebuilding the registries."""
     plugin_manager().unregister(module)
     reset()
 

@@ -11,6 +11,8 @@ from .errors import ModelFileError
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A weights file's tensors (safetensors, or a torch file read with weights_only=True), unwrapped
+    from a {"state_dict": ...} or {"model": ...} checkpoint; never unpickles code."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"Weights file not found: {path}")

@@ -51,7 +51,7 @@ def test_fusion_trains_on_cached_tokens_and_round_trips(tmp_path, tiny_text_mode
 
 def test_padding_tokens_do_not_change_the_embedding():
     f = plugin_manager.registry("fusion").create("shared-transformer", {"width": 8, "heads": 2},
-                                                  modalities=("a", "b"), width=8, out_dim=4).eval()
+                                                  modalities=("a", "b"), out_dim=4).eval()
     x = torch.randn(1, 3, 8)
     padded = torch.cat([x, torch.randn(1, 2, 8)], dim=1)
     mask = torch.tensor([[True, True, True, False, False]])

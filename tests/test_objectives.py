@@ -94,17 +94,17 @@ def test_fusemix_with_lambda_one_equals_infonce(pairing):
     _, embed = linear_heads()
     fm = make("fusemix", {"fixed_lambda": 1.0, "pairing": pairing})
     nce = make("infonce")  # same temperature 0.07
-    got = fm(Step(MODS, lat, embed=embed))
+    got = fm.step_loss(Step(MODS, lat, embed=embed))
     # lambda 1 leaves every latent unmixed; "halves" keeps only the first half of the batch.
     kept = {m: x[:3] for m, x in lat.items()} if pairing == "halves" else lat
-    assert torch.allclose(got, nce(Step(MODS, kept, embed=embed)), atol=1e-6)
+    assert torch.allclose(got, nce.step_loss(Step(MODS, kept, embed=embed)), atol=1e-6)
 
 
 def test_fusemix_halves_matches_hand_mixing():
     lat = batch(n=7)  # odd: the last pair is left out, as the reference's chunk(2) would require
     w, embed = linear_heads()
     fm = make("fusemix", {"fixed_lambda": 0.3, "pairing": "halves"})
-    got = float(fm(Step(MODS, lat, embed=embed)).detach())
+    got = float(fm.step_loss(Step(MODS, lat, embed=embed)).detach())
     mixed = {m: 0.3 * x[:3] + 0.7 * x[3:6] for m, x in lat.items()}
     want = py_infonce(mixed["image"] @ w["image"], mixed["text"] @ w["text"], 1 / 0.07)
     assert got == pytest.approx(want, abs=1e-4)
@@ -115,8 +115,10 @@ def test_fusemix_permutation_shares_one_lambda_and_partner_across_modalities():
     n = 8
     eye = torch.eye(n)  # row i is sample i's identity: a mixed row shows its lambda and partner
     torch.manual_seed(3)
-    lam = fm.draw_lambda()
-    mixed = fm.mix({"image": eye, "text": 3 * eye}, lam)
+    latents = {"image": eye, "text": 3 * eye}
+    draws = fm.draw(Step(MODS, latents, embed=None))
+    lam = draws["lambda"]
+    mixed = fm.mix(latents, draws)
     assert torch.allclose(mixed["text"], 3 * mixed["image"])  # same lambda, same partner for both
     partners = []
     for i, row in enumerate(mixed["image"]):
@@ -131,10 +133,10 @@ def test_fusemix_is_seeded_and_lambda_is_beta_distributed():
     _, embed = linear_heads()
     fm = make("fusemix", {"pairing": "permutation"})
     torch.manual_seed(7)
-    first = fm(Step(MODS, lat, embed=embed))
+    first = fm.step_loss(Step(MODS, lat, embed=embed))
     lam_first = fm.metrics()["fusemix_lambda"]
     torch.manual_seed(7)
-    assert torch.equal(first, fm(Step(MODS, lat, embed=embed))) and fm.metrics()["fusemix_lambda"] == lam_first
+    assert torch.equal(first, fm.step_loss(Step(MODS, lat, embed=embed))) and fm.metrics()["fusemix_lambda"] == lam_first
     for alpha, mean, share_extreme in ((1.0, 0.5, 0.2), (0.2, 0.5, 0.673)):
         # Beta(a, a): mean 1/2; P(lambda < 0.1 or > 0.9) is 0.2 for a = 1 and ~0.67 for a = 0.2
         # (2 * I_0.1(0.2, 0.2), from scipy.special.betainc(0.2, 0.2, 0.1) = 0.3367).
@@ -154,12 +156,12 @@ def test_fusemix_gradients_finite_and_temperature_stays_in_its_clamp(param):
     opt = torch.optim.SGD(params, lr=1e4)  # absurd steps push the temperature far out of range
     temps = []
     for seed in range(4):
-        loss = fm(Step(MODS, batch(seed=seed), embed=embed))
+        loss = fm.step_loss(Step(MODS, batch(seed=seed), embed=embed))
         loss.backward()
         assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in params)
         opt.step()
         opt.zero_grad()
-        fm(Step(MODS, batch(), embed=embed))  # forward clamps the stored value
+        fm.step_loss(Step(MODS, batch(), embed=embed))  # forward clamps the stored value
         temps.append(fm.metrics()["temperature"])
     assert all(0.001 - 1e-9 <= t <= 0.5 + 1e-9 for t in temps)
     assert any(t in (pytest.approx(0.001), pytest.approx(0.5)) for t in temps)  # the clamp was hit
@@ -172,7 +174,7 @@ def test_fusemix_raw_temperature_is_the_parameter_itself():
     fm = make("fusemix", {"fixed_lambda": 1.0, "pairing": "permutation"})
     (param,) = list(fm.parameters())
     assert float(param.detach()) == pytest.approx(0.07)
-    fm(Step(MODS, lat, embed=embed)).backward()
+    fm.step_loss(Step(MODS, lat, embed=embed)).backward()
     emb = embed(lat)
     t = torch.tensor(0.07, requires_grad=True)  # independent: InfoNCE written with logits / T
     a, b = (torch.nn.functional.normalize(emb[m].detach(), dim=-1) for m in MODS)
@@ -191,7 +193,7 @@ def test_fusemix_option_errors_name_the_field():
     fm = make("fusemix")
     _, embed = linear_heads()
     with pytest.raises(RecipeError, match="at least 2 pairs per batch"):
-        fm(Step(MODS, batch(n=1), embed=embed))
+        fm.step_loss(Step(MODS, batch(n=1), embed=embed))
 
 
 # ---- SigLIP ------------------------------------------------------------------------------
@@ -203,7 +205,7 @@ def test_siglip_matches_hand_written_formula_at_paper_init():
     assert float(sl.scale().detach()) == pytest.approx(10.0) and float(sl.bias.detach()) == -10  # t' = log 10, b = -10
     step = Step(MODS, lat, embed=embed)
     want = py_siglip(step.embeddings["image"], step.embeddings["text"], 10.0, -10.0)
-    assert float(sl(step).detach()) == pytest.approx(want, abs=1e-5)
+    assert float(sl.step_loss(step).detach()) == pytest.approx(want, abs=1e-5)
 
 
 def test_siglip_golden_number():
@@ -211,7 +213,7 @@ def test_siglip_golden_number():
     # the 4 pairs, divided by the batch size 2.
     a = torch.eye(2)
     sl = make("siglip", dim=2)
-    got = float(sl(Step(MODS, {"image": a, "text": a}, embed=lambda x: x)).detach())
+    got = float(sl.step_loss(Step(MODS, {"image": a, "text": a}, embed=lambda x: x)).detach())
     want = (2 * math.log(2) + 2 * math.log(1 + math.exp(-10))) / 2
     assert got == pytest.approx(want, abs=1e-6)
     assert got == pytest.approx(0.6931926, abs=1e-6)
@@ -222,18 +224,18 @@ def test_siglip_learns_temperature_and_bias_within_the_clamp():
     w, embed = linear_heads()
     step = Step(MODS, batch(), embed=embed)
     want = py_siglip(step.embeddings["image"], step.embeddings["text"], 2.0, 1.0)
-    loss = sl(step)
+    loss = sl.step_loss(step)
     assert float(loss.detach()) == pytest.approx(want, abs=1e-5)
     loss.backward()
     assert float(sl.bias.grad) != 0 and float(sl.scale.log_scale.grad) != 0
     opt = torch.optim.SGD([*w.values(), *sl.parameters()], lr=1e4)
     for seed in range(3):
         opt.zero_grad()
-        loss = sl(Step(MODS, batch(seed=seed), embed=embed))
+        loss = sl.step_loss(Step(MODS, batch(seed=seed), embed=embed))
         loss.backward()
         assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in sl.parameters())
         opt.step()
-    sl(step)
+    sl.step_loss(step)
     assert 0.01 - 1e-7 <= sl.metrics()["siglip_temperature"] <= 100 + 1e-4
     frozen = make("siglip", {"learnable": False})
     assert not any(p.requires_grad for p in frozen.parameters())
@@ -286,13 +288,13 @@ def test_distillation_matches_formula_and_fills_the_bank():
     _, embed = linear_heads()
     teacher1, teacher2 = torch.randn(4, 3), torch.randn(4, 3)
     step = Step(MODS, lat, embed=embed, extras={"teacher": teacher1})
-    first = d(step)
+    first = d.step_loss(step)
     # one projection (LayerNorm + Linear) shared by both students, into the teacher's space
     students = [d.projection(step.embeddings[m]) for m in MODS]
     assert first.item() == pytest.approx(py_distillation(students, teacher1, torch.empty(0, 3), 0.07), abs=1e-4)
     assert len(d.bank) == 4
     step2 = Step(MODS, lat, embed=embed, extras={"teacher": teacher2})
-    second = d(step2)  # the bank now holds teacher1 (normalised) as negatives
+    second = d.step_loss(step2)  # the bank now holds teacher1 (normalised) as negatives
     students = [d.projection(step2.embeddings[m]) for m in MODS]
     bank = torch.nn.functional.normalize(teacher1, dim=-1)
     assert second.item() == pytest.approx(py_distillation(students, teacher2, bank, 0.07), abs=1e-4)
@@ -311,9 +313,9 @@ def test_distillation_drops_duplicate_images_from_the_negatives():
         torch.manual_seed(2)  # the same projection both times
         d = make("distillation", {"queue_size": 16, "mask_duplicates": mask}, extra_dims={"teacher": 3})
         step = Step(MODS, lat, embed=embed, extras={"teacher": teacher})
-        d(step)  # the bank now holds this batch: a second epoch sees every image again
+        d.step_loss(step)  # the bank now holds this batch: a second epoch sees every image again
         students = [d.projection(step.embeddings[m]) for m in MODS]
-        got = d(step).item()
+        got = d.step_loss(step).item()
         bank = torch.nn.functional.normalize(teacher, dim=-1)
         assert got == pytest.approx(py_distillation(students, teacher, bank, 0.07, mask), abs=1e-4)
         if mask:
@@ -327,7 +329,7 @@ def test_distillation_students_option_and_in_batch_only():
     teacher = torch.randn(4, 3)
     d = make("distillation", {"queue_size": 0, "students": ["text"]}, extra_dims={"teacher": 3})
     step = Step(MODS, lat, embed=embed, extras={"teacher": teacher})
-    got = d(step).item()
+    got = d.step_loss(step).item()
     want = py_distillation([d.projection(step.embeddings["text"])], teacher, torch.empty(0, 3), 0.07)
     assert got == pytest.approx(want, abs=1e-4) and d.bank is None
     assert set(d.metrics()) == {"distillation_text", "memory_bank_fill"}
@@ -338,7 +340,7 @@ def test_distillation_students_option_and_in_batch_only():
 def test_distillation_in_eval_mode_leaves_the_bank_alone():
     d = make("distillation", {"queue_size": 8}, extra_dims={"teacher": 3}).eval()
     _, embed = linear_heads()
-    d(Step(MODS, batch(n=4), embed=embed, extras={"teacher": torch.randn(4, 3)}))
+    d.step_loss(Step(MODS, batch(n=4), embed=embed, extras={"teacher": torch.randn(4, 3)}))
     assert len(d.bank) == 0
 
 
@@ -351,9 +353,9 @@ def test_distillation_without_teacher_is_a_recipe_error(tmp_path, tiny_text_mode
     d = make("distillation", extra_dims={"teacher": 3})
     _, embed = linear_heads()
     with pytest.raises(RecipeError, match="without teacher latents"):
-        d(Step(MODS, batch(), embed=embed))
+        d.step_loss(Step(MODS, batch(), embed=embed))
     with pytest.raises(RecipeError, match="teacher latents of dim 3, got shape"):
-        d(Step(MODS, batch(), embed=embed, extras={"teacher": torch.zeros(6, 5)}))
+        d.step_loss(Step(MODS, batch(), embed=embed, extras={"teacher": torch.zeros(6, 5)}))
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
         "objectives": [{"name": "infonce"}, {"name": "distillation", "weight": 0.5}]}))
     with pytest.raises(RecipeError, match=r"objectives.1 \(distillation\) needs 'teacher'"):
@@ -431,8 +433,8 @@ def _objective_results(rank: int = 0, world: int = 1) -> dict:
         obj = make(name, options, extra_dims=extra)
         w, embed = linear_heads()
         if name == "distillation":  # a first step fills the bank with both ranks' teacher rows
-            obj(Step(MODS, lat, embed=embed, extras={"teacher": teachers[0]}))
-        loss = obj(Step(MODS, lat, embed=embed, extras={"teacher": teachers[1]}))
+            obj.step_loss(Step(MODS, lat, embed=embed, extras={"teacher": teachers[0]}))
+        loss = obj.step_loss(Step(MODS, lat, embed=embed, extras={"teacher": teachers[1]}))
         loss.backward()
         grads = [p.grad.clone() for p in [*w.values(), *obj.parameters()] if p.grad is not None]
         if world > 1:
@@ -474,3 +476,26 @@ def test_two_gloo_ranks_compute_the_single_process_losses_gradients_and_bank(tmp
         # every rank enqueued both ranks' rows, in rank order: the single-process bank
         assert torch.equal(got["distillation"]["bank"], single["distillation"]["bank"])
         assert float(got["fusemix_lambda"]) == float(rank0_lambda)
+
+
+@pytest.mark.parametrize("name, options, extra", [("fusemix", {"pairing": "permutation"}, None),
+                                                  ("fusemix", {"pairing": "halves"}, None),
+                                                  ("distillation", {"queue_size": 8}, {"teacher": 3}),
+                                                  ("siglip", {}, None), ("infonce", {}, None)])
+def test_a_steps_loss_can_be_recomputed_from_its_draws(name, options, extra):
+    """Randomness is drawn once (draw) and side effects wait for commit, so computing the loss
+    again on the same step and draws gives the same value (gradient caching relies on it)."""
+    torch.manual_seed(0)
+    obj = make(name, options, extra_dims=extra)
+    _, embed = linear_heads()
+    teacher = torch.randn(8, 3, generator=torch.Generator().manual_seed(5))
+    step = Step(MODS, batch(n=8), embed=embed, extras={"teacher": teacher})
+    draws = obj.draw(step)
+    first = obj(Step(MODS, step.latents, embed=embed, extras=step.extras), draws)
+    torch.manual_seed(123)  # a different global RNG state changes nothing once the draws are taken
+    again = obj(Step(MODS, step.latents, embed=embed, extras=step.extras), draws)
+    assert torch.equal(first, again)
+    if name == "distillation":
+        assert len(obj.bank) == 0  # forward never enqueues
+        obj.commit(step, draws)
+        assert len(obj.bank) == 8
