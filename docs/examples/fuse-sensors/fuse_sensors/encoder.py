@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 import fuse
@@ -31,10 +31,15 @@ class SensorConv(fuse.Encoder):
         seed: int = 0                     # the random init
         checkpoint: str | None = None     # weights written by save(); './x' is relative to its folder
 
+        @field_validator("kernel")
+        @classmethod
+        def _odd(cls, k):
+            if k % 2 == 0:
+                raise ValueError(f"must be odd (a window centred on each step), got {k}")
+            return k
+
     def __init__(self, options: Options):
         super().__init__()
-        if options.kernel % 2 == 0:
-            raise fuse.RecipeError(f"sensor-conv: kernel must be odd, got {options.kernel}")
         self.options = options
         # Seeded from the options, and without touching the global RNG: the same options give
         # the same init wherever the encoder is built (training, `fuse export`, a test).
