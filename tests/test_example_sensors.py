@@ -111,14 +111,15 @@ def test_encoder_init_is_seeded_and_save_reloads_it(sensors, tmp_path):
     a, b = (fuse.create("encoder", "sensor-conv", {**opts, "seed": s}).eval() for s in (0, 0))
     other = fuse.create("encoder", "sensor-conv", {**opts, "seed": 1}).eval()
     saved = a.save(tmp_path / "enc")
-    assert saved["checkpoint"] == "./model.safetensors" and (tmp_path / "enc" / "model.safetensors").is_file()
-    reloaded = fuse.create("encoder", "sensor-conv", {**saved, "checkpoint": str(tmp_path / "enc" / "model.safetensors"),
-                                                      "seed": 7}).eval()
+    weights = tmp_path / "enc" / "model.safetensors"
+    assert saved["checkpoint"] == "./model.safetensors" and weights.is_file()
+    # the weights, not the seed, make the reloaded encoder
+    reloaded = fuse.create("encoder", "sensor-conv", {**saved, "checkpoint": str(weights), "seed": 7}).eval()
     with torch.no_grad():
         assert torch.allclose(a(batch), b(batch)) and not torch.allclose(a(batch), other(batch))
         assert torch.allclose(a(batch), reloaded(batch))
     with pytest.raises(fuse.ModelFileError, match="does not fit sensor-conv"):
-        fuse.create("encoder", "sensor-conv", {**saved, "width": 16, "checkpoint": str(tmp_path / "enc" / "model.safetensors")})
+        fuse.create("encoder", "sensor-conv", {**saved, "width": 16, "checkpoint": str(weights)})
 
 
 def test_dataset_is_deterministic_and_captions_name_the_active_channel(sensors, tmp_path):
