@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from fuse.cli import cli
 from fuse.datasets import build_dataset
 from fuse.errors import DataError
-from fuse.plugins.audio_input import AudioClip, read_audio
+from fuse.plugins.audio import AudioClip, read_audio
 from fuse.plugin_manager import registry
 
 from conftest import write_recipe
@@ -55,7 +55,7 @@ def test_silent_clip_is_a_clear_error(tiny_wav2vec2):
 
 
 def test_receptive_field_of_wav2vec2_base_is_25_ms():
-    from fuse.plugins.audio_input import receptive_field
+    from fuse.plugins.audio import receptive_field
 
     # wav2vec 2.0's feature encoder (Baevski et al. 2020): 400 samples = 25 ms at 16 kHz, hop 320.
     assert receptive_field((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)) == 400

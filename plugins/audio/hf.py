@@ -31,12 +31,9 @@ import pydantic
 import torch
 
 import fuse
-from fuse.hf import hf_source, load_hf, save_hf
-from fuse.interfaces import Encoder, EncoderInfo
-from fuse.latents import length_mask, masked_mean
-from fuse.paths import resolve_path
-from fuse.plugins.audio_input import prepare, receptive_field
-from fuse.weights import save_state_dict
+from fuse import Encoder, EncoderInfo, hf_source, length_mask, load_hf, masked_mean, resolve_path, save_hf, save_state_dict
+
+from .clip import prepare, receptive_field
 
 FRAME_MODELS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d")
 
@@ -124,7 +121,7 @@ class HFAudioEncoder(Encoder):
 
         path = resolve_path(options.model)
         if options.format == "ctranslate2":
-            from fuse.plugins.whisper_ct2 import load_whisper_encoder
+            from .whisper_ct2 import load_whisper_encoder
 
             self.model = load_whisper_encoder(path)
         else:  # a directory written by save(): WhisperConfig + encoder safetensors
@@ -248,8 +245,3 @@ class HFAudioEncoder(Encoder):
             model.audio_model, model.audio_projection = self.model, self.projection
         save_hf(directory, model, self.processor)
         return {**self.options.model_dump(), "model": "./", "revision": None}
-
-
-@fuse.hookimpl
-def register_encoders(register):
-    register("hf-audio", HFAudioEncoder, modalities=("audio",))

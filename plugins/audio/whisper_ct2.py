@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fuse.errors import ModelFileError
+from fuse import ModelFileError
 
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
