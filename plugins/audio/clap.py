@@ -46,7 +46,9 @@ class ClapAudioEncoder(HFAudioEncoder):
         self.projection = getattr(model, "audio_projection", None)
 
     def latent_dim(self) -> int:
-        return self.projection.linear2.out_features if self.options.projection else self.model.audio_encoder.num_features
+        if self.options.projection:
+            return self.projection.linear2.out_features
+        return self.model.audio_encoder.num_features
 
     def preprocess(self, raw: list) -> dict[str, torch.Tensor]:
         # Never longer than the extractor's window: it would pick random chunks.

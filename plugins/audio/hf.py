@@ -36,6 +36,8 @@ class HFAudioEncoder(Encoder):
     """A transformers audio encoder; pooled over valid frames (mean), the CLS token (AST) or CLAP's pooler."""
 
     class Options(fuse.Options):
+        """The recipe's options: one schema for every family, so a recipe names `hf-audio` whatever the checkpoint."""
+
         model: str                                      # hub id, local dir or pkg:<package>/<dir>
         format: Literal["transformers", "ctranslate2", "whisper-encoder"] = "transformers"
         pooling: Literal["mean", "cls", "pooler"] = "mean"  # cls: AST only; pooler: CLAP only
@@ -58,7 +60,7 @@ class HFAudioEncoder(Encoder):
     def __new__(cls, options=None, *args, **kwargs):
         """`hf-audio` is one registered name: building it builds the family class the checkpoint needs
         (Python then runs that class's ``__init__``)."""
-        if cls is HFAudioEncoder:
+        if cls is HFAudioEncoder:  # a family class itself (or copy.deepcopy, which passes no options) is built as is
             cls = family(options)
         return super().__new__(cls)
 

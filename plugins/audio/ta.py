@@ -47,6 +47,8 @@ class TorchaudioEncoder(Encoder):
     """A torchaudio Wav2Vec2Model (wav2vec 2.0, HuBERT, WavLM); mean over valid frames."""
 
     class Options(fuse.Options):
+        """The recipe's options: a bundle (pretrained) or a config (any size), with local weights for offline runs."""
+
         bundle: str | None = None                     # torchaudio.pipelines name: WAV2VEC2_BASE, HUBERT_LARGE, ...
         config: dict[str, Any] | None = None          # wav2vec2_model / wavlm_model arguments
         architecture: Literal["wav2vec2", "wavlm"] | None = None  # for config (HuBERT is wav2vec2)
