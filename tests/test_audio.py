@@ -256,3 +256,18 @@ def test_ctranslate2_reader_takes_whisper_sizes_other_than_tiny(tmp_path):
     enc = registry("encoder").create("hf-audio", {"model": str(tmp_path / "ct2"), "format": "ctranslate2",
                                                   "whisper_window_seconds": 2})
     assert enc.info.dim == 128
+
+
+@pytest.mark.parametrize("encoder, options", [("hf-audio", WHISPER), ("torchaudio", {"bundle": "WAV2VEC2_BASE"})])
+def test_audio_encoders_can_feed_a_fusion_module(tmp_path, encoder, options):
+    """A recipe with a fusion asks the registered class for token latents before building anything."""
+    from fuse.recipe import load_recipe
+
+    recipe = {"name": "fusion", "output_dir": str(tmp_path / "run"), "embed_dim": 16,
+              "modalities": {"audio": {"encoder": {"name": encoder, "options": options}, "head": {"name": "linear"}},
+                             "text": {"encoder": {"name": "hf-text", "options": {"model": "unused"}},
+                                      "head": {"name": "linear"}}},
+              "fusion": {"name": "shared-transformer", "options": {"width": 16, "depth": 1, "heads": 2}},
+              "objectives": [{"name": "infonce"}],
+              "data": {"train": str(tmp_path / "train.jsonl"), "val": str(tmp_path / "val.jsonl")}}
+    assert load_recipe(write_recipe(tmp_path / "r.yaml", recipe)).fusion.name == "shared-transformer"

@@ -20,6 +20,7 @@ decides. The families:
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -102,6 +103,11 @@ class HFAudioEncoder(Encoder):
         waves = [prepare(c, self.rate, max_seconds, random_crop=self.training, min_samples=self.min_samples)
                  for c in raw]
         return [w.numpy() for w in waves], torch.tensor([w.shape[0] for w in waves])
+
+    @abstractmethod
+    def forward_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every family has token latents; declared here, on the registered class, because a recipe with
+        a fusion module checks this class (not a built family) for them."""
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return masked_mean(*self.forward_tokens(batch))
