@@ -263,6 +263,8 @@ def test_audio_encoders_can_feed_a_fusion_module(tmp_path, encoder, options):
     """A recipe with a fusion asks the registered class for token latents before building anything."""
     from fuse.recipe import load_recipe
 
+    for split in ("train", "val"):  # manifests that exist; nothing is read from them here
+        (tmp_path / f"{split}.jsonl").write_text(json.dumps({"audio": "a.wav", "text": "a tone"}) + "\n")
     recipe = {"name": "fusion", "output_dir": str(tmp_path / "run"), "embed_dim": 16,
               "modalities": {"audio": {"encoder": {"name": encoder, "options": options}, "head": {"name": "linear"}},
                              "text": {"encoder": {"name": "hf-text", "options": {"model": "unused"}},
