@@ -77,12 +77,12 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
         (run_dir / "skipped_media.txt").unlink(missing_ok=True)
     cache_dir = Path(recipe.data.cache_dir or default_cache_root()).expanduser()
-    model = model_from_plan(plan).to(device)
-    names = model.modalities
     with distributed.main_first():  # rank 0 builds datasets and screens files; the others then read
-        splits = load_data(plan, {m: model.input_kind(m) for m in names}, cache_dir,
+        splits = load_data(plan, {m: t.input_kinds[0] for m, t in plan.towers.items()}, cache_dir,
                            run_dir / "skipped_media.txt" if main else None)
     print(describe(splits))
+    model = model_from_plan(plan).to(device)
+    names = model.modalities
 
     # Frozen towers are encoded once (cached on disk unless data.cache_latents is false).
     frozen = {m for m, t in plan.towers.items() if t.frozen}

@@ -1,6 +1,6 @@
 """The built-in input kinds every fuse install has: images (files, read with PIL) and text (inline).
 
-Audio and video register from their own plugins (fuse.plugins.audio_input, fuse.plugins.video);
+Audio and video register from their own plugins (fuse.plugins.audio, fuse.plugins.video);
 a third-party package adds a kind the same way (docs/plugins.md).
 """
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from fuse.cli import cli
 from fuse.datasets import build_dataset
 from fuse.errors import DataError
-from fuse.plugins.audio_input import AudioClip, read_audio
+from fuse.plugins.audio import AudioClip, read_audio
 from fuse.plugin_manager import registry
 
 from conftest import write_recipe
@@ -55,7 +55,7 @@ def test_silent_clip_is_a_clear_error(tiny_wav2vec2):
 
 
 def test_receptive_field_of_wav2vec2_base_is_25_ms():
-    from fuse.plugins.audio_input import receptive_field
+    from fuse.plugins.audio import receptive_field
 
     # wav2vec 2.0's feature encoder (Baevski et al. 2020): 400 samples = 25 ms at 16 kHz, hop 320.
     assert receptive_field((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)) == 400
@@ -138,3 +138,138 @@ def test_audio_text_training_with_fusemix_improves_retrieval(spoken, tmp_path):
     res = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert res["after"]["mean/R@5"] > res["before"]["mean/R@5"] + 10
     assert "audio_to_text/R@1" in res["after"] and "text_to_audio/R@1" in res["after"]
+
+
+# --- the preprocessing signature is part of every latent cache key -------------------------
+# These are the exact values hf-audio returned before its families became classes (commit
+# 8b6b5e1): a change here re-encodes every cached data set, so it must be deliberate. (A
+# transformers upgrade that changes a feature extractor's to_dict() changes them too.)
+FRAMES_SIGNATURE = {
+    "kind": "frames", "rate": 16000, "max_seconds": 10.0, "pooling": "mean",
+    "processor": {"do_normalize": True, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
+                  "padding_side": "right", "padding_value": 0.0, "return_attention_mask": True,
+                  "sampling_rate": 16000}}
+WHISPER_CT2_SIGNATURE = {
+    "kind": "whisper", "rate": 16000, "max_seconds": 4.0, "pooling": "mean",
+    "processor": {"chunk_length": 4, "dither": 0.0, "feature_extractor_type": "WhisperFeatureExtractor",
+                  "feature_size": 80, "hop_length": 160, "n_fft": 400, "n_samples": 64000, "nb_max_frames": 400,
+                  "padding_side": "right", "padding_value": 0.0, "return_attention_mask": False,
+                  "sampling_rate": 16000}}
+
+
+def test_preprocessing_signatures_keep_existing_cache_keys(tiny_wav2vec2, tmp_path):
+    from fuse.plugins.audio.hf import FrameEncoder, HFAudioEncoder
+    from fuse.plugins.audio.whisper import WhisperAudioEncoder
+
+    frames = registry("encoder").create("hf-audio", {"model": str(tiny_wav2vec2)})
+    whisper = registry("encoder").create("hf-audio", WHISPER)
+    assert type(frames) is FrameEncoder and type(whisper) is WhisperAudioEncoder
+    assert isinstance(whisper, HFAudioEncoder)
+    assert frames.preprocessing_signature() == FRAMES_SIGNATURE
+    assert whisper.preprocessing_signature() == WHISPER_CT2_SIGNATURE
+    # The saved encoder directory (format: whisper-encoder) keeps the key of the encoder it came from.
+    saved = whisper.save(tmp_path / "w")
+    again = registry("encoder").create("hf-audio", {**saved, "model": str(tmp_path / "w")})
+    assert again.preprocessing_signature() == WHISPER_CT2_SIGNATURE
+
+
+def test_audio_plugin_uses_only_the_public_surface_of_fuse():
+    """The audio package imports nothing of fuse outside fuse.__all__, nor another built-in plugin:
+    a third-party package could ship it unchanged."""
+    import ast
+    from pathlib import Path
+
+    import fuse
+    import fuse.plugins.audio as audio
+
+    bad = []
+    for path in sorted(Path(audio.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                bad += [f"{path.name}: import {a.name}" for a in node.names if a.name.startswith("fuse.")]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "fuse":
+                if node.module != "fuse":
+                    bad.append(f"{path.name}: from {node.module} import ...")
+                bad += [f"{path.name}: from fuse import {a.name}" for a in node.names if a.name not in fuse.__all__]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "fuse":
+                bad += [f"{path.name}: fuse.{node.attr}"] if node.attr not in fuse.__all__ else []
+    assert bad == []
+
+
+def _write_ct2(path, encoder) -> None:
+    """A CTranslate2 v6 model.bin holding ``encoder`` (a transformers WhisperEncoder): the format
+    written independently of the reader, with q/k/v fused as CTranslate2 stores them."""
+    import struct
+
+    sd = {k: v.detach().float() for k, v in encoder.state_dict().items()}
+    tensors = {"encoder/conv1/weight": sd["conv1.weight"], "encoder/conv1/bias": sd["conv1.bias"],
+               "encoder/conv2/weight": sd["conv2.weight"], "encoder/conv2/bias": sd["conv2.bias"],
+               "encoder/position_encodings/encodings": sd["embed_positions.weight"],
+               "encoder/layer_norm/gamma": sd["layer_norm.weight"], "encoder/layer_norm/beta": sd["layer_norm.bias"]}
+    for i in range(encoder.config.encoder_layers):
+        p, q = f"encoder/layer_{i}", f"layers.{i}"
+        attn = f"{q}.self_attn"
+        tensors.update({
+            f"{p}/self_attention/linear_0/weight": torch.cat([sd[f"{attn}.{n}_proj.weight"] for n in "qkv"]),
+            f"{p}/self_attention/linear_0/bias": torch.cat([sd[f"{attn}.q_proj.bias"],
+                                                            torch.zeros_like(sd[f"{attn}.q_proj.bias"]),
+                                                            sd[f"{attn}.v_proj.bias"]]),
+            f"{p}/self_attention/linear_1/weight": sd[f"{attn}.out_proj.weight"],
+            f"{p}/self_attention/linear_1/bias": sd[f"{attn}.out_proj.bias"],
+            f"{p}/self_attention/layer_norm/gamma": sd[f"{q}.self_attn_layer_norm.weight"],
+            f"{p}/self_attention/layer_norm/beta": sd[f"{q}.self_attn_layer_norm.bias"],
+            f"{p}/ffn/linear_0/weight": sd[f"{q}.fc1.weight"], f"{p}/ffn/linear_0/bias": sd[f"{q}.fc1.bias"],
+            f"{p}/ffn/linear_1/weight": sd[f"{q}.fc2.weight"], f"{p}/ffn/linear_1/bias": sd[f"{q}.fc2.bias"],
+            f"{p}/ffn/layer_norm/gamma": sd[f"{q}.final_layer_norm.weight"],
+            f"{p}/ffn/layer_norm/beta": sd[f"{q}.final_layer_norm.bias"]})
+
+    def string(s: str) -> bytes:
+        raw = s.encode() + b"\x00"
+        return struct.pack("<H", len(raw)) + raw
+
+    out = [struct.pack("<I", 6), string("WhisperSpec"), struct.pack("<II", 1, len(tensors))]
+    for name, t in tensors.items():
+        data = t.contiguous().numpy().tobytes()
+        out += [string(name), struct.pack("<B", t.dim()), *(struct.pack("<I", d) for d in t.shape),
+                struct.pack("<BI", 0, len(data)), data]
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "model.bin").write_bytes(b"".join(out))
+
+
+def test_ctranslate2_reader_takes_whisper_sizes_other_than_tiny(tmp_path):
+    """Golden reference: the transformers WhisperEncoder whose weights were written to model.bin."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from fuse.plugins.audio.whisper_ct2 import load_whisper_encoder
+
+    torch.manual_seed(0)  # 2 layers of width 128 (tiny.en: 4 of 384), a 2 s window
+    config = WhisperConfig(d_model=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=256,
+                           num_mel_bins=80, max_source_positions=100)
+    reference = WhisperEncoder(config).eval()
+    _write_ct2(tmp_path / "ct2", reference)
+    ours = load_whisper_encoder(tmp_path / "ct2")
+    assert (ours.config.d_model, ours.config.encoder_layers, ours.config.max_source_positions) == (128, 2, 100)
+    features = torch.randn(2, 80, 200)
+    with torch.no_grad():
+        assert torch.allclose(ours(features).last_hidden_state, reference(features).last_hidden_state, atol=1e-5)
+    enc = registry("encoder").create("hf-audio", {"model": str(tmp_path / "ct2"), "format": "ctranslate2",
+                                                  "whisper_window_seconds": 2})
+    assert enc.info.dim == 128
+
+
+@pytest.mark.parametrize("encoder, options", [("hf-audio", WHISPER), ("torchaudio", {"bundle": "WAV2VEC2_BASE"})])
+def test_audio_encoders_can_feed_a_fusion_module(tmp_path, encoder, options):
+    """A recipe with a fusion asks the registered class for token latents before building anything."""
+    from fuse.recipe import load_recipe
+
+    for split in ("train", "val"):  # manifests that exist; nothing is read from them here
+        (tmp_path / f"{split}.jsonl").write_text(json.dumps({"audio": "a.wav", "text": "a tone"}) + "\n")
+    recipe = {"name": "fusion", "output_dir": str(tmp_path / "run"), "embed_dim": 16,
+              "modalities": {"audio": {"encoder": {"name": encoder, "options": options}, "head": {"name": "linear"}},
+                             "text": {"encoder": {"name": "hf-text", "options": {"model": "unused"}},
+                                      "head": {"name": "linear"}}},
+              "fusion": {"name": "shared-transformer", "options": {"width": 16, "depth": 1, "heads": 2}},
+              "objectives": [{"name": "infonce"}],
+              "data": {"train": str(tmp_path / "train.jsonl"), "val": str(tmp_path / "val.jsonl")}}
+    assert load_recipe(write_recipe(tmp_path / "r.yaml", recipe)).fusion.name == "shared-transformer"

@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from fuse.plugins.audio_input import AudioClip
+from fuse.plugins.audio import AudioClip
 from fuse.plugin_manager import registry
 
 from conftest import _draw

@@ -11,7 +11,7 @@ import torch
 
 from fuse.errors import RecipeError
 from fuse.latents import masked_mean
-from fuse.plugins.audio_input import AudioClip
+from fuse.plugins.audio import AudioClip
 from fuse.plugin_manager import registry
 
 HIDDEN, PROJ = 16, 12  # HTSAT width after two stages (8 * 2), CLAP projection width

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from fuse.cli import cli
 from fuse.errors import DataError
 from fuse.manifest import load_pairs
-from fuse.plugins.audio_input import read_audio
+from fuse.plugins.audio import read_audio
 from fuse.screening import drop_bad_media
 
 from conftest import tiny_recipe, write_recipe

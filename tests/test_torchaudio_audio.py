@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from fuse.cli import cli
 from fuse.errors import ModelFileError, RecipeError
-from fuse.plugins.audio_input import AudioClip
+from fuse.plugins.audio import AudioClip
 from fuse.plugin_manager import registry
 
 # Every argument of torchaudio.models.wav2vec2_model, at a tiny size; dropouts off.

@@ -1,5 +1,5 @@
 """The `audio` input kind (files read with soundfile into AudioClips), and turning AudioClips into
-fixed-rate, bounded-length waveforms for audio encoders."""
+fixed-rate, bounded-length waveforms for the audio encoders (``prepare``, ``receptive_field``)."""
 
 from __future__ import annotations
 
@@ -58,12 +58,8 @@ class AudioInput(fuse.InputKind):
     files = True
 
     def read(self, value: str) -> AudioClip:
+        """A manifest value (a file path) as the clip every audio encoder's ``preprocess`` takes."""
         return read_audio(value)
-
-
-@fuse.hookimpl
-def register_input_kinds(register):
-    register("audio", AudioInput)
 
 
 def receptive_field(kernels, strides) -> int:

@@ -26,12 +26,10 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 import fuse
-from fuse.errors import ModelFileError, RecipeError
-from fuse.interfaces import Encoder, EncoderInfo
-from fuse.latents import length_mask, masked_mean
-from fuse.paths import resolve_path
-from fuse.plugins.audio_input import prepare, receptive_field
-from fuse.weights import load_state_dict, save_state_dict
+from fuse import (Encoder, EncoderInfo, ModelFileError, RecipeError, length_mask, load_state_dict, masked_mean,
+                  resolve_path, save_state_dict)
+
+from .clip import prepare, receptive_field
 
 # Every other bundle was published under the MIT license (see each bundle's docstring).
 NON_COMMERCIAL = {"MMS_FA", "VOXPOPULI_ASR_BASE_10K_DE", "VOXPOPULI_ASR_BASE_10K_EN", "VOXPOPULI_ASR_BASE_10K_ES",
@@ -39,6 +37,7 @@ NON_COMMERCIAL = {"MMS_FA", "VOXPOPULI_ASR_BASE_10K_DE", "VOXPOPULI_ASR_BASE_10K
 
 
 def bundle_names() -> list[str]:
+    """The wav2vec2/HuBERT/WavLM bundles of torchaudio.pipelines, listed when a recipe names an unknown one."""
     from torchaudio import pipelines
 
     return sorted(n for n in dir(pipelines) if isinstance(getattr(pipelines, n), pipelines.Wav2Vec2Bundle))
@@ -48,6 +47,8 @@ class TorchaudioEncoder(Encoder):
     """A torchaudio Wav2Vec2Model (wav2vec 2.0, HuBERT, WavLM); mean over valid frames."""
 
     class Options(fuse.Options):
+        """The recipe's options: a bundle (pretrained) or a config (any size), with local weights for offline runs."""
+
         bundle: str | None = None                     # torchaudio.pipelines name: WAV2VEC2_BASE, HUBERT_LARGE, ...
         config: dict[str, Any] | None = None          # wav2vec2_model / wavlm_model arguments
         architecture: Literal["wav2vec2", "wavlm"] | None = None  # for config (HuBERT is wav2vec2)
@@ -172,8 +173,3 @@ class TorchaudioEncoder(Encoder):
         return {**self.options.model_dump(), "bundle": None, "config": self.params, "architecture": self.arch,
                 "checkpoint": "./model.safetensors", "num_layers": None, "sample_rate": self.rate,
                 "normalize_waveform": self.normalize}
-
-
-@fuse.hookimpl
-def register_encoders(register):
-    register("torchaudio", TorchaudioEncoder, modalities=("audio",))

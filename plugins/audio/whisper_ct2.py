@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fuse.errors import ModelFileError
+from fuse import ModelFileError
 
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
@@ -107,7 +107,8 @@ def load_whisper_encoder(model_dir: str | Path):
     n_mels = tensors["encoder/conv1/weight"].shape[1]
     ffn = tensors["encoder/layer_0/ffn/linear_0/weight"].shape[0]
     heads = {384: 6, 512: 8, 768: 12, 1024: 16, 1280: 20}.get(d_model, d_model // 64)
-    config = WhisperConfig(vocab_size=51864,  # the decoder's; unused by the encoder d_model=d_model, encoder_layers=layers, decoder_layers=layers,
+    config = WhisperConfig(vocab_size=51864,  # the decoder's; unused by the encoder
+                           d_model=d_model, encoder_layers=layers, decoder_layers=layers,
                            encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=ffn,
                            decoder_ffn_dim=ffn, num_mel_bins=n_mels,
                            max_source_positions=tensors["encoder/position_encodings/encodings"].shape[0])
