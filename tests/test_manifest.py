@@ -40,7 +40,6 @@ def test_missing_file_names_the_line(tmp_path):
 @pytest.mark.parametrize("line, message", [
     ("{not json", r"m.jsonl:2: not valid JSON"),
     ('["a", "b"]', r"m.jsonl:2: expected a JSON object, got list"),
-    ('{"image": "a.png"}', r"m.jsonl:2: record has no 'text' field \(fields: image\)"),
     ('{"image": "a.png", "text": []}', r"m.jsonl:2: 'text' must be a non-empty string or list of strings"),
     ('{"image": "a.png", "text": 3}', r"m.jsonl:2: 'text' must be a non-empty string"),
 ])
@@ -64,3 +63,13 @@ def test_unreadable_image_is_a_clear_error(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match=r"Unreadable image .*bad.png"):
         fuse.input_kind("image").read(str(tmp_path / "bad.png"))
+
+
+def test_records_lacking_a_modality_are_left_out_of_that_pair(tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(b"x")
+    m = _write(tmp_path / "m.jsonl", [{"image": "a.png", "text": "ok"}, {"image": "a.png"}, {"text": "only text"}])
+    data = load_pairs(m, ("image", "text"), ("image",))
+    assert (data.n_records, len(data)) == (1, 1) and data.values["text"] == ["ok"]
+    assert "2 of 3 records lack image or text" in capsys.readouterr().out
+    with pytest.raises(DataError, match=r"no record has both 'image' and 'audio' \(fields seen: image, text\)"):
+        load_pairs(m, ("image", "audio"), ("image", "audio"))
