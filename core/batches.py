@@ -34,6 +34,7 @@ class _OnlinePairs(Dataset):
                    for m, enc in self.online.items()}
 
     def collate(self, items):
+        """Preprocess a list of raw items into the online towers' batches, with their indices."""
         idx = torch.tensor([i for i, _ in items])
         return idx, {m: enc.preprocess([raw[m] for _, raw in items]) for m, enc in self.online.items()}
 

@@ -46,6 +46,7 @@ def values_fingerprint(kind: str, values: list[str]) -> str:
 
 
 def cache_key(encoder, spec: dict, values: list[str], weights: str | None = None, tokens: bool = False) -> str:
+    """Hash of everything that changes a frozen encoder's latents of these values (its spec, weights, preprocessing, the values)."""
     blob = json.dumps({
         "encoder": spec,
         "tokens": tokens,

@@ -34,6 +34,7 @@ def load_weights(step_module: nn.Module, path: Path) -> None:
 
 
 def epoch_file(ckpt_dir: Path, epoch: int) -> Path:
+    """The weights file an epoch writes (numbered so retention can order them)."""
     return ckpt_dir / f"epoch-{epoch:03d}.safetensors"
 
 

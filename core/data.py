@@ -31,6 +31,7 @@ class SplitData:
     rows: dict[tuple[str, str], dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def add(self, data: PairedData) -> None:
+        """Add a pair's data: extend the modality tables with its new values and map its values to rows."""
         rows = {}
         for m in data.modalities:
             table = self.values.setdefault(m, [])

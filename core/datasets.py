@@ -38,6 +38,7 @@ class DatasetBuilder(ABC):
 
 
 def default_cache_root() -> Path:
+    """Where builds and latents go unless a recipe says: $FUSE_CACHE, else ~/.cache/fuse."""
     import os
 
     return Path(os.environ.get("FUSE_CACHE", Path.home() / ".cache" / "fuse"))

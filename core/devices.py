@@ -8,6 +8,7 @@ from .errors import RecipeError
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device a recipe's `device` names; `auto` is CUDA when present, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

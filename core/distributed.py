@@ -13,18 +13,22 @@ import torch.distributed as dist
 
 
 def is_distributed() -> bool:
+    """True inside an initialised process group (torchrun), so helpers can be no-ops otherwise."""
     return dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:
+    """This process's rank (0 on one process)."""
     return dist.get_rank() if is_distributed() else 0
 
 
 def world_size() -> int:
+    """How many processes train together (1 on one process)."""
     return dist.get_world_size() if is_distributed() else 1
 
 
 def is_main() -> bool:
+    """Rank 0: the process that logs, evaluates and writes files."""
     return rank() == 0
 
 
@@ -41,6 +45,7 @@ def setup(device: torch.device) -> torch.device:
 
 
 def cleanup() -> None:
+    """Leave the process group at the end of a run (no-op on one process)."""
     if is_distributed():
         dist.destroy_process_group()
 
@@ -57,11 +62,13 @@ def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 class _ScaleGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, factor):
+        """Identity; remembers the factor for backward."""
         ctx.factor = factor
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
+        """Scale this rank's gradient by the world size (see gather_with_grad)."""
         return grad * ctx.factor, None
 
 
@@ -83,6 +90,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_mean(value: float, device: torch.device) -> float:
+    """The mean of a number over ranks (the number itself on one process)."""
     if not is_distributed():
         return value
     t = torch.tensor([value], device=device, dtype=torch.float64)

@@ -135,6 +135,7 @@ def load_aligned(path: str | Path, device: str = "cpu") -> AlignedModel:
 
 
 def model_card(config: dict) -> str:
+    """The export's README.md: towers, sources, licences and the validation numbers."""
     lines = ["# fuse aligned model", "",
              f"Aligned with fuse {config['fuse_version']}; shared embedding size {config['embed_dim']}.", "",
              "```python", "import fuse", "model = fuse.load('PATH')",

@@ -110,6 +110,7 @@ class Fusion(nn.Module):
         self.options, self.modalities, self.out_dim = options, tuple(modalities), out_dim
 
     def forward(self, modality: str, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """One modality's tokens [B, T, width] (mask: True = valid) -> embeddings [B, out_dim]."""
         raise NotImplementedError
 
 
@@ -162,6 +163,7 @@ class Objective(nn.Module):
         return {}
 
     def forward(self, step: Step, draws: dict[str, Any]) -> torch.Tensor:  # pragma: no cover - interface
+        """The loss of ``step`` given this step's ``draws``: a scalar tensor."""
         raise NotImplementedError
 
     def commit(self, step: Step, draws: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ class Tokens:
         return self.values.shape[0]
 
     def to(self, device=None, dtype=None) -> "Tokens":
+        """Move values (and optionally cast them) and the mask to a device."""
         return Tokens(self.values.to(device=device, dtype=dtype), self.mask.to(device))
 
     @staticmethod

@@ -29,12 +29,14 @@ class LogitScale(nn.Module):
     def forward(self) -> torch.Tensor:
         # Clamp the stored value in place so it never drifts outside the range, and keep the
         # gradient path of the (clamped) parameter.
+        """exp(log scale), after clamping the stored value into the allowed range."""
         with torch.no_grad():
             self.log_scale.clamp_(self.low, self.high)
         return self.log_scale.exp()
 
     @property
     def temperature(self) -> float:
+        """The current temperature (1 / scale) as a float, for logging."""
         return float(1.0 / self.log_scale.detach().clamp(self.low, self.high).exp())
 
 

@@ -20,11 +20,13 @@ class MetricsLog:
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict) -> None:
+        """Append one row (a logged step or an evaluation)."""
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """Every row of a metrics.jsonl, in order."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 

@@ -35,6 +35,7 @@ class AlignedModel(nn.Module):
 
     @property
     def modalities(self) -> tuple[str, ...]:
+        """The towers' names, in the order the model was built."""
         return tuple(self.encoders.keys())
 
     @property
@@ -53,6 +54,7 @@ class AlignedModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the heads live (the device embeddings are computed on)."""
         return next(self.heads.parameters()).device
 
     def encode_batch(self, modality: str, batch: dict[str, torch.Tensor]):

@@ -13,6 +13,7 @@ import torch
 
 
 def param_groups(modules: dict[str, list[torch.nn.Module]], lr: float, encoder_lr: float, weight_decay: float):
+    """AdamW groups: weight decay only on matrices, and unfrozen encoders at their own learning rate."""
     groups = []
     for role, mods in modules.items():
         params = [p for m in mods for p in m.parameters() if p.requires_grad]
@@ -27,6 +28,7 @@ def param_groups(modules: dict[str, list[torch.nn.Module]], lr: float, encoder_l
 
 
 def make_optimizer(groups, betas, eps) -> torch.optim.AdamW:
+    """AdamW over the groups (fused when every parameter is on CUDA)."""
     fused = all(p.is_cuda for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, betas=tuple(betas), eps=eps, fused=fused or None)
 
@@ -34,6 +36,7 @@ def make_optimizer(groups, betas, eps) -> torch.optim.AdamW:
 def warmup_cosine(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):
     """Linear warmup from ~0 to each group's lr, then cosine decay to min_lr_ratio * lr."""
     def factor(step: int) -> float:
+        """The learning-rate multiplier at a step."""
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)

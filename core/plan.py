@@ -30,6 +30,7 @@ class Spec:
 
     @property
     def cls(self) -> type:
+        """The registered class (looked up again, so a plan survives pickling across processes)."""
         from .plugin_manager import registry
 
         return registry(self.kind).get(self.name, self.where).cls
@@ -68,6 +69,7 @@ class Tower:
 
     @property
     def input_kinds(self) -> tuple[str, ...]:
+        """The input kinds the tower's encoder declared when it registered."""
         from .plugin_manager import registry
 
         return registry("encoder").get(self.encoder.name).modalities
@@ -75,6 +77,7 @@ class Tower:
 
 @dataclass
 class ObjectivePlan:
+    """An objective as a run builds it: its key in checkpoints and metrics, spec, weight and pair."""
     key: str          # its name in checkpoints and metrics
     spec: Spec
     weight: float
@@ -92,11 +95,13 @@ class PairPlan:
 
     @property
     def key(self) -> str:
+        """The pair's name in logs and metrics, e.g. 'audio-text'."""
         return "-".join(self.modalities)
 
 
 @dataclass
 class ExtraPlan:
+    """A named frozen encoder (e.g. a teacher) and the modality whose values it encodes."""
     name: str
     modality: str
     encoder: Spec
@@ -104,6 +109,7 @@ class ExtraPlan:
 
 @dataclass
 class Plan:
+    """Everything a run needs from its recipe, resolved and checked once."""
     recipe: Recipe
     towers: dict[str, Tower]
     fusion: Spec | None
@@ -115,10 +121,8 @@ class Plan:
 
     @property
     def modalities(self) -> tuple[str, ...]:
+        """Every tower's name: a base model's first, then the recipe's."""
         return tuple(self.towers)
-
-    def pair_of(self, a: str, b: str) -> PairPlan | None:
-        return next((p for p in self.pairs if set(p.modalities) == {a, b}), None)
 
 
 def _base_towers(recipe: Recipe, problems: list[str]) -> tuple[Path | None, dict[str, Tower]]:
@@ -144,6 +148,7 @@ def resolve(recipe: Recipe, file: str = "recipe") -> Plan:
     problems: list[str] = []
 
     def spec(kind: str, comp: Component, where: str) -> Spec | None:
+        """A component's Spec, or None with its problem recorded."""
         try:
             return resolve_spec(kind, comp.name, comp.options, where)
         except FuseError as exc:
@@ -310,6 +315,7 @@ def _check_connected(names: set[str], pairs: list[tuple[str, str]], joined: set[
     parent = {m: m for m in names}
 
     def find(m):
+        """The representative of a modality's connected group."""
         while parent[m] != m:
             m = parent[m]
         return m

@@ -90,6 +90,7 @@ def registries() -> dict[str, Registry]:
 
 
 def registry(kind: str) -> Registry:
+    """The registry of one kind (input, encoder, head, fusion, objective, dataset)."""
     return registries()[kind]
 
 
@@ -108,6 +109,7 @@ def plugin_listing() -> list[dict]:
 
 
 def installed_version() -> str:
+    """fuse-align's installed version, recorded in exports."""
     try:
         return importlib.metadata.version("fuse-align")
     except importlib.metadata.PackageNotFoundError:

@@ -13,6 +13,8 @@ import torch
 
 
 class Precision:
+    """The run's numeric precision: autocast, loss scaling and the optimiser step, in one object the loop calls."""
+
     def __init__(self, mode: str, device: torch.device):
         if mode == "auto":
             mode = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -21,11 +23,13 @@ class Precision:
         self.scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
 
     def autocast(self):
+        """The autocast context for a forward pass (none for fp32)."""
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate, scaling the loss first under fp16."""
         (self.scaler.scale(loss) if self.scaler else loss).backward()
 
     def step(self, optimizer: torch.optim.Optimizer, params, grad_clip: float | None) -> float:

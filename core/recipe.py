@@ -26,6 +26,7 @@ class Component(Strict):
 
 
 class EncoderSpec(Component):
+    """A modality's encoder: registered name, options, and whether (or which parts) it trains."""
     frozen: bool = True  # frozen encoders are run once and their latents cached
     # With frozen: false, train only the parameters whose names match one of these globs
     # (partly unfrozen, e.g. ["model.encoder.layer.5.*"]); None trains the whole encoder.
@@ -41,6 +42,7 @@ class EncoderSpec(Component):
 
 
 class ModalitySpec(Strict):
+    """One tower of the recipe: its encoder and head."""
     encoder: EncoderSpec
     head: Component = Component(name="residual-mlp")
 
@@ -49,6 +51,7 @@ Pair = tuple[str, str]
 
 
 class ObjectiveSpec(Component):
+    """An objective: registered name, options, loss weight and the pair of modalities it aligns."""
     weight: float = 1.0
     pair: Pair | None = None  # the two modalities it aligns; may be left out when the recipe has two
 
@@ -71,6 +74,7 @@ class Source(Strict):
 
     @property
     def given(self) -> bool:
+        """Whether this source names any data at all."""
         return self.dataset is not None or self.train is not None
 
 
@@ -85,6 +89,7 @@ class PairSpec(Source):
 
 
 class DataSpec(Source):
+    """The default data source plus caching, loading and per-pair settings."""
     cache_dir: str | None = None       # default: $FUSE_CACHE or ~/.cache/fuse
     cache_latents: bool = True
     encode_batch_size: int = pydantic.Field(64, gt=0)
@@ -96,6 +101,7 @@ class DataSpec(Source):
 
 
 class OptimSpec(Strict):
+    """AdamW settings."""
     lr: float = pydantic.Field(1e-3, gt=0)
     weight_decay: float = pydantic.Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
@@ -105,11 +111,13 @@ class OptimSpec(Strict):
 
 
 class ScheduleSpec(Strict):
+    """Warmup and cosine decay of the learning rate."""
     warmup_steps: int = pydantic.Field(0, ge=0)
     min_lr_ratio: float = pydantic.Field(0.0, ge=0, le=1)
 
 
 class TrainSpec(Strict):
+    """Batches, length, precision, logging, evaluation cadence and checkpoint retention."""
     batch_size: int = pydantic.Field(256, gt=1)
     epochs: int = pydantic.Field(10, gt=0)
     # What one epoch is when several pairs train together: one pass over the largest (or the
@@ -128,6 +136,7 @@ class TrainSpec(Strict):
 
 
 class EvalSpec(Strict):
+    """Validation retrieval: which recall@K, the memory bound, extra pairs."""
     ks: tuple[int, ...] = (1, 5, 10)
     chunk_size: int = pydantic.Field(4096, gt=0)
     # Pairs evaluated besides the trained ones, on data's val split (e.g. [[audio, image]] when
@@ -136,6 +145,7 @@ class EvalSpec(Strict):
 
 
 class Recipe(Strict):
+    """One experiment: towers, objectives, data and training settings (docs/recipes.md)."""
     name: str = "run"
     seed: int = 0
     device: str = "auto"
@@ -184,6 +194,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_override(data: dict, keys: list[str], value: Any, text: str) -> None:
+    """Set one `key.sub=value` override in the raw recipe dict (list items by index)."""
     node: Any = data
     for i, k in enumerate(keys):
         last = i == len(keys) - 1

@@ -29,6 +29,7 @@ class Entry:
 
     @property
     def options_schema(self) -> type[pydantic.BaseModel]:
+        """The component's pydantic options model."""
         return self.cls.Options
 
 
@@ -42,6 +43,7 @@ class Registry:
 
     def register(self, name: str, cls: type, *, package: str = "unknown", modalities=(),
                  description: str | None = None) -> None:
+        """Add a component; a duplicate name or a class without an Options schema is a PluginError."""
         if name in self.entries:
             other = self.entries[name].package
             raise PluginError(
@@ -58,14 +60,17 @@ class Registry:
         self.entries[name] = Entry(self.kind, name, cls, package, tuple(modalities), doc)
 
     def names(self, pattern: str = "*") -> list[str]:
+        """Registered names matching a wildcard pattern, sorted."""
         return sorted(n for n in self.entries if fnmatch.fnmatch(n, pattern))
 
     def describe_available(self) -> str:
+        """'name (package), ...' for error messages that list what is available."""
         if not self.entries:
             return "none registered"
         return ", ".join(f"{e.name} ({e.package})" for e in sorted(self.entries.values(), key=lambda e: e.name))
 
     def get(self, name: str, where: str = "") -> Entry:
+        """The entry of a name; an unknown name is a RecipeError listing the registered ones."""
         try:
             return self.entries[name]
         except KeyError:

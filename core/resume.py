@@ -28,6 +28,7 @@ def module_states(root: torch.nn.Module) -> dict[str, dict]:
 
 def save_state(ckpt_dir: Path, *, epoch: int, step: int, best: float, best_epoch: int | None,
                optimizer, scheduler, precision, modules: torch.nn.Module) -> None:
+    """Write state.pt atomically after an epoch: what the next step depends on besides the weights."""
     state = {"epoch": epoch, "step": step, "best": best, "best_epoch": best_epoch,
              "modules": module_states(modules),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -40,6 +41,7 @@ def save_state(ckpt_dir: Path, *, epoch: int, step: int, best: float, best_epoch
 
 
 def load_state(ckpt_dir: Path) -> dict:
+    """The state to resume from, with the path of its epoch's weights; missing or corrupt files are clear errors."""
     path = ckpt_dir / STATE_FILE
     if not path.exists():
         raise ModelFileError(f"Nothing to resume: {path} not found (the run saves it after each epoch). "

@@ -42,6 +42,7 @@ class TrainStep(nn.Module):
                     embed=lambda lat: {m: self.model.forward_head(m, x) for m, x in lat.items()})
 
     def forward(self, batches: dict[tuple[str, str], tuple[torch.Tensor, dict]]):
+        """The step's weighted loss over every trained pair, and each objective's term for logging."""
         loss, terms, self.pending = 0.0, {}, []
         for pair in self.pairs:
             step = self.pair_step(pair.modalities, *batches[pair.modalities])

@@ -142,6 +142,7 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     trained = [p.modalities for p in plan.pairs]
 
     def validate() -> dict:
+        """Validation retrieval of the current weights."""
         return evaluate_split(model, splits["val"], latents["val"], trained, recipe.eval.ks, recipe.eval.chunk_size,
                               recipe.data.encode_batch_size)
 

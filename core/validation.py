@@ -6,6 +6,7 @@ import pydantic
 
 
 def format_validation_error(err: pydantic.ValidationError, prefix: str = "", title: str = "Invalid recipe") -> str:
+    """A pydantic error as one line of `field.path: problem` items."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])

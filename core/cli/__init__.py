@@ -14,7 +14,10 @@ from ..errors import FuseError
 
 
 class FuseGroup(click.Group):
+    """The `fuse` click group: user errors become one line and exit code 2 instead of a traceback."""
+
     def invoke(self, ctx):
+        """Run the command; a FuseError prints as `error: ...` (exit 2) unless --debug asks for the trace."""
         try:
             return super().invoke(ctx)
         except FuseError as exc:
@@ -52,4 +55,5 @@ _add_commands()
 
 
 def main():
+    """Console-script entry point of `fuse`."""
     cli()
