@@ -5,6 +5,7 @@ config-built test_efficientnet (random weights)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,13 @@ def test_bad_video_files_are_data_errors_naming_the_file(tmp_path):
         with pytest.raises(fuse.DataError, match=path.name):
             kind.check(str(path))
             kind.read(str(path)).sample(8)   # a file that opens must still decode its frames
+
+
+def test_missing_pyav_is_one_data_error_saying_what_to_install(tmp_path, monkeypatch):
+    path = index_clip(tmp_path / "ok.mp4", 4)
+    monkeypatch.setitem(sys.modules, "av", None)   # as if PyAV were not installed
+    with pytest.raises(fuse.DataError, match=r"pip install \"fuse-align\[video\]\""):
+        fuse.input_kind("video").read(str(path))
 
 
 def test_inner_encoder_must_take_images(tiny_text_model):

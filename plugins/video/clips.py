@@ -54,20 +54,20 @@ class VideoClip:
         Decodes sequentially from the start and stops after the last index it needs."""
         av = _av()
         wanted = frame_indices(self.frames, n)
+        targets, last = set(wanted), wanted[-1]
         picked: dict[int, object] = {}
-        last = wanted[-1]
         try:
             with av.open(self.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for i, frame in enumerate(container.decode(stream)):
-                    if i in wanted:
+                    if i in targets:
                         picked[i] = frame.to_image()   # RGB PIL image
                     if i >= last:
                         break
         except (av.FFmpegError, OSError) as exc:
             raise fuse.DataError(f"Could not decode video {self.path}: {exc}. Drop the record ({SKIP_HINT}).") from None
-        if len(picked) < len(set(wanted)):
+        if len(picked) < len(targets):
             raise fuse.DataError(f"Video {self.path} ended after {len(picked)} of the frames it lists "
                                  f"({self.frames}): truncated? Re-encode it or drop the record ({SKIP_HINT}).")
         return [picked[i] for i in wanted]
