@@ -47,7 +47,9 @@ class TemporalHead(fuse.Head):
             self.norm = nn.LayerNorm(in_dim)
             self.proj = nn.Linear(in_dim, options.width)
             self.cls = nn.Parameter(torch.zeros(1, 1, options.width))
-            self.positions = nn.Parameter(torch.randn(1, options.max_frames, options.width) * 0.02)
+            # As large as the projected frames (not ViT's 0.02): a small head trained on a few hundred
+            # clips must tell frames apart by position from the first steps, or it learns a mean.
+            self.positions = nn.Parameter(torch.randn(1, options.max_frames, options.width) * 0.5)
             layer = nn.TransformerEncoderLayer(options.width, options.attention_heads, 2 * options.width,
                                                options.dropout, activation="gelu", batch_first=True,
                                                norm_first=True)
