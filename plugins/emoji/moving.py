@@ -5,8 +5,9 @@ clockwise / turning counter-clockwise, captioned with its name and the motion ("
 left"). Opposite motions are time reversals of one another: a clip draws its own random
 parameters (size, position, start angle, within fixed ranges that do not depend on the
 direction), renders the forward motion, and the opposite direction plays those frames
-backwards. So the *set* of frames has the same distribution for both directions: one frame, or
-an order-blind mean of frames, cannot tell left from right, only the order of frames can.
+backwards. So the *set* of frames has the same distribution for both directions: a frame drawn
+at random, or an order-blind mean of frames, cannot tell left from right; the order of frames
+can (and so can a frame at a fixed position: a growing clip starts small, a shrinking one big).
 
 The split is by base emoji, as in the other emoji datasets. Clips are H.264 mp4 written with
 PyAV (pip install "fuse-align[video]").
