@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import fuse
 from fuse.cli import cli
 
+from fuse.export import resolve_relative
 from conftest import COLORS, tiny_recipe, write_recipe
 
 av = pytest.importorskip("av")
@@ -123,19 +124,10 @@ def test_save_and_reload_through_the_registry_gives_the_same_latents(tmp_path, c
     options = enc.save(tmp_path / "enc")
     assert options["image_encoder"]["options"]["checkpoint"].startswith("./image_encoder/")
     torch.manual_seed(1)   # different random init: the weights must come from the saved files
-    again = fuse.create("encoder", "video-frames", resolve_relative(options, tmp_path / "enc")).eval()
+    again = fuse.create("encoder", "video-frames", resolve_relative(options, tmp_path / "enc")).eval()  # as export does
     with torch.no_grad():
         assert torch.allclose(enc(enc.preprocess(clips)), again(again.preprocess(clips)), atol=1e-5)
     assert again.preprocessing_signature() == enc.preprocessing_signature()
-
-
-def resolve_relative(options, base: Path):
-    """'./x' strings at any depth, relative to ``base``, as fuse resolves saved encoder options."""
-    if isinstance(options, dict):
-        return {k: resolve_relative(v, base) for k, v in options.items()}
-    if isinstance(options, str) and options.startswith("./"):
-        return str(base / options[2:])
-    return options
 
 
 def temporal_head(pooling: str, in_dim: int = 32, out_dim: int = 16):
@@ -199,6 +191,24 @@ def test_fuse_train_aligns_video_with_text_and_exports(tmp_path, tiny_text_model
     assert video["head"]["name"] == "temporal"
     checkpoint = video["encoder"]["options"]["image_encoder"]["options"]["checkpoint"]
     assert (run / "export" / "video" / "encoder" / checkpoint).is_file()
+    # The export loads with its nested './' paths resolved, and embeds clips from their files.
+    model = fuse.load(run / "export")
+    clips = [str(p) for p in sorted((tmp_path / "data" / "clips").glob("val-*.mp4"))[:2]]
+    z = model.embed("video", clips)
+    assert z.shape == (2, 16) and torch.allclose(z.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_a_sequence_encoder_needs_a_head_that_pools_sequences(tmp_path, tiny_text_model):
+    splits = write_clip_manifest(tmp_path / "data")
+    recipe = tiny_recipe(tmp_path, tiny_text_model, splits)
+    recipe["modalities"]["video"] = {"encoder": {"name": "video-frames", "options": {"image_encoder": IMAGE_ENCODER,
+                                                                                    "num_frames": 3}},
+                                     "head": {"name": "residual-mlp"}}
+    recipe["modalities"].pop("image")
+    result = CliRunner().invoke(cli, ["train", str(write_recipe(tmp_path / "r.yaml", recipe))])
+    assert result.exit_code == 2
+    assert ("modalities.video.head: 'residual-mlp' takes pooled latents [B, D], but the video encoder gives a "
+            "sequence of 3 latents per item") in result.output
 
 
 def test_moving_emoji_clips_move_as_captioned(tmp_path):
