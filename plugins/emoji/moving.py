@@ -2,12 +2,12 @@
 
 Each base emoji gets six clips: growing / shrinking, moving left / moving right, turning
 clockwise / turning counter-clockwise, captioned with its name and the motion ("cat face moving
-left"). Opposite motions are time reversals of one another: a clip draws its own random
-parameters (size, position, start angle, within fixed ranges that do not depend on the
-direction), renders the forward motion, and the opposite direction plays those frames
-backwards. So the *set* of frames has the same distribution for both directions: a frame drawn
-at random, or an order-blind mean of frames, cannot tell left from right; the order of frames
-can (and so can a frame at a fixed position: a growing clip starts small, a shrinking one big).
+left"). Each clip is one period of a looping motion started at a random phase (a growing emoji
+grows, then starts again small; a moving one wraps around the edge; a turning one makes a full
+turn), and opposite motions are time reversals of one another. So for both directions the *set*
+of frames, and any single frame (the first one too), have the same distribution: no frame and
+no order-blind mean of frames can tell growing from shrinking or left from right; only the
+order of frames can.
 
 The split is by base emoji, as in the other emoji datasets. Clips are H.264 mp4 written with
 PyAV (pip install "fuse-align[video]").
@@ -39,17 +39,18 @@ MOTIONS = {
 
 def trajectory(axis: str, rng: random.Random, size: int, frames: int) -> list[tuple[float, float, float, float]]:
     """Forward motion along ``axis`` as (x centre, y centre, emoji size, angle) per frame, all in
-    pixels/degrees of a ``size`` canvas; start parameters are random, the range is centred on them."""
+    pixels/degrees of a ``size`` canvas: one period of a looping motion from a random phase."""
     s = size * rng.uniform(0.6, 0.7)   # the glyph fills about 2/3 of a rendered emoji image
     x = size * rng.uniform(0.45, 0.55)
     y = size * rng.uniform(0.45, 0.55)
     a = rng.uniform(0, 360)
-    steps = [t / (frames - 1) - 0.5 for t in range(frames)]        # -0.5 .. 0.5
-    if axis == "scale":   # 0.67x -> 1.5x of the size, geometrically
+    phase = rng.random()
+    steps = [((t / frames) + phase) % 1.0 - 0.5 for t in range(frames)]   # a sawtooth in -0.5 .. 0.5
+    if axis == "scale":   # 0.67x -> 1.5x of the size, geometrically, then again from 0.67x
         return [(x, y, s * 1.5 ** (2 * u), 0.0) for u in steps]
-    if axis == "shift":   # travel 45% of the canvas, centred near the middle
-        return [(x + 0.45 * size * u, y, s, 0.0) for u in steps]
-    return [(x, y, s, a + 180 * u) for u in steps]                   # half a turn
+    if axis == "shift":   # once across the canvas, wrapping around its edges
+        return [((x + size * u) % size, y, s, 0.0) for u in steps]
+    return [(x, y, s, a + 360 * u) for u in steps]                   # a full turn
 
 
 def draw(emoji_image, x: float, y: float, s: float, angle: float, size: int):
@@ -60,7 +61,8 @@ def draw(emoji_image, x: float, y: float, s: float, angle: float, size: int):
     if angle:
         im = im.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor="white")
     canvas = Image.new("RGB", (size, size), "white")
-    canvas.paste(im, (round(x - im.width / 2), round(y - im.height / 2)))
+    for wrap in (-size, 0, size):   # an emoji crossing an edge shows on both sides (a moving clip wraps)
+        canvas.paste(im, (round(x + wrap - im.width / 2), round(y - im.height / 2)))
     return canvas
 
 
@@ -85,6 +87,7 @@ class MovingEmoji(fuse.DatasetBuilder):
     """Emoji clips that differ only in motion (grows/shrinks, left/right, clockwise/counter), split by base emoji."""
 
     modalities = ("video", "text")
+    version = 1   # 1: looping motions from a random phase (no frame tells the direction)
 
     class Options(EmojiOptions):
         max_items: int = Field(80, ge=2, le=83)      # emoji to animate; 6 clips each (at most 498)
