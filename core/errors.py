@@ -24,3 +24,11 @@ class DataError(FuseError):
 
 class ModelFileError(FuseError):
     """A saved model, checkpoint or weights file is missing or corrupt."""
+
+
+class StorageError(FuseError):
+    """A file or folder cannot be written: no space, no permission, a file in the way."""
+
+
+class TrainingDiverged(FuseError):
+    """The loss or the gradients became non-finite (NaN or Inf) during training."""
