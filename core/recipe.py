@@ -13,7 +13,7 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
-from .errors import RecipeError
+from .errors import RecipeError, decode_utf8
 from .interfaces import Options as Strict
 from .validation import format_validation_error
 
@@ -238,7 +238,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check_plugins: bool
     if not path.exists():
         raise RecipeError(f"Recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(decode_utf8(path.read_bytes(), path, RecipeError)) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

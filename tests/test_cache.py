@@ -129,6 +129,6 @@ def test_three_processes_share_one_build(tmp_path, tiny_text_model):
     results = {line for out in outs for line in out.splitlines() if line.startswith("RESULT")}
     assert len(results) == 1, outs  # identical results
     log = "".join(outs)
-    assert log.count("building into") == 1 and log.count("cached ") == 1, log  # one build of each
+    assert log.count("building into") == 1 and log.count(": cached ") == 1, log  # one build of each
     datasets = [p for p in (tmp_path / "datasets").iterdir() if not p.name.endswith(".lock")]
     assert len(datasets) == 1 and (datasets[0] / "fuse_dataset.json").exists()  # no temp folders left
