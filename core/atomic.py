@@ -157,6 +157,14 @@ def publish_dir(tmp: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def sweep_stale(path: Path) -> None:
+    """Remove temp folders a killed writer left beside ``path``; call only while holding ``locked(path)``."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in path.parent.glob(f".{path.name}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """A unique temporary folder beside ``path``, published over it when the block succeeds;
@@ -179,7 +187,7 @@ def locked(path: str | Path, waiting: Callable[[], None] | None = None) -> Itera
     """Hold an exclusive ``fcntl`` lock on ``<path>.lock`` (the kernel releases it if we die).
     ``waiting`` is called once if another process holds it."""
     path = Path(path)
-    lock_file = path.with_name(path.name + ".lock")
+    lock_file = path.with_name(f".{path.name}.lock")  # hidden: it stays beside the folder it guards
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
-from .atomic import atomic_dir, locked, save_tensors, write_text
+from .atomic import atomic_dir, locked, sweep_stale, save_tensors, write_text
 from .errors import DataError
 from .inputs import input_kind, read_value
 from .latents import Tokens
@@ -175,6 +175,7 @@ def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, devi
                 print(f"{label}: read {len(latents)} cached latents from {folder}")
                 return latents
             print(f"{label}: latent cache {folder} is damaged ({problem}); rebuilding it")
+        sweep_stale(folder)  # what a killed builder left
         latents = encode_values(encoder, values, device, batch_size, num_workers, desc=f"encoding {label}",
                                 tokens=tokens)
         write_cache(folder, latents, spec, tokens)

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import pydantic
 
-from .atomic import atomic_dir, locked, write_text
+from .atomic import atomic_dir, locked, sweep_stale, write_text
 from .interfaces import Options
 from .plugin_manager import registry
 
@@ -78,6 +78,7 @@ def build_dataset(name: str, options: dict | None, cache_root: Path, where: str 
         if not force and (found := _finished(out)):  # another process built it while we waited
             print(f"dataset '{name}': using the build in {out}")
             return found
+        sweep_stale(out)  # what a killed builder left
         print(f"dataset '{name}': building into {out}")
         builder = reg.create(name, options, where)
         with atomic_dir(out) as tmp:

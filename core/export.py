@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .atomic import atomic_dir, write_text
+from .atomic import atomic_dir, locked, sweep_stale, write_text
 from .errors import ModelFileError, PluginError, RecipeError, StorageError
 from .model import AlignedModel, build_model
 from .plan import Spec, resolve_spec
@@ -38,27 +38,35 @@ def export_model(model: AlignedModel, out_dir: str | Path, card: dict | None = N
     ``force`` given; the old export is removed only once the new one is complete."""
     out = Path(out_dir)
     check_export_target(out, force)
-    with atomic_dir(out) as tmp:
-        towers = {}
-        for m in model.modalities:
-            enc, head = model.encoders[m], model.heads[m]
-            enc_options = enc.save(tmp / m / "encoder")
-            save_state_dict(head, tmp / m / "head.safetensors")
-            enc_spec = model.specs[m]["encoder"]
-            towers[m] = {
-                "encoder": {"name": enc_spec.name, "package": enc_spec.package, "options": enc_options,
-                            "info": dataclasses.asdict(enc.info)},
-                "head": {**model.specs[m]["head"].as_dict(), "in_dim": enc.info.dim},
-            }
-        if model.fusion is not None:
-            save_state_dict(model.fusion, tmp / "fusion.safetensors")
-        config = {"format": FORMAT, "format_version": FORMAT_VERSION, "fuse_version": installed_version(),
-                  "embed_dim": model.embed_dim, "modalities": towers,
-                  "fusion": model.fusion_spec.as_dict() if model.fusion_spec else None,
-                  "pairs": [list(p) for p in pairs or []], "card": card or {}}
-        write_text(tmp / "README.md", model_card(config))
-        write_text(tmp / CONFIG, json.dumps(config, indent=2, default=str))  # last: its presence marks a whole export
+    with locked(out):  # one exporter at a time, so temp folders that a killed one left can go
+        sweep_stale(out)
+        check_export_target(out, force)  # again, now that no other exporter is busy
+        with atomic_dir(out) as tmp:
+            _write_export(model, tmp, card, pairs)
     return out
+
+
+def _write_export(model: AlignedModel, tmp: Path, card: dict | None, pairs) -> None:
+    """Every file of an export, into the (temporary) folder ``tmp``."""
+    towers = {}
+    for m in model.modalities:
+        enc, head = model.encoders[m], model.heads[m]
+        enc_options = enc.save(tmp / m / "encoder")
+        save_state_dict(head, tmp / m / "head.safetensors")
+        enc_spec = model.specs[m]["encoder"]
+        towers[m] = {
+            "encoder": {"name": enc_spec.name, "package": enc_spec.package, "options": enc_options,
+                        "info": dataclasses.asdict(enc.info)},
+            "head": {**model.specs[m]["head"].as_dict(), "in_dim": enc.info.dim},
+        }
+    if model.fusion is not None:
+        save_state_dict(model.fusion, tmp / "fusion.safetensors")
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "fuse_version": installed_version(),
+              "embed_dim": model.embed_dim, "modalities": towers,
+              "fusion": model.fusion_spec.as_dict() if model.fusion_spec else None,
+              "pairs": [list(p) for p in pairs or []], "card": card or {}}
+    write_text(tmp / "README.md", model_card(config))
+    write_text(tmp / CONFIG, json.dumps(config, indent=2, default=str))  # last: its presence marks a whole export
 
 
 def is_export(path: Path) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from .atomic import storage_error, write_text
+from .checkpoints import read_checkpoint
 from .errors import StorageError
 from .resume import check_resume_recipe, load_state
 
@@ -45,6 +46,7 @@ def open_run_dir(run_dir: Path, recipe, resume: bool, main: bool) -> dict | None
     check_not_a_file(run_dir)
     if resume:
         state = load_state(ckpt_dir)
+        read_checkpoint(state["weights"])  # its content hash, verified before anything is written
         changes = check_resume_recipe(run_dir, recipe)
         if changes and main:
             print(f"resuming with changed settings: {'; '.join(changes)}")

@@ -7,6 +7,9 @@ import errno
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -252,3 +255,43 @@ def test_interrupt_says_how_to_resume(tmp_path, tiny_text_model, shapes_data, mo
     _, result = _train(tmp_path, tiny_text_model, shapes_data, "train.epochs=2")
     assert result.exit_code == 130
     assert f"continue with fuse train {tmp_path / 'r.yaml'} train.epochs=2 --resume" in result.output
+
+
+# ------------------------------------------------------------------ faults: kill -9
+def _spawn(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "fuse", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _wait_for(cond, proc, timeout=300):
+    t0 = time.time()
+    while not cond():
+        assert proc.poll() is None, "the process ended before the moment to kill it"
+        assert time.time() - t0 < timeout
+        time.sleep(0.02)
+
+
+def test_kill_9_during_training_and_export_loses_nothing(tmp_path, tiny_text_model, shapes_data):
+    r = tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{"train.epochs": 200, "train.log_every": 1})
+    recipe = write_recipe(tmp_path / "r.yaml", r)
+    ckpt = tmp_path / "run" / "checkpoints"
+    proc = _spawn("train", str(recipe))
+    _wait_for(lambda: (ckpt / "state.pt").exists(), proc)
+    time.sleep(0.7)  # somewhere in a later epoch: a step, an eval or a checkpoint write
+    proc.kill()
+    proc.wait()
+    for f in ckpt.glob("*.safetensors"):
+        load_file(str(f))  # every published file is whole
+    _rows(tmp_path / "run")  # metrics.jsonl is still JSON line by line
+    done = torch.load(ckpt / "state.pt", weights_only=True)["epoch"]  # state.pt is whole too
+    result = CliRunner().invoke(cli, ["train", str(recipe), f"train.epochs={done + 1}", "--resume"])
+    assert result.exit_code == 0 and f"resuming after epoch {done}" in result.output, result.output
+    out = tmp_path / "out"
+    proc = _spawn("export", str(tmp_path / "run"), str(out))
+    _wait_for(lambda: list(tmp_path.glob(".out.tmp-*")), proc)
+    proc.kill()
+    proc.wait()
+    assert not out.exists() or (out / "fuse_model.json").exists()  # absent, or complete
+    assert CliRunner().invoke(cli, ["export", str(tmp_path / "run"), str(out), "--force"]).exit_code == 0
+    assert not list(tmp_path.glob(".out.tmp-*"))  # the killed export's temp folder was swept

@@ -7,7 +7,7 @@ import click
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.argument("out_dir", type=click.Path())  # checked by export_run: one line
 @click.option("--checkpoint", default="best", show_default=True,
               help="Which checkpoint of the run: best, or a kept epoch file such as epoch-003 (train.keep_checkpoints).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it holds a previous fuse export (never anything else).")
