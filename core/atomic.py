@@ -45,6 +45,13 @@ def storage_error(exc: OSError, path: str | Path | None = None) -> StorageError:
     return StorageError(f"Cannot write {where}: {exc.strerror or exc} ({fix}).")
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Libraries report a full disk in their own exception types (safetensors: SafetensorError
+    'No space left on device (os error 28)'); recognise them so they become one line too."""
+    text = str(exc)
+    return "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text
+
+
 def umask() -> int:
     """The process umask (read by setting and restoring it)."""
     mask = os.umask(0)
@@ -94,8 +101,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise storage_error(exc, path) from None
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if disk_full(exc):
+            raise storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path) from None
         raise
     fsync_dir(path.parent)
 
@@ -177,8 +186,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise storage_error(exc, path) from None
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full(exc):  # e.g. a plugin's save() writing with its own library
+            raise storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path) from None
         raise
 
 

@@ -295,3 +295,44 @@ def test_kill_9_during_training_and_export_loses_nothing(tmp_path, tiny_text_mod
     assert not out.exists() or (out / "fuse_model.json").exists()  # absent, or complete
     assert CliRunner().invoke(cli, ["export", str(tmp_path / "run"), str(out), "--force"]).exit_code == 0
     assert not list(tmp_path.glob(".out.tmp-*"))  # the killed export's temp folder was swept
+
+
+def test_kill_9_while_encoding_leaves_a_cache_the_next_run_completes(tmp_path, tiny_text_model, shapes_data):
+    r = tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{"train.epochs": 1, "data.encode_batch_size": 2})
+    recipe = write_recipe(tmp_path / "r.yaml", r)
+    latents = tmp_path / "cache" / "latents"
+    proc = _spawn("train", str(recipe))
+    # Killed while a latent folder is locked for building and not all three are published yet
+    # (image train, image val, text: train and val hold the same captions, so one folder).
+    _wait_for(lambda: latents.exists() and list(latents.glob(".*.lock")) and len(list(latents.glob("*/meta.json"))) < 3,
+              proc)
+    proc.kill()
+    proc.wait()
+    result = CliRunner().invoke(cli, ["train", str(recipe)])
+    assert result.exit_code == 0, result.output
+    metas = [json.loads(p.read_text()) for p in latents.glob("*/meta.json")]
+    assert len(metas) == 3 and all(m["format"] == 2 for m in metas)   # all whole
+    assert not [p for p in latents.iterdir() if ".tmp" in p.name]      # what the killed run left is swept
+    again = CliRunner().invoke(cli, ["train", str(recipe), f"output_dir={tmp_path / 'run2'}"])
+    assert again.exit_code == 0 and again.output.count("cached latents from") == 4   # all four read, none rebuilt
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 256 KiB filesystem (tmpfs), where the machine lets us mount one."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root in a VM or container that allows it): "
+                    f"{done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_real_full_disk_during_export_is_one_line_and_leaves_nothing(run, small_fs):
+    out = small_fs / "export"
+    result = CliRunner().invoke(cli, ["export", str(run), str(out)])
+    assert result.exit_code == 2, result.output
+    assert "No space left on device" in one_line(result.output)
+    assert not out.exists() and not [p for p in small_fs.iterdir() if not p.name.endswith(".lock")]
