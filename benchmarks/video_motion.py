@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 from fuse.cache import cached_latents
 from fuse.datasets import build_dataset
 from fuse.manifest import load_pairs
-from fuse.model import build_model
+from fuse.model import model_from_plan
+from fuse.plan import resolve
 from fuse.recipe import load_recipe
 
 MOTIONS = ("grows", "shrinks", "moves-right", "moves-left", "turns-counter-clockwise", "turns-clockwise")
@@ -52,15 +53,16 @@ def scores(model, latents, pairs, emoji, motions) -> dict[str, float]:
 
 def evaluate_run(run: Path) -> tuple[str, dict, dict]:
     recipe = load_recipe(run / "recipe.yaml")
-    specs = {m: s.model_dump() for m, s in recipe.modalities.items()}
-    model = build_model(specs, recipe.embed_dim).eval()
+    plan = resolve(recipe)
+    model = model_from_plan(plan).eval()
     state = load_file(str(run / "checkpoints" / "best.safetensors"))
     model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.heads.")}, strict=False)
     cache = Path(recipe.data.cache_dir)
     val = build_dataset(recipe.data.dataset.name, recipe.data.dataset.options, cache)["val"]
     data = load_pairs(val, ("video", "text"), ("video",))
-    latents = {m: cached_latents(model.encoders[m], specs[m]["encoder"], data.values[m], cache, torch.device("cpu"),
-                                 label=f"{m}/val") for m in ("video", "text")}
+    latents = {m: cached_latents(model.encoders[m], plan.towers[m].encoder.as_dict(), data.values[m], cache,
+                                 torch.device("cpu"), batch_size=recipe.data.encode_batch_size, label=f"{m}/val")
+               for m in ("video", "text")}   # the training run's cache entries
     # the emoji of a clip: its file is clips/<emoji codepoints>-<motion>.mp4
     motions = [next(m for m in MOTIONS if Path(v).stem.endswith("-" + m)) for v in data.values["video"]]
     idents = [Path(v).stem[:-len(m) - 1] for v, m in zip(data.values["video"], motions)]
