@@ -180,13 +180,14 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
                 step_module.commit()
                 seen += sum(rows.shape[0] for rows, _ in batch.values())
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-            grad_norm = precision.step(optimizer, params, recipe.optim.grad_clip)
+            logging = main and ((step + 1) % recipe.train.log_every == 0 or step == 0 or step + 1 == total_steps)
+            grad_norm = precision.step(optimizer, params, recipe.optim.grad_clip, norm=logging)  # a tensor or None
             scheduler.step()
             step += 1
             bar.update(1)
-            if main and (step % recipe.train.log_every == 0 or step == 1 or step == total_steps):
+            if logging:  # the only place a step waits for the device (.item(), float())
                 row = {"kind": "train", "step": step, "epoch": epoch, "loss": loss.item(), "lr": lr,
-                       "grad_norm": grad_norm, "samples_per_s": seen * world / (time.perf_counter() - t0)}
+                       "grad_norm": float(grad_norm), "samples_per_s": seen * world / (time.perf_counter() - t0)}
                 row.update({f"loss/{k}": v.item() for k, v in terms.items()} if len(terms) > 1 else {})
                 for key, obj in objectives.items():
                     row.update({(f"{k}/{key}" if len(plan.pairs) > 1 else k): v for k, v in obj.metrics().items()})
