@@ -115,3 +115,40 @@ def test_topk_matches_a_stable_sort_with_ties():
     for k, tile, chunk in ((1, 3, 7), (5, 7, 4), (10, 20, 45), (60, 6, 8)):
         s, i = topk(q, c, k, chunk_size=chunk, query_tile=tile)
         assert torch.equal(i, want_i[:, :k]) and torch.equal(s, want_s[:, :k])
+
+
+def test_real_valued_scores_match_one_full_matmul_exactly():
+    """Random float embeddings (no exact ties, many near ones): the tiled ranks equal the ranks in
+    one full similarity matrix, sorted stably, at every tiling."""
+    from fuse.eval.rank import ranks_of_best_positive
+
+    g = torch.Generator().manual_seed(5)
+    c = torch.nn.functional.normalize(torch.randn(1500, 16, generator=g), dim=-1)
+    q = torch.nn.functional.normalize(c[:500] + 3.0 * torch.randn(500, 16, generator=g), dim=-1)
+    pos = torch.cat([torch.arange(500).repeat(2, 1).T,
+                     torch.stack([torch.arange(500), torch.randint(0, 1500, (500,), generator=g)], 1)])
+    full = q @ c.T
+    order = full.sort(dim=1, descending=True, stable=True).indices
+    is_pos = torch.zeros(500, 1500, dtype=torch.bool)
+    is_pos[pos[:, 0], pos[:, 1]] = True
+    want = is_pos.gather(1, order).float().argmax(1) + 1
+    for query_tile, chunk in ((64, 256), (500, 1500), (37, 1000)):
+        assert torch.equal(ranks_of_best_positive(q, c, pos, chunk_size=chunk, query_tile=query_tile), want)
+
+
+def test_rows_whose_estimate_rounds_differently_are_recounted_exactly(monkeypatch):
+    """If the first estimate of the best positive differs from the tiles' scores (here: plain dot
+    products, which round differently from a matmul most of the time), the pass repairs those rows."""
+    import fuse.eval.rank as rank
+
+    monkeypatch.setattr(rank, "_positive_scores", lambda q, c, qi, ci: (q[qi] * c[ci]).sum(-1))
+    g = torch.Generator().manual_seed(6)
+    c = torch.nn.functional.normalize(torch.randn(800, 64, generator=g), dim=-1)
+    q = torch.nn.functional.normalize(c[:300] + 2.0 * torch.randn(300, 64, generator=g), dim=-1)
+    pos = torch.cat([torch.arange(300).repeat(2, 1).T,
+                     torch.stack([torch.arange(300), torch.randint(0, 800, (300,), generator=g)], 1)])
+    order = (q @ c.T).sort(dim=1, descending=True, stable=True).indices
+    is_pos = torch.zeros(300, 800, dtype=torch.bool)
+    is_pos[pos[:, 0], pos[:, 1]] = True
+    want = is_pos.gather(1, order).float().argmax(1) + 1
+    assert torch.equal(rank.ranks_of_best_positive(q, c, pos, chunk_size=128, query_tile=100), want)
