@@ -27,11 +27,12 @@ from fuse.eval.rank import CHUNK, QUERY_TILE, ranks_of_best_positive  # noqa: E4
 
 
 def data(nq, nc, dim, device):
-    """Candidates, noisy copies of the first nq as queries, and each query's positive i <-> i."""
+    """Candidates, noisy copies of candidate i % nc as query i, and each query's positive i <-> i % nc."""
     g = torch.Generator().manual_seed(0)
     c = torch.nn.functional.normalize(torch.randn(nc, dim, generator=g), dim=-1).to(device)
-    q = torch.nn.functional.normalize(c[:nq] + 0.5 * torch.randn(nq, dim, generator=g).to(device), dim=-1)
-    return q, c, torch.arange(nq, device=device).repeat(2, 1).T.contiguous()
+    of = torch.arange(nq, device=device) % nc
+    q = torch.nn.functional.normalize(c[of] + 0.5 * torch.randn(nq, dim, generator=g).to(device), dim=-1)
+    return q, c, torch.stack([torch.arange(nq, device=device), of], 1)
 
 
 def plain_matmul(q, c, query_tile=QUERY_TILE, chunk=CHUNK):

@@ -91,8 +91,13 @@ class TimmEncoder(fuse.Encoder):
             return self.model, pixels
         version = tuple(t._version for t in self.model.state_dict().values()) + (pixels.device,)
         if self._fast is None or self._fast[0] != version:  # weights changed (or first use): rebuild
-            self._fast = (version, fold_batchnorm(self.model).to(device=pixels.device,
-                                                                  memory_format=torch.channels_last))
+            fast = fold_batchnorm(self.model)
+            probe = pixels[:2]
+            with torch.inference_mode():  # folding assumes conv -> BN in registration order: verify it
+                ref, got = self.model(probe), fast(probe)
+            if not torch.allclose(got, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max())):
+                fast = copy.deepcopy(self.model).eval()  # an architecture the fold misreads: channels_last only
+            self._fast = (version, fast.to(device=pixels.device, memory_format=torch.channels_last))
         return self._fast[1], pixels.contiguous(memory_format=torch.channels_last)
 
     def _is_conv_net(self) -> bool:
