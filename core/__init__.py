@@ -26,6 +26,7 @@ from .losses import LogitScale, info_nce
 from .paths import resolve_path
 from .plugin_manager import register_plugin, unregister_plugin
 from .weights import load_state_dict, save_state_dict
+from . import train as _loop  # noqa: E402  (before `def train` below, which must win the name `fuse.train`)
 
 __version__ = "0.1.0"
 
@@ -41,9 +42,8 @@ def train(recipe, overrides=(), resume: bool = False):
     """Run a recipe file (with ``key.sub=value`` overrides) end to end, as `fuse train` does;
     returns the run directory."""
     from .recipe import load_recipe
-    from .train import train as run
 
-    return run(load_recipe(recipe, list(overrides)), recipe_path=str(recipe), resume=resume)
+    return _loop.train(load_recipe(recipe, list(overrides)), recipe_path=str(recipe), resume=resume)
 
 
 def create(kind: str, name: str, options: dict | None = None, where: str = "", **context):

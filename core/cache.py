@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
+from .atomic import atomic_dir, locked, sweep_stale, save_tensors, write_text
+from .errors import DataError
 from .inputs import input_kind, read_value
-from .errors import ModelFileError
 from .latents import Tokens
 
 SHARD_ROWS = 65536
+CACHE_FORMAT = 2  # 2: each shard's size, shape, content hash and finiteness in meta.json
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -60,8 +60,9 @@ def cache_key(encoder, spec: dict, values: list[str], weights: str | None = None
         "tokens": tokens,
         "weights": weights or weights_fingerprint(encoder),
         "preprocessing": encoder.preprocessing_signature(),
-        "autocast": str(encode_autocast(device)),
         "values": values_fingerprint(encoder.info.input, values),
+        # only when encoding autocasts (CUDA bf16): fp32 keys stay what they were
+        **({"autocast": str(dtype)} if (dtype := encode_autocast(device)) is not None else {}),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -113,42 +114,87 @@ def encode_values(encoder, values: list, device: torch.device, batch_size: int =
     return torch.cat(out) if out else torch.empty(0, encoder.info.dim)
 
 
+def _tensor_sha(tensors: dict[str, torch.Tensor]) -> str:
+    from .checkpoints import tensors_hash
+
+    return tensors_hash(tensors)
+
+
+def write_cache(folder: Path, latents, spec: dict, tokens: bool) -> None:
+    """Shards + meta.json under a unique temp folder, published by rename. Each shard's entry records
+    its size, shape, content hash and whether every value is finite (so reading never has to scan)."""
+    with atomic_dir(folder) as tmp:
+        rows, shards = len(latents), []
+        for i in range(0, max(rows, 1), SHARD_ROWS):
+            name = f"shard-{i // SHARD_ROWS:05d}.safetensors"
+            part = latents[i:i + SHARD_ROWS]
+            tensors = {"latents": part.values, "mask": part.mask} if tokens else {"latents": part}
+            tensors = {k: v.contiguous() for k, v in tensors.items()}
+            save_tensors(tensors, tmp / name)
+            values = tensors["latents"]
+            shards.append({"name": name, "bytes": (tmp / name).stat().st_size, "shape": list(values.shape),
+                           "sha256": _tensor_sha(tensors), "finite": bool(torch.isfinite(values).all())})
+        write_text(tmp / "meta.json", json.dumps({"format": CACHE_FORMAT, "rows": rows, "tokens": tokens,
+                                                  "encoder": spec, "shards": shards}, indent=2, default=str))
+
+
+def read_cache(folder: Path, rows: int, tokens: bool):
+    """The cached latents, or the reason the folder cannot be used (truncated, mismatched, corrupt)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"meta.json is unreadable ({exc})"
+    if meta.get("format") != CACHE_FORMAT:
+        return None, "it was written by an older fuse"
+    if meta.get("rows") != rows:
+        return None, f"it holds {meta.get('rows')} rows for {rows} values"
+    parts = []
+    for entry in meta["shards"]:
+        file = folder / entry["name"]
+        size = file.stat().st_size if file.exists() else None
+        if size is None:
+            return None, f"{entry['name']} is missing"
+        if size != entry["bytes"]:
+            return None, f"{entry['name']} is {size} bytes, not {entry['bytes']} (truncated)"
+        try:
+            tensors = load_file(str(file))
+        except Exception as exc:
+            return None, f"{entry['name']} is unreadable ({str(exc).splitlines()[0]})"
+        if list(tensors["latents"].shape) != entry["shape"] or _tensor_sha(tensors) != entry["sha256"]:
+            return None, f"{entry['name']} does not match its recorded shape and hash"
+        if not entry["finite"]:
+            raise DataError(f"Latent cache {folder}: {entry['name']} holds NaN/Inf latents (the frozen encoder gave "
+                            "non-finite outputs for some inputs); check the data and the encoder's precision.")
+        parts.append(tensors)
+    latents = (Tokens.cat([Tokens(t["latents"], t["mask"]) for t in parts]) if tokens
+               else torch.cat([t["latents"] for t in parts]))
+    return latents, None
+
+
 def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, device: torch.device,
                    batch_size: int = 64, num_workers: int = 0, label: str = "", tokens: bool = False):
-    """Latents for ``values`` (pooled, or Tokens), read from the cache or encoded once and written there."""
+    """Latents for ``values`` (pooled, or Tokens), read from the cache or encoded once and written there.
+
+    Building holds a lock on the folder (another process waits, then reads the result); a folder
+    that is truncated or does not match its metadata is rebuilt, with a message."""
     key = cache_key(encoder, spec, values, tokens=tokens, device=device)
     folder = Path(cache_dir) / "latents" / f"{encoder.info.modality}-{'tokens-' if tokens else ''}{key}"
-    meta_file = folder / "meta.json"
-    if meta_file.exists():
-        try:
-            meta = json.loads(meta_file.read_text())
-            shards = [load_file(str(folder / s)) for s in meta["shards"]]
-            latents = (Tokens.cat([Tokens(s["latents"], s["mask"]) for s in shards]) if tokens
-                       else torch.cat([s["latents"] for s in shards]))
-        except Exception as exc:
-            raise ModelFileError(f"Latent cache {folder} is corrupt ({exc}). Delete that folder and run again.") from None
-        if len(latents) != len(values):
-            raise ModelFileError(f"Latent cache {folder} has {len(latents)} rows for {len(values)} values. "
-                                 "Delete that folder and run again.")
-        print(f"{label}: read {len(latents)} cached latents from {folder}")
-        return latents
-    latents = encode_values(encoder, values, device, batch_size, num_workers, desc=f"encoding {label}", tokens=tokens)
-    rows = len(latents)
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shards = []
-    for i in range(0, max(rows, 1), SHARD_ROWS):
-        name = f"shard-{i // SHARD_ROWS:05d}.safetensors"
-        part = latents[i:i + SHARD_ROWS]
-        tensors = {"latents": part.values, "mask": part.mask} if tokens else {"latents": part}
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / name))
-        shards.append(name)
-    (tmp / "meta.json").write_text(json.dumps({"rows": rows, "tokens": tokens,
-                                               "encoder": spec, "shards": shards}, indent=2, default=str))
-    if folder.exists():  # another process finished first: keep theirs
-        shutil.rmtree(tmp)
-    else:
-        tmp.rename(folder)
-    print(f"{label}: cached {rows} latents in {folder}")
+    if (folder / "meta.json").exists():
+        latents, problem = read_cache(folder, len(values), tokens)
+        if problem is None:
+            print(f"{label}: read {len(latents)} cached latents from {folder}")
+            return latents
+    with locked(folder, lambda: print(f"{label}: waiting for another process encoding into {folder}")):
+        problem = None
+        if (folder / "meta.json").exists():  # built by another process while we waited, or damaged
+            latents, problem = read_cache(folder, len(values), tokens)
+            if problem is None:
+                print(f"{label}: read {len(latents)} cached latents from {folder}")
+                return latents
+            print(f"{label}: latent cache {folder} is damaged ({problem}); rebuilding it")
+        sweep_stale(folder)  # what a killed builder left
+        latents = encode_values(encoder, values, device, batch_size, num_workers, desc=f"encoding {label}",
+                                tokens=tokens)
+        write_cache(folder, latents, spec, tokens)
+    print(f"{label}: cached {len(latents)} latents in {folder}")
     return latents

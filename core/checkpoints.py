@@ -1,14 +1,33 @@
-"""Per-epoch checkpoints of a run: trainable weights as safetensors, the best one, retention."""
+"""Per-epoch checkpoints of a run: trainable weights as safetensors, the best one, retention.
+
+Every checkpoint is written atomically and records a content hash of its tensors in the
+safetensors metadata (``fuse_sha256``); resume and export verify it, so a corrupted file is
+named instead of silently loaded.
+"""
 
 from __future__ import annotations
 
-import shutil
+import hashlib
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+import torch
 from torch import nn
 
+from .atomic import copy_file, save_tensors
 from .errors import ModelFileError
+
+HASH_KEY = "fuse_sha256"
+
+
+def tensors_hash(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of the tensors, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _frozen_prefixes(step_module: nn.Module) -> tuple[str, ...]:
@@ -16,16 +35,33 @@ def _frozen_prefixes(step_module: nn.Module) -> tuple[str, ...]:
 
 
 def save_weights(step_module: nn.Module, path: Path) -> None:
-    """Trainable weights only (heads, objectives, unfrozen encoders), as safetensors."""
+    """Trainable weights only (heads, objectives, unfrozen encoders), as safetensors with their hash."""
     frozen = _frozen_prefixes(step_module)
     state = {k: v.detach().cpu().contiguous() for k, v in step_module.state_dict().items()
              if not k.startswith(frozen)}
-    save_file(state, str(path))
+    save_tensors(state, path, metadata={HASH_KEY: tensors_hash(state)})
+
+
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors, its content hash verified (files without one, from older fuse, are read as they are)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            expected = (f.metadata() or {}).get(HASH_KEY)
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise ModelFileError(f"Checkpoint {path} is unreadable ({str(exc).splitlines()[0]}); it is truncated or "
+                             "corrupt. Use another one (export --checkpoint epoch-NNN) or retrain.") from None
+    if expected is not None and tensors_hash(state) != expected:
+        raise ModelFileError(f"Checkpoint {path} does not match its recorded content hash: the file is corrupt. "
+                             "Use another one (export --checkpoint epoch-NNN) or retrain.")
+    return state
 
 
 def load_weights(step_module: nn.Module, path: Path) -> None:
-    """Trainable weights saved by ``save_weights``; a file from another recipe is an error."""
-    result = step_module.load_state_dict(load_file(str(path)), strict=False)
+    """Trainable weights saved by ``save_weights`` (hash verified); a file from another recipe is an error."""
+    result = step_module.load_state_dict(read_checkpoint(path), strict=False)
     frozen = _frozen_prefixes(step_module)
     missing = [k for k in result.missing_keys if not k.startswith(frozen)]
     if result.unexpected_keys or missing:
@@ -39,8 +75,8 @@ def epoch_file(ckpt_dir: Path, epoch: int) -> Path:
 
 
 def keep_best(ckpt_dir: Path, epoch: int) -> None:
-    """The epoch's weights become best.safetensors (what export and the final eval use)."""
-    shutil.copyfile(epoch_file(ckpt_dir, epoch), ckpt_dir / "best.safetensors")
+    """The epoch's weights become best.safetensors (what export and the final eval use), atomically."""
+    copy_file(epoch_file(ckpt_dir, epoch), ckpt_dir / "best.safetensors")
 
 
 def prune_checkpoints(ckpt_dir: Path, keep: int | None) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
 import pydantic
 
+from .atomic import atomic_dir, locked, sweep_stale, write_text
 from .interfaces import Options
 from .plugin_manager import registry
 
@@ -53,29 +53,37 @@ def dataset_dir(name: str, options: pydantic.BaseModel, cache_root: Path, versio
     return Path(cache_root) / "datasets" / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
+def _finished(out: Path) -> dict[str, Path] | None:
+    """A complete build's split -> manifest, or None."""
+    try:
+        splits = json.loads((out / DONE_FILE).read_text())["splits"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return {k: out / p for k, p in splits.items()} if all((out / p).exists() for p in splits.values()) else None
+
+
 def build_dataset(name: str, options: dict | None, cache_root: Path, where: str = "data.dataset",
                   force: bool = False) -> dict[str, Path]:
-    """Build (or reuse) a registered dataset; returns split -> manifest path."""
+    """Build (or reuse) a registered dataset; returns split -> manifest path.
+
+    The build holds a lock on its folder (a second process waits, then reads the result), writes
+    into a unique temp folder and publishes it by rename, with fuse_dataset.json written last."""
     reg = registry("dataset")
     parsed = reg.parse_options(name, options, where)
     out = dataset_dir(name, parsed, cache_root, getattr(reg.get(name).cls, "version", 0))
-    done = out / DONE_FILE
-    if done.exists() and not force:
-        splits = json.loads(done.read_text())["splits"]
-        if all((out / p).exists() for p in splits.values()):
+    if not force and (found := _finished(out)):
+        print(f"dataset '{name}': using the build in {out}")
+        return found
+    with locked(out, lambda: print(f"dataset '{name}': waiting for another process building {out}")):
+        if not force and (found := _finished(out)):  # another process built it while we waited
             print(f"dataset '{name}': using the build in {out}")
-            return {k: out / p for k, p in splits.items()}
-    if out.exists():
-        shutil.rmtree(out)
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    print(f"dataset '{name}': building into {out}")
-    builder = reg.create(name, options, where)
-    splits = builder.build(tmp)
-    rel = {k: str(Path(p).relative_to(tmp)) for k, p in splits.items()}
-    (tmp / DONE_FILE).write_text(json.dumps({"name": name, "options": parsed.model_dump(mode="json"),
-                                             "splits": rel}, indent=2))
-    tmp.rename(out)
+            return found
+        sweep_stale(out)  # what a killed builder left
+        print(f"dataset '{name}': building into {out}")
+        builder = reg.create(name, options, where)
+        with atomic_dir(out) as tmp:
+            splits = builder.build(tmp)
+            rel = {k: str(Path(p).relative_to(tmp)) for k, p in splits.items()}
+            write_text(tmp / DONE_FILE, json.dumps({"name": name, "options": parsed.model_dump(mode="json"),
+                                                    "splits": rel}, indent=2))
     return {k: out / p for k, p in rel.items()}

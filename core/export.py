@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from .errors import ModelFileError, PluginError, RecipeError
+from .atomic import atomic_dir, locked, sweep_stale, write_text
+from .errors import ModelFileError, PluginError, RecipeError, StorageError
 from .model import AlignedModel, build_model
 from .plan import Spec, resolve_spec
 from .plugin_manager import installed_version, registry
@@ -32,12 +32,22 @@ CONFIG = "fuse_model.json"
 
 
 def export_model(model: AlignedModel, out_dir: str | Path, card: dict | None = None,
-                 pairs: list[tuple[str, str]] | None = None) -> Path:
-    """Write ``model`` (every tower) to ``out_dir`` (replacing it)."""
+                 pairs: list[tuple[str, str]] | None = None, force: bool = False) -> Path:
+    """Write ``model`` (every tower) to ``out_dir``, atomically: built in a unique folder beside it,
+    fsynced, then renamed. An existing non-empty ``out_dir`` must be a previous fuse export and
+    ``force`` given; the old export is removed only once the new one is complete."""
     out = Path(out_dir)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    check_export_target(out, force)
+    with locked(out):  # one exporter at a time, so temp folders that a killed one left can go
+        sweep_stale(out)
+        check_export_target(out, force)  # again, now that no other exporter is busy
+        with atomic_dir(out) as tmp:
+            _write_export(model, tmp, card, pairs)
+    return out
+
+
+def _write_export(model: AlignedModel, tmp: Path, card: dict | None, pairs) -> None:
+    """Every file of an export, into the (temporary) folder ``tmp``."""
     towers = {}
     for m in model.modalities:
         enc, head = model.encoders[m], model.heads[m]
@@ -55,11 +65,44 @@ def export_model(model: AlignedModel, out_dir: str | Path, card: dict | None = N
               "embed_dim": model.embed_dim, "modalities": towers,
               "fusion": model.fusion_spec.as_dict() if model.fusion_spec else None,
               "pairs": [list(p) for p in pairs or []], "card": card or {}}
-    (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str))
-    (tmp / "README.md").write_text(model_card(config))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
+    write_text(tmp / "README.md", model_card(config))
+    write_text(tmp / CONFIG, json.dumps(config, indent=2, default=str))  # last: its presence marks a whole export
+
+
+def is_export(path: Path) -> bool:
+    """Whether ``path`` holds a fuse export and nothing else (so replacing it loses nothing)."""
+    try:
+        config = json.loads((path / CONFIG).read_text())
+        if config.get("format") != FORMAT:
+            return False
+        known = {CONFIG, "README.md", "fusion.safetensors", *config.get("modalities", {})}
+        return all(p.name in known for p in path.iterdir())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_export_target(out: Path, force: bool, run_dir: Path | None = None) -> None:
+    """Refuse any OUT whose replacement could lose something: a file, a non-empty folder that is not
+    a previous export (even with --force), an export without --force, the run dir or a folder in it."""
+    if run_dir is not None:
+        run, target = run_dir.resolve(), out.resolve()
+        if target == run or run in target.parents:
+            raise StorageError(f"Will not export into the run dir {run_dir}: it would overwrite its checkpoints. "
+                               "Choose a folder outside it (the run already has its own export/).")
+        if target in run.parents:
+            raise StorageError(f"Will not export to {out}: it contains the run dir {run_dir}. Choose a new folder.")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise StorageError(f"{out} exists and is not a folder; choose a new folder for the export.")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not is_export(out):
+        names = sorted(p.name for p in out.iterdir())
+        raise StorageError(f"{out} is not empty ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}) and is "
+                           "not a fuse export, so fuse will not replace it, even with --force. Choose a new or empty "
+                           "folder.")
+    if not force:
+        raise StorageError(f"{out} already holds a fuse export; pass --force to replace it (the old one is removed "
+                           "only once the new one is complete).")
 
 
 def resolve_relative(options, base: Path):
@@ -157,13 +200,17 @@ def model_card(config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best") -> Path:
-    """Rebuild a run's model from its recipe.yaml, load a checkpoint's trainable weights, export."""
+def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best", force: bool = False) -> Path:
+    """Rebuild a run's model from its recipe.yaml, load a checkpoint's trainable weights (its content
+    hash verified), export. Nothing is written until every check has passed."""
     from .model import model_from_plan
     from .plan import resolve
     from .recipe import load_recipe
 
+    from .checkpoints import read_checkpoint
+
     run_dir = Path(run_dir)
+    check_export_target(Path(out_dir), force, run_dir)
     recipe_file = run_dir / "recipe.yaml"
     if not recipe_file.exists():
         raise ModelFileError(f"{run_dir} is not a fuse run dir: no recipe.yaml.")
@@ -173,10 +220,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best
         raise ModelFileError(f"Checkpoint {ckpt} not found; available: {', '.join(found) or 'none'}.")
     plan = resolve(load_recipe(recipe_file, check_plugins=False), str(recipe_file))
     model = model_from_plan(plan)
-    try:
-        state = load_file(str(ckpt))
-    except Exception as exc:
-        raise ModelFileError(f"Could not read checkpoint {ckpt}: {exc}") from None
+    state = read_checkpoint(ckpt)
     own = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(own, strict=False)
     missing_heads = [k for k in missing if k.startswith(("heads.", "fusion."))]
@@ -184,4 +228,4 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best
         raise ModelFileError(f"{ckpt} does not fit the run's recipe: missing {missing_heads[:5]}, "
                              f"unexpected {unexpected[:5]}.")
     return export_model(model, out_dir, card={"recipe": str(recipe_file), "checkpoint": ckpt.name},
-                        pairs=[p.modalities for p in plan.pairs])
+                        pairs=[p.modalities for p in plan.pairs], force=force)

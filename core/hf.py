@@ -15,6 +15,14 @@ def hf_source(model: str) -> str:
 
 def load_hf(auto_cls, source: str, revision: str | None = None, **kwargs):
     """auto_cls.from_pretrained with one clear error when the hub is unreachable or files are bad."""
+    local = Path(source)
+    if local.is_dir() and not list(local.glob("*.safetensors")) and \
+            [p.name for p in local.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]:
+        raise ModelFileError(
+            f"{local} holds only pickle weights ({', '.join(p.name for p in local.glob('*.bin'))or 'a .pt file'}), "
+            "which fuse never loads (a pickle can run code). Convert it once, where you trust the file: "
+            f"python -c \"from transformers import AutoModel; AutoModel.from_pretrained('{local}')"
+            f".save_pretrained('{local}', safe_serialization=True)\"")
     try:
         return auto_cls.from_pretrained(source, revision=revision, **kwargs)
     except OSError as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
+from .errors import DataError, decode_utf8
 
 
 @dataclass
@@ -69,7 +69,7 @@ def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: t
     pairs: set[tuple[int, int]] = set()
     n_records = lacking = 0
     seen_fields: dict[str, None] = {}
-    for line_no, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(decode_utf8(raw, path, DataError).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{line_no}"

@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+
+from .atomic import write_text
+
+
+def finite_json(value):
+    """``value`` with NaN and Inf floats as null, so every line stays valid JSON (json.dumps would write NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
 
 
 class MetricsLog:
@@ -17,17 +31,23 @@ class MetricsLog:
         kept = []
         if keep_until_step is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        write_text(self.path, "".join(json.dumps(finite_json(r), allow_nan=False) + "\n" for r in kept))  # atomic rewrite
 
     def write(self, record: dict) -> None:
         """Append one row (a logged step or an evaluation)."""
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(finite_json(record), allow_nan=False) + "\n")
 
 
 def read_metrics(path: Path) -> list[dict]:
     """Every row of a metrics.jsonl, in order."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass  # a line cut short by a kill during the append: the rows before it stand
+    return rows
 
 
 def plot_metrics(jsonl: Path, png: Path) -> Path:
@@ -47,7 +67,7 @@ def plot_metrics(jsonl: Path, png: Path) -> Path:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (title, keys, data) in zip(axes, panels):
         for k in keys:
-            pts = [(r["step"], r[k]) for r in data if k in r]
+            pts = [(r["step"], r[k]) for r in data if r.get(k) is not None]
             if pts:
                 ax.plot(*zip(*pts), marker="o" if data is val else None, ms=3, label=k)
         ax.set_title(title)

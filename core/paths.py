@@ -24,7 +24,11 @@ def resolve_path(value: str, base: Path | None = None, must_exist: bool = True) 
     """Turn a recipe/config location into an absolute Path (``base`` anchors './' paths)."""
     if value.startswith(PKG_PREFIX):
         package, _, sub = value[len(PKG_PREFIX):].partition("/")
-        spec = importlib.util.find_spec(package)
+        if not package.isidentifier():  # 'a.b' would import package a (running its code) to find b
+            raise ModelFileError(f"'{value}': pkg: names a top-level Python package (pkg:<package>/<path inside it>), "
+                                 f"and '{package}' is not one; write pkg:{package.split('.')[0]}/"
+                                 f"{'/'.join(package.split('.')[1:] + ([sub] if sub else []))} for a folder inside it.")
+        spec = importlib.util.find_spec(package)  # a top-level name: finds the package without importing it
         if spec is None or not spec.submodule_search_locations:
             raise ModelFileError(
                 f"'{value}' names the Python package '{package}', which is not installed. "

@@ -212,9 +212,31 @@ def resolve(recipe: Recipe, file: str = "recipe") -> Plan:
         elif not recipe.data.given:
             problems.append(f"eval.pairs.{i}: extra pairs are evaluated on data's val split; give data.dataset or "
                             "data.train/data.val")
+    _check_best_metric(recipe, [p.modalities for p in pairs] + [tuple(p) for p in recipe.eval.pairs], problems)
     if problems:
         raise RecipeError(f"{file}: " + "; ".join(problems))
     return Plan(recipe, towers, fusion, objectives, pairs, extras, [tuple(p) for p in recipe.eval.pairs], base_path)
+
+
+def val_metric_names(pairs: list[tuple[str, str]], ks) -> list[str]:
+    """Every key validation can report for these pairs and ranks (what train.best_metric may name)."""
+    names = [f"mean/R@{k}" for k in ks]
+    for a, b in pairs:
+        names += [f"{a}-{b}/mean/R@{k}" for k in ks]
+        for x, y in ((a, b), (b, a)):
+            names += [f"{x}_to_{y}/R@{k}" for k in ks] + [f"{x}_to_{y}/mean_rank", f"{x}_to_{y}/median_rank"]
+    return names
+
+
+def _check_best_metric(recipe: Recipe, pairs: list[tuple[str, str]], problems: list[str]) -> None:
+    """train.best_metric must be a key validation reports, checked now rather than after an epoch."""
+    if not pairs:
+        return
+    names = val_metric_names(pairs, recipe.eval.ks)
+    if recipe.train.best_metric not in names:
+        shown = [n for n in names if "/R@" in n][:8]
+        problems.append(f"train.best_metric: '{recipe.train.best_metric}' is not a validation metric of this recipe; "
+                        f"use one of {', '.join(shown)}, ... (K from eval.ks {list(recipe.eval.ks)})")
 
 
 def _check_input_kinds(towers: dict[str, Tower], problems: list[str]) -> None:

@@ -29,19 +29,31 @@ _HOOK_OF_KIND = {
 
 _pm: pluggy.PluginManager | None = None
 _registries: dict[str, Registry] | None = None
+_packages: dict[int, str] = {}   # id(plugin module) -> "distribution version"
 
 
 def plugin_manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager, with entry points of group `fuse` loaded once."""
+    """The process-wide plugin manager, with entry points of group `fuse` loaded once.
+
+    Entry points come from ``importlib.metadata.entry_points``, which sees each distribution once
+    (the first on sys.path): a second, stale copy of a package cannot register old module names.
+    """
     global _pm
     if _pm is None:
         pm = pluggy.PluginManager("fuse")
         pm.add_hookspecs(hookspecs)
-        try:
-            pm.load_setuptools_entrypoints("fuse")
-        except Exception as exc:  # a broken third-party plugin must not hide which one it is
-            raise PluginError(f"Loading fuse plugins failed: {exc!r}. Run `pip list` and reinstall "
-                              "or uninstall the plugin named in the error.") from exc
+        for ep in importlib.metadata.entry_points(group="fuse"):
+            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not hide which one it is
+                package = f"{ep.dist.name} {ep.dist.version}" if ep.dist else ep.value
+                raise PluginError(f"Loading fuse plugin '{ep.name}' ({ep.value}) from {package} failed: {exc!r}. "
+                                  "Reinstall or uninstall that package (pip list shows it).") from exc
+            pm.register(plugin, name=ep.name)
+            if ep.dist is not None:
+                _packages[id(plugin)] = f"{ep.dist.name} {ep.dist.version}"
         _pm = pm
     return _pm
 
@@ -65,10 +77,8 @@ def unregister_plugin(module) -> None:
 
 
 def _package_of(pm: pluggy.PluginManager) -> dict[int, str]:
-    names = {}
-    for plugin, dist in pm.list_plugin_distinfo():
-        names[id(plugin)] = f"{dist.project_name} {dist.version}"
-    return names
+    """id(plugin) -> the distribution that provided it (in-process plugins have none)."""
+    return dict(_packages)
 
 
 def registries() -> dict[str, Registry]:

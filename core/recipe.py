@@ -13,7 +13,7 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
-from .errors import RecipeError
+from .errors import RecipeError, decode_utf8
 from .interfaces import Options as Strict
 from .validation import format_validation_error
 
@@ -104,10 +104,17 @@ class OptimSpec(Strict):
     """AdamW settings."""
     lr: float = pydantic.Field(1e-3, gt=0)
     weight_decay: float = pydantic.Field(0.1, ge=0)
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.98)   # each in [0, 1)
+    eps: float = pydantic.Field(1e-6, gt=0)
     encoder_lr: float | None = None  # learning rate for unfrozen encoders (default: lr / 10)
     grad_clip: float | None = pydantic.Field(None, gt=0)
+
+    @pydantic.field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v):
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError(f"each beta must be in [0, 1), e.g. [0.9, 0.98]; got {list(v)}")
+        return v
 
 
 class ScheduleSpec(Strict):
@@ -133,6 +140,10 @@ class TrainSpec(Strict):
     # Recent epoch checkpoints kept besides best.safetensors and state.pt; null keeps them all.
     # One per epoch of a long run fills a disk (open_clip's --delete-previous-checkpoint).
     keep_checkpoints: int | None = pydantic.Field(1, ge=1)
+    # A NaN/Inf loss or gradient: stop (roll back to the last good checkpoint, say why), or
+    # skip_step (drop that step's update, count it in metrics.jsonl; one host sync per step).
+    on_nonfinite: Literal["stop", "skip_step"] = "stop"
+    export_on_failure: bool = True  # on stop, export the best good checkpoint to <output_dir>/export
 
 
 class EvalSpec(Strict):
@@ -142,6 +153,13 @@ class EvalSpec(Strict):
     # Pairs evaluated besides the trained ones, on data's val split (e.g. [[audio, image]] when
     # only audio-text and image-text are trained: retrieval between towers never paired).
     pairs: list[Pair] = []
+
+    @pydantic.field_validator("ks")
+    @classmethod
+    def _ks_positive(cls, v):
+        if not v or any(k < 1 for k in v) or len(set(v)) != len(v):
+            raise ValueError(f"give distinct positive ranks, e.g. [1, 5, 10]; got {list(v)}")
+        return v
 
 
 class Recipe(Strict):
@@ -220,7 +238,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check_plugins: bool
     if not path.exists():
         raise RecipeError(f"Recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(decode_utf8(path.read_bytes(), path, RecipeError)) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

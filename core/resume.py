@@ -11,14 +11,51 @@ Loaded with ``weights_only=True``: a state file can hold tensors and numbers, ne
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
+import yaml
 
-from .errors import ModelFileError
+from .atomic import atomic_path
+from .errors import ModelFileError, RecipeError
 
 STATE_FILE = "state.pt"
+
+# Recipe fields a resumed run may change: how long it runs and how it reports, never what it
+# trains or on what (anything else changes the model or the data, so the checkpoint would not fit).
+HARMLESS = ("name", "device", "output_dir", "train.epochs", "train.max_steps", "train.eval_every", "train.log_every",
+            "train.keep_checkpoints", "train.on_nonfinite", "train.export_on_failure", "data.num_workers",
+            "data.encode_batch_size", "eval.chunk_size")
+
+
+def _flatten(d, prefix: str = "") -> dict[str, object]:
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: d}
+
+
+def check_resume_recipe(run_dir: Path, recipe) -> list[str]:
+    """Compare the run's stored recipe.yaml with ``recipe`` field by field: differences that change the
+    model or the data are refused (all listed at once); harmless ones are returned to be said."""
+    stored_file = Path(run_dir) / "recipe.yaml"
+    if not stored_file.exists():
+        raise ModelFileError(f"Nothing to resume: {stored_file} not found. Run without --resume to start afresh.")
+    try:
+        stored = _flatten(yaml.safe_load(stored_file.read_text()))
+    except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as exc:
+        raise ModelFileError(f"{stored_file} is corrupt ({exc}); the run cannot be resumed.") from None
+    new = _flatten(recipe.model_dump(mode="json"))
+    changed = sorted(k for k in stored.keys() | new.keys() if stored.get(k, "<unset>") != new.get(k, "<unset>"))
+    describe = [f"{k}: {stored.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in changed]
+    refused = [d for k, d in zip(changed, describe) if k not in HARMLESS]
+    if refused:
+        raise RecipeError(f"Cannot resume {run_dir}: the recipe differs in fields that change the model or the data "
+                          f"({'; '.join(refused)}). Resume with the recipe the run was started with, or give a new "
+                          "output_dir to start a new run.")
+    return describe
 
 
 def module_states(root: torch.nn.Module) -> dict[str, dict]:
@@ -35,9 +72,8 @@ def save_state(ckpt_dir: Path, *, epoch: int, step: int, best: float, best_epoch
              "scaler": precision.scaler.state_dict() if precision.scaler else None,
              "rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-    tmp = ckpt_dir / f"{STATE_FILE}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    tmp.replace(ckpt_dir / STATE_FILE)  # atomic: an interruption never leaves half a state
+    with atomic_path(ckpt_dir / STATE_FILE) as tmp:  # an interruption never leaves half a state
+        torch.save(state, tmp)
 
 
 def load_state(ckpt_dir: Path) -> dict:

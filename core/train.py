@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from . import distributed
@@ -28,18 +27,21 @@ from .checkpoints import epoch_file, keep_best, load_weights, prune_checkpoints,
 from .data import describe, load_data
 from .datasets import default_cache_root
 from .devices import resolve_device
-from .errors import RecipeError
+from .errors import DataError, RecipeError, TrainingDiverged
 from .eval.report import format_table
 from .evaluate import evaluate_split
+from .finite import NonFiniteGuard, diverged_message
 from .export import export_model
 from .freezing import set_trainable
-from .metrics import MetricsLog, plot_metrics
+from .atomic import write_text
+from .metrics import MetricsLog, finite_json, plot_metrics
 from .model import model_from_plan
 from .optim import make_optimizer, param_groups, warmup_cosine
 from .plan import Plan, resolve
 from .precision import Precision
 from .recipe import Recipe
-from .resume import load_state, restore, save_state
+from .resume import restore, save_state
+from .rundir import open_run_dir
 from .step import TrainStep
 
 
@@ -72,10 +74,7 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     torch.manual_seed(recipe.seed)  # identical head init on every rank
     run_dir = Path(recipe.output_dir)
     ckpt_dir = run_dir / "checkpoints"
-    if main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-        (run_dir / "skipped_media.txt").unlink(missing_ok=True)
+    state = open_run_dir(run_dir, recipe, resume, main)  # checks first: a refused resume writes nothing
     cache_dir = Path(recipe.data.cache_dir or default_cache_root()).expanduser()
     with distributed.main_first():  # rank 0 builds datasets and screens files; the others then read
         splits = load_data(plan, {m: t.input_kinds[0] for m, t in plan.towers.items()}, cache_dir,
@@ -132,7 +131,7 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     scheduler = warmup_cosine(optimizer, recipe.schedule.warmup_steps, total_steps, recipe.schedule.min_lr_ratio)
     precision = Precision(recipe.train.precision, device)
     params = [p for g in groups for p in g["params"]]
-    state = load_state(ckpt_dir) if resume else None
+    guard = NonFiniteGuard(recipe.train.on_nonfinite, device, check_grads=precision.scaler is None)
     log = MetricsLog(run_dir / "metrics.jsonl", state["step"] if state else None) if main else None
     batch_desc = " + ".join(f"{s.batch_size}x{world}x{accum} {'-'.join(p)}" for p, s in streams.items())
     print(f"training {sum(p.numel() for p in params) / 1e6:.2f}M parameters for {total_steps} steps ({epochs} epochs "
@@ -180,14 +179,24 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
                 step_module.commit()
                 seen += sum(rows.shape[0] for rows, _ in batch.values())
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-            logging = main and ((step + 1) % recipe.train.log_every == 0 or step == 0 or step + 1 == total_steps)
-            grad_norm = precision.step(optimizer, params, recipe.optim.grad_clip, norm=logging)  # a tensor or None
+            ok = guard.check(step + 1, loss, terms, params)  # on the device: no host sync here
+            log_step = (step + 1) % recipe.train.log_every == 0 or step == 0 or step + 1 == total_steps
+            if guard.skip(ok):  # skip_step: drop a non-finite step's update
+                optimizer.zero_grad(set_to_none=True)
+                grad_norm = None
+            else:  # the gradient norm only when clipping or logging: a tensor or None
+                grad_norm = precision.step(optimizer, params, recipe.optim.grad_clip, norm=main and log_step)
             scheduler.step()
             step += 1
             bar.update(1)
-            if logging:  # the only place a step waits for the device (.item(), float())
+            if log_step and guard.failure():  # read the flag only when logging
+                break
+            if main and log_step:  # the only place a step waits for the device (.item(), float())
                 row = {"kind": "train", "step": step, "epoch": epoch, "loss": loss.item(), "lr": lr,
-                       "grad_norm": float(grad_norm), "samples_per_s": seen * world / (time.perf_counter() - t0)}
+                       "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                       "samples_per_s": seen * world / (time.perf_counter() - t0)}
+                if guard.mode == "skip_step":
+                    row["skipped_steps"] = guard.skipped
                 row.update({f"loss/{k}": v.item() for k, v in terms.items()} if len(terms) > 1 else {})
                 for key, obj in objectives.items():
                     row.update({(f"{k}/{key}" if len(plan.pairs) > 1 else k): v for k, v in obj.metrics().items()})
@@ -195,6 +204,11 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
             if step >= total_steps:
                 break
+        # A non-finite step never reaches a checkpoint: stop with the last good one kept.
+        failed = guard.failure()
+        if failed:
+            bar.close()
+            stop_diverged(failed, recipe, recipe_path, run_dir, step_module, model, log, trained, main)
         # Evaluate, checkpoint, keep the best by the recipe's metric.
         if main:
             save_weights(step_module, epoch_file(ckpt_dir, epoch))
@@ -222,18 +236,41 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
             results["best_epoch"] = best_epoch
         else:
             keep_best(ckpt_dir, epoch)
-        (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
-        if "before" in results:
+        write_text(run_dir / "eval.json", json.dumps(finite_json(results), indent=2))
+        if "after" in results:
             print(format_table({"before (untrained heads)": results["before"],
                                 f"after (best epoch {best_epoch})": results["after"]}))
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
         export_model(model, run_dir / "export", card={"recipe": recipe_path or recipe.name, "metrics": results},
-                     pairs=trained)
+                     pairs=trained, force=True)
         print(f"run dir: {run_dir}  (metrics.jsonl, metrics.png, eval.json, checkpoints/, export/)")
 
     # ------------------------------------------------------------------ cleanup
     distributed.cleanup()
     return run_dir
+
+
+def stop_diverged(failed, recipe, recipe_path, run_dir: Path, step_module, model, log, trained, main: bool):
+    """Stop a run whose loss or gradients went NaN/Inf: log it, keep the last good checkpoint (and
+    export the best good one, train.export_on_failure), then raise one line."""
+    step, parts = failed
+    ckpt_dir = run_dir / "checkpoints"
+    kept = "No epoch had completed, so there is no checkpoint to keep; nothing was exported."
+    if main:
+        log.write({"kind": "nonfinite", "step": step, "parts": parts})
+        best = ckpt_dir / "best.safetensors"
+        good = sorted(p.name for p in ckpt_dir.glob("epoch-*.safetensors"))
+        if good:
+            kept = f"{run_dir} keeps the last good checkpoint ({good[-1]})"
+            if recipe.train.export_on_failure:
+                load_weights(step_module, best if best.exists() else ckpt_dir / good[-1])  # roll back
+                export_model(model, run_dir / "export", card={"recipe": recipe_path or recipe.name,
+                                                              "stopped": f"non-finite at step {step}"},
+                             pairs=trained, force=True)
+                kept += f" and its best good weights are exported to {run_dir / 'export'}"
+            kept += "."
+    distributed.cleanup()
+    raise TrainingDiverged(diverged_message(step, parts, recipe.optim.lr, kept))
 
 
 def frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache_dir: Path,
@@ -246,4 +283,7 @@ def frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache
     else:
         out = encode_values(encoder, values, device, recipe.data.encode_batch_size, recipe.data.num_workers,
                             desc=f"encoding {label}", tokens=tokens)
+        if not torch.isfinite(out.values if tokens else out).all():
+            raise DataError(f"{label}: the frozen encoder gave NaN/Inf latents for some inputs; check the data "
+                            "and the encoder (a fp16 encoder can overflow: try its fp32 option).")
     return out.to(device)

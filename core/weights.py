@@ -34,7 +34,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def save_state_dict(module: torch.nn.Module, path: str | Path) -> None:
-    """``module``'s state dict as a safetensors file (CPU, contiguous copies: what safetensors needs)."""
-    from safetensors.torch import save_file
+    """``module``'s state dict as a safetensors file, written atomically with normal permissions."""
+    from .atomic import save_tensors
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
+    save_tensors(module.state_dict(), path)

@@ -127,3 +127,47 @@ def tiny_recipe(tmp_path: Path, text_model: Path, splits: dict[str, Path], **ove
 def write_recipe(path: Path, recipe: dict) -> Path:
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+# ---------------------------------------------------------------- wheels in a fresh venv
+
+def run_ok(*args, **kw):
+    """Run a command; a non-zero exit fails the test with its output."""
+    import subprocess
+
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def plugin_venv(tmp_path_factory):
+    """A fresh venv with the fuse-align wheel and both example plugin wheels installed (built once).
+
+    Heavy dependencies (torch & co.) are borrowed through a .pth file, so nothing is downloaded;
+    a path added by a .pth file is not a site dir, so the test env's editable fuse (itself a .pth
+    hook) stays inactive there and `import fuse` is the wheel. The examples are built from copies,
+    so no build/ or .egg-info is left in the source tree.
+    """
+    import shutil
+    import sys
+    import sysconfig
+
+    root = Path(__file__).resolve().parents[1]
+    tmp = tmp_path_factory.mktemp("wheels")
+    sources = [root] + [shutil.copytree(root / "docs" / "examples" / name, tmp / name,
+                                        ignore=shutil.ignore_patterns("build", "*.egg-info"))
+                        for name in ("fuse-char-ngrams", "fuse-sensors")]
+    for src in sources:
+        run_ok(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", tmp / "dist", src)
+    wheels = sorted((tmp / "dist").glob("*.whl"))
+    assert {w.name.split("-")[0] for w in wheels} == {"fuse_align", "fuse_char_ngrams", "fuse_sensors"}
+    venv = tmp / "venv"
+    run_ok(sys.executable, "-m", "venv", venv)
+    py = venv / "bin" / "python"
+    run_ok(py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", *wheels)
+    site = run_ok(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    # A test env that itself borrows from another venv has several site-packages dirs: list them all.
+    borrowed = [sysconfig.get_paths()["purelib"]] + [p for p in sys.path if p.endswith("site-packages")]
+    (Path(site) / "borrowed.pth").write_text("\n".join(dict.fromkeys(borrowed)) + "\n")
+    return venv

@@ -115,9 +115,15 @@ def test_spoken_emoji_splits_like_the_image_dataset(spoken, tmp_path):
     images = build_dataset("emoji", {"max_items": 120, "val_fraction": 0.3, "image_size": 32}, tmp_path)
     side = {r["id"]: (split, r["group"]) for split, path in images.items()
             for r in map(json.loads, path.read_text().splitlines())}
-    spoken_side = {r["id"]: (split, r["group"]) for split, path in spoken.items()
+    spoken_side = {r["id"]: (split, r["group"]) for split, path in spoken.items() if split in ("train", "val")
                    for r in map(json.loads, path.read_text().splitlines())}
     assert spoken_side == side and {s for s, _ in side.values()} == {"train", "val"}
+    # train-a and train-b split train in two by base emoji: no item, and no base emoji, in both.
+    halves = {h: [json.loads(line) for line in spoken[h].read_text().splitlines()] for h in ("train-a", "train-b")}
+    ids = {h: {r["id"] for r in rs} for h, rs in halves.items()}
+    groups = {h: {r["group"] for r in rs} for h, rs in halves.items()}
+    assert ids["train-a"] | ids["train-b"] == {i for i, (s, _) in side.items() if s == "train"}
+    assert not ids["train-a"] & ids["train-b"] and not groups["train-a"] & groups["train-b"]
 
 
 def test_audio_text_training_with_fusemix_improves_retrieval(spoken, tmp_path):

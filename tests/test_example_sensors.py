@@ -13,10 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ import pytest
 import torch
 
 import fuse
+from conftest import run_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "fuse-sensors"
@@ -139,37 +137,9 @@ def test_dataset_is_deterministic_and_captions_name_the_active_channel(sensors, 
 
 # ---------------------------------------------------------------- the installed package, end to end
 
-def _run(*args, **kw):
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-@pytest.fixture(scope="module")
-def sensors_venv(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sensors-wheel")
-    # The example is built from a copy, so no build/ or .egg-info is left in the source tree.
-    example = shutil.copytree(EXAMPLE, tmp / "fuse-sensors", ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    for src in (ROOT, example):
-        _run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", tmp / "dist", src)
-    wheels = sorted((tmp / "dist").glob("*.whl"))
-    assert {w.name.split("-")[0] for w in wheels} == {"fuse_align", "fuse_sensors"}
-    venv = tmp / "venv"
-    _run(sys.executable, "-m", "venv", venv)
-    py = venv / "bin" / "python"
-    _run(py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", *wheels)
-    site = _run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
-    # Borrow torch, numpy & co. as test_packaging.py does; a test env that itself borrows from
-    # another venv has several site-packages dirs on sys.path, so all of them are listed. Paths
-    # added by a .pth file are not site dirs: the test env's editable fuse stays inactive.
-    borrowed = [sysconfig.get_paths()["purelib"]] + [p for p in sys.path if p.endswith("site-packages")]
-    (Path(site) / "borrowed.pth").write_text("\n".join(dict.fromkeys(borrowed)) + "\n")
-    return venv
-
-
 @pytest.mark.slow
-def test_installed_example_lists_its_input_kind_encoder_and_dataset(sensors_venv):
-    rows = json.loads(_run(sensors_venv / "bin" / "fuse", "plugins", "--json", cwd="/").stdout)
+def test_installed_example_lists_its_input_kind_encoder_and_dataset(plugin_venv):
+    rows = json.loads(run_ok(plugin_venv / "bin" / "fuse", "plugins", "--json", cwd="/").stdout)
     by_name = {r["name"]: r for r in rows}
     assert by_name["sensor"]["kind"] == "input"
     assert by_name["sensor-conv"]["kind"] == "encoder" and by_name["sensor-conv"]["modalities"] == ["sensor"]
@@ -178,18 +148,18 @@ def test_installed_example_lists_its_input_kind_encoder_and_dataset(sensors_venv
 
 
 @pytest.mark.slow
-def test_installed_example_trains_exports_embeds_and_beats_its_baseline(sensors_venv, tmp_path):
-    fuse_cli, py = sensors_venv / "bin" / "fuse", sensors_venv / "bin" / "python"
+def test_installed_example_trains_exports_embeds_and_beats_its_baseline(plugin_venv, tmp_path):
+    fuse_cli, py = plugin_venv / "bin" / "fuse", plugin_venv / "bin" / "python"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cache = tmp_path / "cache"
-    built = _run(fuse_cli, "data", "build", "sensor-captions", "--cache-dir", cache, cwd=tmp_path, env=env).stdout
+    built = run_ok(fuse_cli, "data", "build", "sensor-captions", "--cache-dir", cache, cwd=tmp_path, env=env).stdout
     splits = dict(line.split(": ", 1) for line in built.splitlines() if line.startswith(("train: ", "val: ")))
     val = Path(splits["val"])
 
-    _run(fuse_cli, "train", EXAMPLE / "sensor_text.yaml", f"output_dir={tmp_path / 'run'}",
+    run_ok(fuse_cli, "train", EXAMPLE / "sensor_text.yaml", f"output_dir={tmp_path / 'run'}",
          f"data.cache_dir={cache}", cwd=tmp_path, env=env)
     out = tmp_path / "exported"
-    _run(fuse_cli, "export", tmp_path / "run", out, cwd=tmp_path, env=env)
+    run_ok(fuse_cli, "export", tmp_path / "run", out, cwd=tmp_path, env=env)
     config = json.loads((out / "fuse_model.json").read_text())
     encoder = config["modalities"]["sensor"]["encoder"]
     assert encoder["package"] == "fuse-sensors 0.1.0" and encoder["options"]["checkpoint"] == "./model.safetensors"
@@ -198,11 +168,11 @@ def test_installed_example_trains_exports_embeds_and_beats_its_baseline(sensors_
     paths = [str(val.parent / json.loads(line)["sensor"]) for line in val.read_text().splitlines()[:3]]
     embed = ("import json, sys, fuse; z = fuse.load(sys.argv[1]).embed('sensor', sys.argv[2:]); "
              "print(json.dumps({'shape': list(z.shape), 'norms': z.norm(dim=-1).tolist()}))")
-    result = json.loads(_run(py, "-c", embed, out, *paths, cwd="/", env=env).stdout.strip().splitlines()[-1])
+    result = json.loads(run_ok(py, "-c", embed, out, *paths, cwd="/", env=env).stdout.strip().splitlines()[-1])
     assert result["shape"] == [3, config["embed_dim"]]
     assert np.allclose(result["norms"], 1.0, atol=1e-4)
 
-    report = json.loads(_run(fuse_cli, "eval", out, "--task", "retrieval", "--data", val, "--json",
+    report = json.loads(run_ok(fuse_cli, "eval", out, "--task", "retrieval", "--data", val, "--json",
                              cwd=tmp_path, env=env).stdout)
     trained, untrained = (report["metrics"][k]["mean/R@1"] for k in ("model", "untrained heads"))
     assert trained > untrained + MARGIN, report["metrics"]

@@ -80,3 +80,39 @@ def test_fusion_with_a_pooled_only_encoder_is_a_recipe_error(tmp_path, tiny_text
             load_recipe(recipe)
     finally:
         plugin_manager.unregister_plugin(module)
+
+
+class _MeanFusion(fuse.Fusion):
+    """A third-party fusion with its own option names: a masked mean then a linear map."""
+
+    class Options(fuse.Options):
+        size: int = 12   # not `width`: the engine asks the fusion, it reads no option by name
+
+    def __init__(self, options, modalities, out_dim):
+        super().__init__(options, modalities, out_dim)
+        self.width = options.size
+        self.proj = torch.nn.Linear(options.size, out_dim)
+
+    def forward(self, modality, tokens, mask):
+        return self.proj(fuse.masked_mean(tokens, mask))
+
+
+class _FusionPlugin:
+    @staticmethod
+    @fuse.hookimpl
+    def register_fusions(register):
+        register("mean-fusion", _MeanFusion)
+
+
+def test_a_third_party_fusion_with_its_own_options_trains(tmp_path, tiny_text_model, shapes_data):
+    fuse.register_plugin(_FusionPlugin, name="mean-fusion-plugin")
+    try:
+        recipe = _fusion_recipe(tmp_path, tiny_text_model, shapes_data, fusion={"name": "mean-fusion",
+                                                                               "options": {"size": 10}})
+        result = CliRunner().invoke(cli, ["train", str(write_recipe(tmp_path / "r.yaml", recipe))])
+        assert result.exit_code == 0, result.output
+        model = fuse.load(tmp_path / "run")
+        assert model.heads["image"].out_dim == 10 and model.fusion.width == 10
+        assert model.embed("text", ["a red circle"]).shape == (1, 16)
+    finally:
+        fuse.unregister_plugin(_FusionPlugin)

@@ -55,7 +55,7 @@ def test_infonce_objective_is_registered_and_learns_temperature():
     obj = registry("objective").create("infonce", {"init_temperature": 0.1}, modalities=("image", "text"), embed_dim=4)
     assert abs(obj.metrics()["temperature"] - 0.1) < 1e-6
     lat = {"image": torch.randn(6, 4), "text": torch.randn(6, 4)}
-    loss = obj(Step(("image", "text"), lat, embed=lambda x: x))
+    loss = obj.step_loss(Step(("image", "text"), lat, embed=lambda x: x))
     loss.backward()
     assert obj.scale.log_scale.grad is not None and torch.isfinite(loss)
 

@@ -1,6 +1,6 @@
 """The `fuse` command line. One module per command; plugins may add commands.
 
-User errors (FuseError) print as one line and exit with code 2; `fuse --debug ...` shows the
+User errors (FuseError, and file-system errors such as a full disk) print as one line and exit with code 2; `fuse --debug ...` shows the
 traceback instead.
 """
 
@@ -20,9 +20,13 @@ class FuseGroup(click.Group):
         """Run the command; a FuseError prints as `error: ...` (exit 2) unless --debug asks for the trace."""
         try:
             return super().invoke(ctx)
-        except FuseError as exc:
+        except (FuseError, OSError) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            if isinstance(exc, OSError):  # the file system refused: name the path and the fix
+                from ..atomic import storage_error
+
+                exc = storage_error(exc)
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 

@@ -7,12 +7,15 @@ import click
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.argument("out_dir", type=click.Path())  # checked by export_run: one line
 @click.option("--checkpoint", default="best", show_default=True,
               help="Which checkpoint of the run: best, or a kept epoch file such as epoch-003 (train.keep_checkpoints).")
-def export_command(run_dir, out_dir, checkpoint):
-    """Rebuild the run's model from its recipe.yaml, load a checkpoint, export it to OUT_DIR."""
+@click.option("--force", is_flag=True, help="Replace OUT_DIR if it holds a previous fuse export (never anything else).")
+def export_command(run_dir, out_dir, checkpoint, force):
+    """Rebuild the run's model from its recipe.yaml, load a checkpoint, export it to OUT_DIR.
+
+    OUT_DIR must be new, empty, or (with --force) a previous export; it is written atomically."""
     from ..export import export_run
 
-    out = export_run(run_dir, out_dir, checkpoint)
+    out = export_run(run_dir, out_dir, checkpoint, force=force)
     click.echo(f"exported to {out}")

@@ -23,6 +23,20 @@ def train_command(recipe, overrides, dry_run, resume):
 
         click.echo(json.dumps(dry_run_report(r), indent=2))
         return
+    import signal
+    import sys
+
     from ..train import train
 
-    train(r, recipe_path=recipe, resume=resume)
+    def on_term(signum, frame):
+        raise KeyboardInterrupt  # SIGTERM (a scheduler's kill) ends like Ctrl-C, with the resume hint
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        train(r, recipe_path=recipe, resume=resume)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: {r.output_dir} keeps every completed epoch; continue with "
+                   f"fuse train {recipe}{''.join(' ' + o for o in overrides)} --resume", err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError, FuseError
+from ..errors import DataError, FuseError, decode_utf8
 from ..inputs import input_kind
 from ..manifest import load_pairs
 from ..screening import drop_bad_media
@@ -85,7 +85,7 @@ def read_classification_manifest(path: str | Path, modality: str, label_field: s
     if not path.exists():
         raise DataError(f"Manifest not found: {path}")
     values, labels = [], []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(decode_utf8(path.read_bytes(), path, DataError).splitlines(), start=1):
         if not line.strip():
             continue
         try:
