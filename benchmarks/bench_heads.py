@@ -1,98 +1,124 @@
-"""How fast do heads train on cached latents? Ratios measured in one run (not a test).
+"""The real head training step on cached latents: achieved FLOP/s against a median-of-N matmul
+peak, and the lean step (fused AdamW, no per-step norm or read-back) against the step before it.
 
-1. achieved / peak matmul FLOP/s: one training step of two residual-MLP heads + InfoNCE at a
-   FuseMix-like batch, against a plain square matmul on the same device;
-2. device-side batching (fuse's PairBatches on cached latents) vs a naive per-sample
-   DataLoader over the same latents.
+    python benchmarks/bench_heads.py [--batch 256] [--steps 30] [--repeat 5] [--device cpu]
 
-    python benchmarks/bench_heads.py [--device cuda] [--batch 4096]
+The step is the quickstart's (recipes/quickstart.yaml): residual-MLP heads (depth 1, expansion
+2, dropout 0.5) from EfficientNet-Lite0 (1280) and MiniLM (384) latents to 256, InfoNCE with a
+learned temperature, AdamW with weight decay groups, warmup + cosine schedule, built from
+fuse's own registry, optimiser, schedule and Precision. FLOPs per step:
+  every Linear: 2*B*in*out forward + 4*B*in*out backward (weight and input gradients), except
+  the first Linear of each head, whose input (a frozen latent) needs no gradient: 4*B*in*out;
+  the similarity matrix: 2*B^2*D forward + 4*B^2*D backward = 6*B^2*D.
+Variants run interleaved, one window of ``--steps`` steps each per round; ratios are medians.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
-from fuse.batches import PairBatches
-from fuse.interfaces import Step
-from fuse.manifest import PairedData
-from fuse.plugin_manager import registry
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import context, interleaved, matmul_peak, median, ratio, write  # noqa: E402
 
+from fuse.interfaces import Step  # noqa: E402
+from fuse.optim import make_optimizer, param_groups, warmup_cosine  # noqa: E402
+from fuse.plugin_manager import registry  # noqa: E402
+from fuse.precision import Precision  # noqa: E402
 
-def timed(fn, repeat: int, device: torch.device) -> float:
-    fn()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / repeat
+DIMS = {"image": 1280, "text": 384}
+HEAD = {"depth": 1, "expansion": 2, "dropout": 0.5}
 
 
-def linear_flops(module: torch.nn.Module, batch: int) -> int:
-    """Forward + backward FLOPs of the Linear layers: 3 x 2 x batch x in x out."""
-    return sum(6 * batch * m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
+def step_flops(heads, batch: int, embed_dim: int) -> int:
+    flops = 6 * batch * batch * embed_dim
+    for head in heads.values():
+        linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+        for i, m in enumerate(linears):
+            flops += (4 if i == 0 else 6) * batch * m.in_features * m.out_features
+    return flops
+
+
+def build(variant: str, device, batch: int, pairs: int, embed_dim: int = 256, log_every: int = 10):
+    """One training window for a variant: 'lean' (fuse now) or 'before' (unfused AdamW, gradient
+    norm computed and read back every step, as fuse did before the speed issue)."""
+    torch.manual_seed(0)
+    heads = torch.nn.ModuleDict({m: registry("head").create("residual-mlp", HEAD, in_dim=d, out_dim=embed_dim)
+                                 for m, d in DIMS.items()}).to(device)
+    obj = registry("objective").create("infonce", {"init_temperature": 0.07}, modalities=("image", "text"),
+                                       embed_dim=embed_dim).to(device)
+    groups = param_groups({"heads": [heads, obj]}, 1e-3, 1e-4, 0.1)
+    if variant == "lean":
+        opt = make_optimizer(groups, (0.9, 0.999), 1e-8)
+    else:
+        opt = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8, fused=None)
+    sched = warmup_cosine(opt, 20, 10**6)
+    precision = Precision("auto", torch.device(device))
+    params = [p for g in groups for p in g["params"]]
+    g = torch.Generator(device=device).manual_seed(1)
+    lat = {m: torch.randn(pairs, d, device=device, generator=g) for m, d in DIMS.items()}
+    state = {"step": 0}
+
+    def one_step():
+        rows = torch.randint(0, pairs, (batch,), device=device, generator=g)
+        with precision.autocast():
+            step = Step(("image", "text"), {m: lat[m][rows] for m in DIMS},
+                        embed=lambda x: {m: heads[m](v) for m, v in x.items()})
+            loss = obj(step, obj.draw(step))
+        precision.backward(loss)
+        state["step"] += 1
+        logging = state["step"] % log_every == 0
+        if variant == "lean":
+            norm = precision.step(opt, params, None, norm=logging)
+            if logging:
+                float(loss.item()), float(norm)
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            float(norm)
+            if logging:
+                loss.item()
+        sched.step()
+
+    return heads, one_step
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch", type=int, default=4096)
-    p.add_argument("--pairs", type=int, default=65536)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--pairs", type=int, default=3189)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    dims = {"image": 1280, "text": 384}
-    heads = {m: registry("head").create("residual-mlp", {"depth": 2, "expansion": 4}, in_dim=d, out_dim=512).to(device)
-             for m, d in dims.items()}
-    obj = registry("objective").create("infonce", {}, modalities=("image", "text"), embed_dim=512).to(device)
-    params = [p for h in heads.values() for p in h.parameters()] + list(obj.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-3)
-    lat = {m: torch.randn(args.pairs, d, device=device) for m, d in dims.items()}
-    dtype = torch.bfloat16 if device.type == "cuda" else None
-
-    def step(idx):
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            s = Step(("image", "text"), {m: lat[m][idx] for m in dims}, embed=lambda x: {m: heads[m](v) for m, v in x.items()})
-            loss = obj(s)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    idx = torch.randperm(args.pairs, device=device)[:args.batch]
-    t_step = timed(lambda: step(idx), 5, device)
-    flops = sum(linear_flops(h, args.batch) for h in heads.values()) + 2 * 3 * 2 * args.batch * args.batch * 512
-    n = 4096 if device.type == "cuda" else 1024
-    a, b = torch.randn(n, n, device=device, dtype=dtype or torch.float32), torch.randn(n, n, device=device, dtype=dtype or torch.float32)
-    t_mm = timed(lambda: a @ b, 10, device)
-    peak = 2 * n ** 3 / t_mm
-    print(f"device {device}, batch {args.batch}, {'bf16' if dtype else 'fp32'}")
-    print(f"head training step: {t_step * 1e3:.1f} ms, {flops / t_step / 1e9:.1f} GFLOP/s; "
-          f"square matmul {n}: {peak / 1e9:.1f} GFLOP/s; achieved/peak = {flops / t_step / peak:.2f}")
-
-    # Batching: one epoch of index batches, device-side permutation vs per-sample DataLoader.
-    data = PairedData(path=None, modalities=("image", "text"), values={}, digest="",
-                      n_records=args.pairs, pairs=torch.arange(args.pairs).repeat(2, 1).T.contiguous())
-    ours = PairBatches(data, args.batch, online={}, device=device, seed=0)
-
-    def epoch_ours():
-        for pairs, _ in ours:
-            lat["image"][pairs[:, 0]], lat["text"][pairs[:, 1]]
-
-    naive = DataLoader(TensorDataset(lat["image"].cpu(), lat["text"].cpu()), batch_size=args.batch, shuffle=True)
-
-    def epoch_naive():
-        for x, y in naive:
-            x.to(device), y.to(device)
-
-    t_ours, t_naive = timed(epoch_ours, 3, device), timed(epoch_naive, 1, device)
-    print(f"one epoch of batches over {args.pairs} cached pairs: fuse {t_ours * 1e3:.1f} ms, "
-          f"per-sample DataLoader {t_naive * 1e3:.1f} ms; naive/fuse = {t_naive / t_ours:.1f}x")
+    steps = {}
+    for variant in ("before", "lean"):
+        heads, one = build(variant, device, args.batch, args.pairs)
+        steps[variant] = (lambda one=one: [one() for _ in range(args.steps)])
+    flops = step_flops(heads, args.batch, 256)
+    peak = matmul_peak(device)
+    times = interleaved(steps, args.repeat, device)
+    peak_after = matmul_peak(device)
+    per_step = {v: median(t) / args.steps for v, t in times.items()}
+    result = {"batch": args.batch, "steps_per_window": args.steps, "repeat": args.repeat, "flops_per_step": flops,
+              "peak_before": peak, "peak_after": peak_after, "seconds_per_window": times,
+              "ms_per_step": {v: s * 1e3 for v, s in per_step.items()},
+              "gflops": {v: flops / s / 1e9 for v, s in per_step.items()},
+              "before_over_lean": ratio(times, "before", "lean")}
+    pk = (peak["gflops_median"] + peak_after["gflops_median"]) / 2
+    result["of_peak"] = {v: g / pk for v, g in result["gflops"].items()}
+    print(f"device {device}, batch {args.batch}, {flops / 1e9:.2f} GFLOP per step; matmul peak (4096², median of 7, "
+          f"before/after) {peak['gflops_median']:.0f}/{peak_after['gflops_median']:.0f} GFLOP/s {context()}")
+    for v in ("before", "lean"):
+        print(f"  {v:6s}: {result['ms_per_step'][v]:.1f} ms/step, {result['gflops'][v]:.1f} GFLOP/s = "
+              f"{result['of_peak'][v]:.2f} of peak")
+    print(f"before/lean = {result['before_over_lean']:.2f}x {context()}")
+    write("bench_heads", result)
 
 
 if __name__ == "__main__":

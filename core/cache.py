@@ -45,14 +45,24 @@ def values_fingerprint(kind: str, values: list[str]) -> str:
     return h.hexdigest()
 
 
-def cache_key(encoder, spec: dict, values: list[str], weights: str | None = None, tokens: bool = False) -> str:
-    """Hash of everything that changes a frozen encoder's latents of these values (its spec, weights, preprocessing, the values)."""
+def encode_autocast(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype encoding runs under: bf16 on CUDA devices that support it, else none (fp32)."""
+    device = torch.device(device)
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+
+
+def cache_key(encoder, spec: dict, values: list[str], weights: str | None = None, tokens: bool = False,
+              device: torch.device | str = "cpu") -> str:
+    """Hash of everything that changes a frozen encoder's latents of these values (its spec, weights,
+    preprocessing and inference path, the autocast dtype encoding uses on ``device``, the values)."""
     blob = json.dumps({
         "encoder": spec,
         "tokens": tokens,
         "weights": weights or weights_fingerprint(encoder),
         "preprocessing": encoder.preprocessing_signature(),
         "values": values_fingerprint(encoder.info.input, values),
+        # only when encoding autocasts (CUDA bf16): fp32 keys stay what they were
+        **({"autocast": str(dtype)} if (dtype := encode_autocast(device)) is not None else {}),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -70,28 +80,35 @@ class ValuesDataset(Dataset):
         return read_value(self.kind, self.values[i])
 
 
-@torch.no_grad()
 def encode_values(encoder, values: list, device: torch.device, batch_size: int = 64, num_workers: int = 0,
                   desc: str | None = None, tokens: bool = False):
     """Run a (frozen) encoder over values: float32 latents [N, D] on the CPU, or (tokens=True)
-    fp16 Tokens [N, T, D] for fusion modules."""
+    fp16 Tokens [N, T, D] for fusion modules.
+
+    Encoding runs under ``torch.inference_mode`` (no autograd bookkeeping at all), with pinned
+    host batches and bf16 autocast on CUDA (see ``encode_autocast``; part of the cache key)."""
     from tqdm.auto import tqdm
 
+    device = torch.device(device)
     # Its own generator: iterating a DataLoader draws a seed, and drawing it from the global RNG
     # would make training depend on whether the latents came from the cache or were encoded.
     loader = DataLoader(ValuesDataset(encoder.info.input, values), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=encoder.preprocess, generator=torch.Generator())
+                        num_workers=num_workers, collate_fn=encoder.preprocess, generator=torch.Generator(),
+                        pin_memory=device.type == "cuda")
+    dtype = encode_autocast(device)
     was_training = encoder.training
     encoder.eval()
     out = []
-    for batch in tqdm(loader, desc=desc, disable=desc is None, unit="batch"):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        if tokens:
-            values_, mask = encoder.forward_tokens(batch)
-            out.append(Tokens(values_.half().cpu(), mask.cpu()))
-        else:
-            out.append(encoder(batch).float().cpu())
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        for batch in tqdm(loader, desc=desc, disable=desc is None, unit="batch"):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if tokens:
+                values_, mask = encoder.forward_tokens(batch)
+                out.append(Tokens(values_.half().cpu(), mask.cpu()))
+            else:
+                out.append(encoder(batch).float().cpu())
     encoder.train(was_training)
+    # Concatenated outside inference mode: the result is an ordinary tensor training may index.
     if tokens:
         return Tokens.cat(out)
     return torch.cat(out) if out else torch.empty(0, encoder.info.dim)
@@ -160,7 +177,7 @@ def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, devi
 
     Building holds a lock on the folder (another process waits, then reads the result); a folder
     that is truncated or does not match its metadata is rebuilt, with a message."""
-    key = cache_key(encoder, spec, values, tokens=tokens)
+    key = cache_key(encoder, spec, values, tokens=tokens, device=device)
     folder = Path(cache_dir) / "latents" / f"{encoder.info.modality}-{'tokens-' if tokens else ''}{key}"
     if (folder / "meta.json").exists():
         latents, problem = read_cache(folder, len(values), tokens)

@@ -27,10 +27,17 @@ def param_groups(modules: dict[str, list[torch.nn.Module]], lr: float, encoder_l
     return groups
 
 
+FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused AdamW kernel runs (CPU since torch 2.4)
+
+
 def make_optimizer(groups, betas, eps) -> torch.optim.AdamW:
-    """AdamW over the groups (fused when every parameter is on CUDA)."""
-    fused = all(p.is_cuda for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, betas=tuple(betas), eps=eps, fused=fused or None)
+    """AdamW over the groups: the fused kernel (one pass over all parameters per step) when every
+    parameter is a float tensor on one CPU or CUDA device, else the multi-tensor (foreach) one."""
+    params = [p for g in groups for p in g["params"]]
+    devices = {p.device for p in params}
+    fused = (len(devices) == 1 and next(iter(devices)).type in FUSED_DEVICES
+             and all(p.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64) for p in params))
+    return torch.optim.AdamW(groups, betas=tuple(betas), eps=eps, **({"fused": True} if fused else {"foreach": True}))
 
 
 def warmup_cosine(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):

@@ -2,7 +2,8 @@
 
 `auto` picks bf16 autocast on CUDA devices that support it (no loss scaling needed), else
 fp32. fp16 uses a GradScaler. Gradient clipping happens here because it must see unscaled
-gradients.
+gradients. Nothing here reads a value back from the device: the gradient norm is computed
+only when clipping or asked for (logging steps), and returned as a tensor.
 """
 
 from __future__ import annotations
@@ -32,15 +33,22 @@ class Precision:
         """Backpropagate, scaling the loss first under fp16."""
         (self.scaler.scale(loss) if self.scaler else loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer, params, grad_clip: float | None) -> float:
-        """Unscale, clip, step and zero the gradients; returns the gradient norm."""
+    def step(self, optimizer: torch.optim.Optimizer, params, grad_clip: float | None,
+             norm: bool = True) -> torch.Tensor | None:
+        """Unscale, clip, step and zero the gradients. Returns the gradient norm as a tensor (read
+        it only when logging: converting it waits for the device) when clipping or ``norm``;
+        otherwise None, and the norm is not computed at all."""
         if self.scaler:
             self.scaler.unscale_(optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else float("inf"))
+        total = None
+        if grad_clip:
+            total = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        elif norm:
+            total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         if self.scaler:
             self.scaler.step(optimizer)
             self.scaler.update()
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return total

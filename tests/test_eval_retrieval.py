@@ -72,3 +72,83 @@ def test_keys_and_mean():
     m = evaluate_retrieval(img, txt, pairs, names=("image", "text"))
     assert m["mean/R@1"] == pytest.approx((m["image_to_text/R@1"] + m["text_to_image/R@1"]) / 2)
     assert {"image_to_text/mean_rank", "text_to_image/median_rank"} <= set(m)
+
+
+def test_many_ties_and_many_to_many_positives_match_brute_force_on_every_tiling():
+    """Coarse values (exact products) give many equal scores; positives go both ways, and the
+    tiles are smaller than the data so rows and positives straddle their boundaries."""
+    from fuse.eval.rank import ranks_of_best_positive
+
+    g = torch.Generator().manual_seed(7)
+    q = torch.randint(-2, 3, (53, 4), generator=g).float() / 2
+    c = torch.randint(-2, 3, (97, 4), generator=g).float() / 2
+    pairs = torch.unique(torch.stack([torch.randint(0, 50, (300,), generator=g),   # queries 50-52: no positive
+                                      torch.randint(0, 97, (300,), generator=g)], 1), dim=0)
+    want = brute_force_ranks(q, c, pairs)
+    for query_tile, chunk in ((1, 1), (7, 5), (16, 32), (53, 97), (4096, 4096)):
+        got = ranks_of_best_positive(q, c, pairs, chunk_size=chunk, query_tile=query_tile)
+        assert got[got > 0].tolist() == want
+        assert (got[50:] == 0).all()
+
+
+def test_positive_on_a_tile_boundary_and_ties_across_it():
+    """Equal candidates on both sides of a chunk boundary; the positive is the first or last of a chunk."""
+    from fuse.eval.rank import ranks_of_best_positive
+
+    q = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    c = torch.tensor([[0.0, 1.0]] * 3 + [[1.0, 0.0]] * 4 + [[0.5, 0.5]])   # chunk 4: rows 3 | 4,5,6,7
+    pairs = torch.tensor([[0, 3], [1, 4], [1, 6], [2, 2]])
+    want = brute_force_ranks(q, c, pairs)
+    assert want == [1, 2, 3]
+    for query_tile, chunk in ((1, 4), (2, 4), (3, 3), (3, 8)):
+        assert ranks_of_best_positive(q, c, pairs, chunk_size=chunk, query_tile=query_tile).tolist() == want
+
+
+def test_topk_matches_a_stable_sort_with_ties():
+    from fuse.eval import topk
+
+    g = torch.Generator().manual_seed(1)
+    q = torch.randint(-2, 3, (20, 3), generator=g).float() / 2
+    c = torch.randint(-2, 3, (45, 3), generator=g).float() / 2
+    full = q @ c.T
+    want_s, want_i = full.sort(dim=1, descending=True, stable=True)
+    for k, tile, chunk in ((1, 3, 7), (5, 7, 4), (10, 20, 45), (60, 6, 8)):
+        s, i = topk(q, c, k, chunk_size=chunk, query_tile=tile)
+        assert torch.equal(i, want_i[:, :k]) and torch.equal(s, want_s[:, :k])
+
+
+def test_real_valued_scores_match_one_full_matmul_exactly():
+    """Random float embeddings (no exact ties, many near ones): the tiled ranks equal the ranks in
+    one full similarity matrix, sorted stably, at every tiling."""
+    from fuse.eval.rank import ranks_of_best_positive
+
+    g = torch.Generator().manual_seed(5)
+    c = torch.nn.functional.normalize(torch.randn(1500, 16, generator=g), dim=-1)
+    q = torch.nn.functional.normalize(c[:500] + 3.0 * torch.randn(500, 16, generator=g), dim=-1)
+    pos = torch.cat([torch.arange(500).repeat(2, 1).T,
+                     torch.stack([torch.arange(500), torch.randint(0, 1500, (500,), generator=g)], 1)])
+    full = q @ c.T
+    order = full.sort(dim=1, descending=True, stable=True).indices
+    is_pos = torch.zeros(500, 1500, dtype=torch.bool)
+    is_pos[pos[:, 0], pos[:, 1]] = True
+    want = is_pos.gather(1, order).float().argmax(1) + 1
+    for query_tile, chunk in ((64, 256), (500, 1500), (37, 1000)):
+        assert torch.equal(ranks_of_best_positive(q, c, pos, chunk_size=chunk, query_tile=query_tile), want)
+
+
+def test_rows_whose_estimate_rounds_differently_are_recounted_exactly(monkeypatch):
+    """If the first estimate of the best positive differs from the tiles' scores (here: plain dot
+    products, which round differently from a matmul most of the time), the pass repairs those rows."""
+    import fuse.eval.rank as rank
+
+    monkeypatch.setattr(rank, "_positive_scores", lambda q, c, qi, ci: (q[qi] * c[ci]).sum(-1))
+    g = torch.Generator().manual_seed(6)
+    c = torch.nn.functional.normalize(torch.randn(800, 64, generator=g), dim=-1)
+    q = torch.nn.functional.normalize(c[:300] + 2.0 * torch.randn(300, 64, generator=g), dim=-1)
+    pos = torch.cat([torch.arange(300).repeat(2, 1).T,
+                     torch.stack([torch.arange(300), torch.randint(0, 800, (300,), generator=g)], 1)])
+    order = (q @ c.T).sort(dim=1, descending=True, stable=True).indices
+    is_pos = torch.zeros(300, 800, dtype=torch.bool)
+    is_pos[pos[:, 0], pos[:, 1]] = True
+    want = is_pos.gather(1, order).float().argmax(1) + 1
+    assert torch.equal(rank.ranks_of_best_positive(q, c, pos, chunk_size=128, query_tile=100), want)

@@ -7,8 +7,9 @@
 """
 
 from .api import run_retrieval, run_zeroshot
+from .rank import topk
 from .retrieval import evaluate_retrieval, ranks_of_best_positive, retrieval_metrics
 from .zeroshot import class_embeddings, load_templates, zeroshot_metrics
 
 __all__ = ["class_embeddings", "evaluate_retrieval", "load_templates", "ranks_of_best_positive",
-           "retrieval_metrics", "run_retrieval", "run_zeroshot", "zeroshot_metrics"]
+           "retrieval_metrics", "run_retrieval", "run_zeroshot", "topk", "zeroshot_metrics"]

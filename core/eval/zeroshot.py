@@ -50,9 +50,11 @@ def class_embeddings(embed_text, classes: list[str], templates: list[str], batch
 @torch.no_grad()
 def true_class_ranks(query: torch.Tensor, classes: torch.Tensor, labels: torch.Tensor,
                      chunk_size: int = 4096) -> torch.Tensor:
-    """1-based rank of each query's true class among all classes (deterministic ties)."""
-    query, classes, labels = query.float().cpu(), classes.float().cpu(), labels.long().cpu()
-    idx = torch.arange(classes.shape[0])
+    """1-based rank of each query's true class among all classes, on the query's device. The tie
+    rule is retrieval's (fuse.eval.rank): a class with an equal score and a lower index ranks first."""
+    device = query.device
+    query, classes, labels = query.float(), classes.to(device).float(), labels.to(device).long()
+    idx = torch.arange(classes.shape[0], device=device)
     # Identical class embeddings (duplicate names) must tie exactly, but a BLAS matmul may round
     # two equal columns differently; score each distinct row once and copy the scores.
     distinct, copy_of = torch.unique(classes, dim=0, return_inverse=True)
@@ -63,7 +65,7 @@ def true_class_ranks(query: torch.Tensor, classes: torch.Tensor, labels: torch.T
         true = sims.gather(1, lab[:, None])
         ahead = (sims > true).sum(1) + ((sims == true) & (idx[None, :] < lab[:, None])).sum(1)
         ranks.append(ahead + 1)
-    return torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.long)
+    return torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.long, device=device)
 
 
 def zeroshot_metrics(query: torch.Tensor, classes: torch.Tensor, labels: torch.Tensor, class_names: list[str],
@@ -73,7 +75,7 @@ def zeroshot_metrics(query: torch.Tensor, classes: torch.Tensor, labels: torch.T
     out: dict = {f"top{k}": float((ranks <= k).double().mean() * 100) for k in ks}
     per_class = {}
     for c, name in enumerate(class_names):
-        hit = ranks[labels.cpu() == c]
+        hit = ranks[labels.to(ranks.device) == c]
         if hit.numel():
             per_class[name] = float((hit == 1).double().mean() * 100)
     out["mean_per_class_top1"] = sum(per_class.values()) / max(1, len(per_class))
