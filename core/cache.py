@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
-from .atomic import atomic_dir, locked, sweep_stale, save_tensors, write_text
+from .atomic import atomic_dir, locked, save_tensors, sweep_stale, write_text
+from .checkpoints import tensors_hash
 from .errors import DataError
 from .inputs import input_kind, read_value
 from .latents import Tokens
@@ -114,12 +115,6 @@ def encode_values(encoder, values: list, device: torch.device, batch_size: int =
     return torch.cat(out) if out else torch.empty(0, encoder.info.dim)
 
 
-def _tensor_sha(tensors: dict[str, torch.Tensor]) -> str:
-    from .checkpoints import tensors_hash
-
-    return tensors_hash(tensors)
-
-
 def write_cache(folder: Path, latents, spec: dict, tokens: bool) -> None:
     """Shards + meta.json under a unique temp folder, published by rename. Each shard's entry records
     its size, shape, content hash and whether every value is finite (so reading never has to scan)."""
@@ -133,7 +128,7 @@ def write_cache(folder: Path, latents, spec: dict, tokens: bool) -> None:
             save_tensors(tensors, tmp / name)
             values = tensors["latents"]
             shards.append({"name": name, "bytes": (tmp / name).stat().st_size, "shape": list(values.shape),
-                           "sha256": _tensor_sha(tensors), "finite": bool(torch.isfinite(values).all())})
+                           "sha256": tensors_hash(tensors), "finite": bool(torch.isfinite(values).all())})
         write_text(tmp / "meta.json", json.dumps({"format": CACHE_FORMAT, "rows": rows, "tokens": tokens,
                                                   "encoder": spec, "shards": shards}, indent=2, default=str))
 
@@ -160,7 +155,7 @@ def read_cache(folder: Path, rows: int, tokens: bool):
             tensors = load_file(str(file))
         except Exception as exc:
             return None, f"{entry['name']} is unreadable ({str(exc).splitlines()[0]})"
-        if list(tensors["latents"].shape) != entry["shape"] or _tensor_sha(tensors) != entry["sha256"]:
+        if list(tensors["latents"].shape) != entry["shape"] or tensors_hash(tensors) != entry["sha256"]:
             return None, f"{entry['name']} does not match its recorded shape and hash"
         if not entry["finite"]:
             raise DataError(f"Latent cache {folder}: {entry['name']} holds NaN/Inf latents (the frozen encoder gave "

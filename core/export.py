@@ -173,7 +173,6 @@ def load_aligned(path: str | Path, device: str = "cpu") -> AlignedModel:
             module.load_state_dict(load_file(str(file)))
         except Exception as exc:
             raise ModelFileError(f"Could not load {file}: {exc}") from None
-    model.trained_pairs = [tuple(p) for p in config.get("pairs", [])] or [tuple(config["modalities"])][:1]
     return model.to(torch.device(device)).eval()
 
 

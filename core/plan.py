@@ -119,11 +119,6 @@ class Plan:
     eval_pairs: list[tuple[str, str]] = field(default_factory=list)
     base_model: Path | None = None
 
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        """Every tower's name: a base model's first, then the recipe's."""
-        return tuple(self.towers)
-
 
 def _base_towers(recipe: Recipe, problems: list[str]) -> tuple[Path | None, dict[str, Tower]]:
     if recipe.base_model is None:
