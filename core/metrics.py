@@ -20,6 +20,16 @@ def finite_json(value):
     return value
 
 
+def higher_is_better(metric: str) -> bool:
+    """Recalls and accuracies grow as a model improves; ranks (mean_rank, median_rank) shrink."""
+    return not metric.rsplit("/", 1)[-1].endswith("rank")
+
+
+def score(metric: str, value: float) -> float:
+    """``value`` oriented so that higher is always better (ranks negated): what 'best' compares."""
+    return value if higher_is_better(metric) else -value
+
+
 class MetricsLog:
     """Append-only JSONL a person can load with pandas or plot with `fuse plot`."""
 

@@ -135,7 +135,7 @@ class TrainSpec(Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     log_every: int = pydantic.Field(10, gt=0)
     eval_every: int = pydantic.Field(1, gt=0)  # epochs
-    best_metric: str = "mean/R@1"             # a key of the val metrics, higher is better
+    best_metric: str = "mean/R@1"             # a key of the val metrics; ranks (..._rank): lower is better
     drop_last: bool = True
     # Recent epoch checkpoints kept besides best.safetensors and state.pt; null keeps them all.
     # One per epoch of a long run fills a disk (open_clip's --delete-previous-checkpoint).

@@ -34,7 +34,7 @@ from .finite import NonFiniteGuard, diverged_message
 from .export import export_model
 from .freezing import set_trainable
 from .atomic import write_text
-from .metrics import MetricsLog, finite_json, plot_metrics
+from .metrics import MetricsLog, finite_json, plot_metrics, score
 from .model import model_from_plan
 from .optim import make_optimizer, param_groups, warmup_cosine
 from .plan import Plan, resolve
@@ -218,8 +218,8 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
                 if recipe.train.best_metric not in metrics:
                     raise RecipeError(f"train.best_metric: '{recipe.train.best_metric}' is not a val metric; "
                                       f"available: {', '.join(metrics)}")
-                if metrics[recipe.train.best_metric] > best:
-                    best, best_epoch = metrics[recipe.train.best_metric], epoch
+                if score(recipe.train.best_metric, metrics[recipe.train.best_metric]) > best:
+                    best, best_epoch = score(recipe.train.best_metric, metrics[recipe.train.best_metric]), epoch
                     keep_best(ckpt_dir, epoch)
             save_state(ckpt_dir, epoch=epoch, step=step, best=best, best_epoch=best_epoch,
                        optimizer=optimizer, scheduler=scheduler, precision=precision, modules=step_module)

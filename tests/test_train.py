@@ -96,3 +96,17 @@ def test_empty_manifest_is_a_clear_error(tmp_path, tiny_text_model, shapes_data)
     result = CliRunner().invoke(cli, ["train", str(recipe), f"data.train={empty}"])
     assert result.exit_code == 2
     assert f"Manifest is empty: {empty}" in result.output
+
+
+def test_rank_best_metric_keeps_the_lowest_rank(tmp_path, tiny_text_model, shapes_data):
+    """mean_rank is lower-is-better: the kept epoch is the one with the smallest val mean rank."""
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
+        "train.epochs": 4, "train.eval_every": 1, "optim.lr": 1e-2,
+        "train.best_metric": "image_to_text/mean_rank"}))
+    result = CliRunner().invoke(cli, ["train", str(recipe)])
+    assert result.exit_code == 0, result.output
+    ranks = {r["epoch"]: r["image_to_text/mean_rank"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")
+             if r["kind"] == "val"}
+    best_epoch = json.loads((tmp_path / "run" / "eval.json").read_text())["best_epoch"]
+    assert len(set(ranks.values())) > 1  # the rank moved, so the choice means something
+    assert best_epoch == min(ranks, key=lambda e: (ranks[e], e))
