@@ -95,7 +95,7 @@ def _write_export(model: AlignedModel, tmp: Path, card: dict | None, pairs, towe
             "head": {**model.specs[m]["head"].as_dict(), "in_dim": enc.info.dim},
         }
         st_config = enc.sentence_transformers_config() if tower else None
-        if st_config is not None and model.input_kind(m) == "text":
+        if st_config is not None:
             from .sentence_transformers import write_sentence_transformers
 
             write_sentence_transformers(tmp, m, st_config, towers[m]["head"], enc.info.dim, model.embed_dim)

@@ -83,7 +83,7 @@ def test_probe_compares_three_feature_sets(run_dir, shapes_data, tmp_path):
     train = _colour_labels(shapes_data, "train", tmp_path / "train.jsonl")
     test = _colour_labels(shapes_data, "val", tmp_path / "test.jsonl")
     result = CliRunner().invoke(cli, ["eval", str(run_dir), "--task", "probe", "--train", str(train),
-                                      "--test", str(test), "--out", str(tmp_path / "out")])
+                                      "--modality", "image", "--test", str(test), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "raw latents" in result.output and "untrained heads" in result.output
     report = json.loads((tmp_path / "out" / "probe.json").read_text())
@@ -95,7 +95,7 @@ def test_probe_compares_three_feature_sets(run_dir, shapes_data, tmp_path):
     assert (tmp_path / "out" / "worst_classes.png").exists()
     # One file split by a key: a shape never appears on both sides.
     result = CliRunner().invoke(cli, ["eval", str(run_dir), "--task", "probe", "--train", str(train),
-                                      "--test-fraction", "0.25", "--split-key", "shape", "--json"])
+                                      "--modality", "image", "--test-fraction", "0.25", "--split-key", "shape", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["split_key"] == "shape" and report["test_items"] % 8 == 0 and report["test_items"] > 0
@@ -106,6 +106,7 @@ def test_probe_compares_three_feature_sets(run_dir, shapes_data, tmp_path):
     (["--data", "TRAIN"], "--task probe takes --train"),
     (["--test", "ONECOLOUR"], "a probe needs 2+"),
     (["--test-fraction", "0.5", "--split-key", "label"], "never occur in the training part"),
+    (["--test", "TRAIN", "--no-modality"], "say which one to probe, e.g. --modality image"),
 ])
 def test_probe_bad_input_is_one_clear_line(run_dir, shapes_data, tmp_path, args, message):
     train = _colour_labels(shapes_data, "train", tmp_path / "train.jsonl")
@@ -114,6 +115,8 @@ def test_probe_bad_input_is_one_clear_line(run_dir, shapes_data, tmp_path, args,
     if "ONECOLOUR" in args:
         train, args = one, [str(tmp_path / "train.jsonl") if a == "ONECOLOUR" else a for a in args]
     args = [str(train) if a == "TRAIN" else a for a in args]
-    result = CliRunner().invoke(cli, ["eval", str(run_dir), "--task", "probe", "--train", str(train), *args])
+    tower = [] if "--no-modality" in args else ["--modality", "image"]
+    args = [a for a in args if a != "--no-modality"]
+    result = CliRunner().invoke(cli, ["eval", str(run_dir), "--task", "probe", "--train", str(train), *tower, *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output

@@ -26,7 +26,8 @@ import click
               "(default: the labels found in the manifest).")
 @click.option("--label-field", default="label", show_default=True, help="zeroshot, probe: the record field with the label.")
 @click.option("--templates", default="imagenet", show_default=True, help="zeroshot: imagenet, short or a file.")
-@click.option("--modality", help="zeroshot, probe: the tower to classify (default: the non-text one).")
+@click.option("--modality", help="zeroshot: the tower to classify (default: the non-text one); probe: the tower "
+              "to probe (needed when the model has more than one).")
 @click.option("--modalities", help="retrieval: the two towers to evaluate, e.g. audio,image (any two of the model, "
               "trained together or not; default: the model's two).")
 @click.option("--chunk-size", default=4096, show_default=True, help="Candidates per similarity block.")

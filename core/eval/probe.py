@@ -132,9 +132,10 @@ def _pick_modality(model, modality: str | None) -> str:
         if modality not in model.modalities:
             raise FuseError(f"--modality '{modality}': this model has towers {', '.join(model.modalities)}.")
         return modality
-    if len(model.modalities) == 1:
-        return model.modalities[0]
-    return next((m for m in model.modalities if model.input_kind(m) != "text"), model.modalities[0])
+    if len(model.modalities) != 1:
+        raise FuseError(f"This model has towers {', '.join(model.modalities)}; say which one to probe, e.g. "
+                        f"--modality {model.modalities[0]}")
+    return model.modalities[0]
 
 
 def run_probe(model, train: str | Path, test: str | Path | None = None, test_fraction: float | None = None,
@@ -143,7 +144,7 @@ def run_probe(model, train: str | Path, test: str | Path | None = None, test_fra
               progress: bool = False) -> dict:
     """Linear probe of one tower: fit on ``train`` (C chosen on its held-out ``val_fraction``), score on
     ``test``, or on a ``test_fraction`` of ``train`` split by the record field ``split_key`` (default:
-    each record on its own). Feature sets: "raw latents", "model" (the trained tower's embeddings) and,
+    each record on its own). ``modality`` names the tower (needed when the model has more than one). Feature sets: "raw latents", "model" (the trained tower's embeddings) and,
     with ``baselines``, "untrained heads"."""
     if (test is None) == (test_fraction is None):
         raise FuseError("Give either a test manifest (--test) or --test-fraction to split --train, not both or neither.")
