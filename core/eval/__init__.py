@@ -8,10 +8,11 @@
 """
 
 from .api import run_retrieval, run_zeroshot
-from .probe import fit_logistic, fit_probe, run_probe
+from .probe import fit_logistic, fit_probe, probe_latents, run_probe
 from .rank import topk
 from .retrieval import evaluate_retrieval, ranks_of_best_positive, retrieval_metrics
 from .zeroshot import class_embeddings, load_templates, zeroshot_metrics
 
-__all__ = ["class_embeddings", "evaluate_retrieval", "fit_logistic", "fit_probe", "load_templates", "ranks_of_best_positive",
-           "retrieval_metrics", "run_probe", "run_retrieval", "run_zeroshot", "topk", "zeroshot_metrics"]
+__all__ = ["class_embeddings", "evaluate_retrieval", "fit_logistic", "fit_probe", "load_templates", "probe_latents",
+           "ranks_of_best_positive", "retrieval_metrics", "run_probe", "run_retrieval", "run_zeroshot", "topk",
+           "zeroshot_metrics"]

@@ -138,14 +138,32 @@ def _pick_modality(model, modality: str | None) -> str:
     return model.modalities[0]
 
 
+def probe_latents(model, modality: str, lat_train, y_train: torch.Tensor, lat_test, y_test: torch.Tensor,
+                  classes: list[str], Cs=C_GRID, val_fraction: float = 0.2, seed: int = 0,
+                  baselines: bool = True) -> dict[str, dict]:
+    """The probe of each feature set from encoder latents already computed ({feature set: metrics})."""
+    features = {"raw latents": (_pooled(lat_train), _pooled(lat_test)),
+                "model": (model.project(modality, lat_train), model.project(modality, lat_test))}
+    if baselines:
+        untrained = model.with_untrained_heads(seed=0)
+        features["untrained heads"] = (untrained.project(modality, lat_train), untrained.project(modality, lat_test))
+    results = {}
+    for name, (x_train, x_test) in features.items():
+        probe, scores = fit_probe(x_train.cpu(), y_train, len(classes), Cs, val_fraction, seed)
+        results[name] = {**probe_metrics(probe, x_test.cpu(), y_test, classes), "val_top1_by_C": scores,
+                         "dim": x_train.shape[1]}
+    return results
+
+
 def run_probe(model, train: str | Path, test: str | Path | None = None, test_fraction: float | None = None,
               split_key: str | None = None, modality: str | None = None, label_field: str = "label",
               Cs=C_GRID, val_fraction: float = 0.2, seed: int = 0, batch_size: int = 32, baselines: bool = True,
               progress: bool = False) -> dict:
     """Linear probe of one tower: fit on ``train`` (C chosen on its held-out ``val_fraction``), score on
     ``test``, or on a ``test_fraction`` of ``train`` split by the record field ``split_key`` (default:
-    each record on its own). ``modality`` names the tower (needed when the model has more than one). Feature sets: "raw latents", "model" (the trained tower's embeddings) and,
-    with ``baselines``, "untrained heads"."""
+    each record on its own). ``modality`` names the tower (needed when the model has more than one).
+    Feature sets: "raw latents", "model" (the trained tower's embeddings) and, with ``baselines``,
+    "untrained heads"."""
     if (test is None) == (test_fraction is None):
         raise FuseError("Give either a test manifest (--test) or --test-fraction to split --train, not both or neither.")
     modality = _pick_modality(model, modality)
@@ -174,16 +192,7 @@ def run_probe(model, train: str | Path, test: str | Path | None = None, test_fra
     y_test = torch.tensor([index[l] for l in test_labels])
     lat_train = model.encode(modality, values, batch_size, progress)
     lat_test = model.encode(modality, test_values, batch_size, progress)
-    features = {"raw latents": (_pooled(lat_train), _pooled(lat_test)),
-                "model": (model.project(modality, lat_train).cpu(), model.project(modality, lat_test).cpu())}
-    if baselines:
-        untrained = model.with_untrained_heads(seed=0)
-        features["untrained heads"] = (untrained.project(modality, lat_train).cpu(),
-                                       untrained.project(modality, lat_test).cpu())
-    results = {}
-    for name, (x_train, x_test) in features.items():
-        probe, scores = fit_probe(x_train.cpu(), y_train, len(classes), Cs, val_fraction, seed)
-        results[name] = {**probe_metrics(probe, x_test.cpu(), y_test, classes), "val_top1_by_C": scores,
-                         "dim": x_train.shape[1]}
+    results = probe_latents(model, modality, lat_train, y_train, lat_test, y_test, classes, Cs, val_fraction, seed,
+                            baselines)
     return {"task": "probe", "train": str(train), **split, "modality": modality, "label_field": label_field,
             "classes": len(classes), "train_items": len(values), "test_items": len(test_values), "metrics": results}
