@@ -20,14 +20,15 @@ def _data_lines(recipe: dict) -> list[str]:
     return ["Manifests: " + "; ".join(lines) + "."] if lines else []
 
 
-def _metrics_table(metrics: dict) -> list[str]:
+def _metrics_table(metrics: dict, tower: str | None) -> list[str]:
     before, after = metrics.get("before") or {}, metrics.get("after") or {}
     keys = [k for k in (after or before) if "R@" in k or "rank" in k]
     if not keys:
         return []
     lines = ["## Validation retrieval", "",
              "Before: the same encoders with untrained heads; after: the exported heads"
-             + (f" (best epoch {metrics['best_epoch']})" if metrics.get("best_epoch") is not None else "") + ".", "",
+             + (f" (best epoch {metrics['best_epoch']})" if metrics.get("best_epoch") is not None else "") + "."
+             + (f" Measured with the whole model this {tower} tower was exported from." if tower else ""), "",
              "| metric | before | after |", "|---|---|---|"]
     fmt = lambda d, k: f"{d[k]:.2f}" if isinstance(d.get(k), (int, float)) else "-"  # noqa: E731
     return lines + [f"| {k} | {fmt(before, k)} | {fmt(after, k)} |" for k in keys] + [""]
@@ -54,17 +55,20 @@ def model_card(config: dict) -> str:
         info = t["encoder"]["info"]
         lines.append(f"| {m} | {t['encoder']['name']} ({t['encoder']['package']}) | {info.get('source', '')} | "
                      f"{info.get('license', '') or 'see source'} | {info['dim']} | {t['head']['name']} |")
-    lines += ["", "Each encoder keeps its own licence (see its source); the heads are yours to license.", ""]
+    lines += ["", "Each encoder keeps its own licence (see its source).", ""]
     if config.get("fusion"):
         lines += [f"The towers share a `{config['fusion']['name']}` fusion block after their heads.", ""]
     recipe_text = card.get("recipe_text")
-    recipe = yaml.safe_load(recipe_text) if recipe_text else {}
+    try:
+        recipe = yaml.safe_load(recipe_text) if recipe_text else {}
+    except yaml.YAMLError:
+        recipe = {}  # the card still shows the text; only the data section needs it parsed
     data = _data_lines(recipe if isinstance(recipe, dict) else {})
     if data:
         lines += ["## Data", "", *data, ""]
     if config.get("pairs"):
         lines += ["Trained pairs: " + ", ".join("-".join(p) for p in config["pairs"]) + ".", ""]
-    lines += _metrics_table(card.get("metrics") or {})
+    lines += _metrics_table(card.get("metrics") or {}, one)
     if card.get("plots"):
         lines += ["## Training curves", "", *[f"![{p}]({p})" for p in card["plots"]], ""]
     if recipe_text:
