@@ -108,7 +108,8 @@ def _write_export(model: AlignedModel, tmp: Path, card: dict | None, pairs, towe
               "pairs": [list(p) for p in pairs or []] if not tower else [], "card": card,
               "tower": tower, "sentence_transformers": st}
     write_text(tmp / "README.md", model_card(config))
-    config["files"] = record_files(tmp, skip=(CONFIG,))
+    # Every file loading reads; the model card and plots are for people and may be edited.
+    config["files"] = record_files(tmp, skip=(CONFIG, "README.md", *PLOTS))
     write_text(tmp / CONFIG, json.dumps(config, indent=2, default=str))  # last: its presence marks a whole export
 
 

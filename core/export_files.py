@@ -1,6 +1,6 @@
 """Each exported file's size and sha256, recorded in fuse_model.json and checked before loading.
 
-A truncated copy, a swapped head or a hand-edited config then fails with the file's name instead of
+A truncated copy, a swapped head or an edited encoder config then fails with the file's name instead of
 a shape error deep inside torch (or, worse, loading silently). Sizes are checked for every file;
 hashes for files up to ``HASH_LIMIT`` (heads, configs, tokenizers), so that loading a large encoder
 does not read its weights twice. ``verify_files(path, files, full=True)`` hashes everything.
