@@ -4,7 +4,11 @@
     OUT/<modality>/encoder/...   the encoder's own files (weights as safetensors)
     OUT/<modality>/head.safetensors
     OUT/fusion.safetensors       the shared fusion module, when the model has one
-    OUT/README.md                model card
+    OUT/README.md                model card (and OUT/metrics.png, the run's training curves)
+    OUT/modules.json ...         a one-tower text export also loads in sentence-transformers
+                                 (fuse.sentence_transformers)
+
+fuse_model.json records every file's size and sha256; loading checks them first.
 
 Loading resolves names through the plugin registry (a missing plugin says which package to
 install) and never unpickles anything.
@@ -14,14 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
 from .atomic import atomic_dir, locked, sweep_stale, write_text
-from .errors import ModelFileError, PluginError, RecipeError, StorageError
+from .errors import FuseError, ModelFileError, PluginError, RecipeError, StorageError
+from .export_files import record_files, verify_files
 from .model import AlignedModel, build_model
+from .model_card import model_card
 from .plan import Spec, resolve_spec
 from .plugin_manager import installed_version, registry
 from .weights import save_state_dict
@@ -29,27 +36,55 @@ from .weights import save_state_dict
 FORMAT = "fuse-aligned-model"
 FORMAT_VERSION = 2   # 1: two towers (fuse 0.1 before N modalities); 2: any number, plus the trained pairs
 CONFIG = "fuse_model.json"
+# Format 2 later gained optional fields that older fuse versions ignore: "files" (sizes and hashes),
+# "tower" (a one-tower export) and "sentence_transformers"; exports without them still load.
+PLOTS = ("metrics.png",)
 
 
 def export_model(model: AlignedModel, out_dir: str | Path, card: dict | None = None,
-                 pairs: list[tuple[str, str]] | None = None, force: bool = False) -> Path:
-    """Write ``model`` (every tower) to ``out_dir``, atomically: built in a unique folder beside it,
-    fsynced, then renamed. An existing non-empty ``out_dir`` must be a previous fuse export and
-    ``force`` given; the old export is removed only once the new one is complete."""
+                 pairs: list[tuple[str, str]] | None = None, force: bool = False, tower: str | None = None,
+                 plots: list[str | Path] = ()) -> Path:
+    """Write ``model`` (every tower, or only ``tower``) to ``out_dir``, atomically: built in a unique folder
+    beside it, fsynced, then renamed. An existing non-empty ``out_dir`` must be a previous fuse export and
+    ``force`` given; the old export is removed only once the new one is complete. ``plots`` (e.g. the
+    run's metrics.png) are copied in when they exist."""
     out = Path(out_dir)
+    check_tower(model, tower)
     check_export_target(out, force)
     with locked(out):  # one exporter at a time, so temp folders that a killed one left can go
         sweep_stale(out)
         check_export_target(out, force)  # again, now that no other exporter is busy
         with atomic_dir(out) as tmp:
-            _write_export(model, tmp, card, pairs)
+            _write_export(model, tmp, card, pairs, tower, plots)
     return out
 
 
-def _write_export(model: AlignedModel, tmp: Path, card: dict | None, pairs) -> None:
+def check_tower(model: AlignedModel, tower: str | None) -> None:
+    """A one-tower export needs a tower the model has, and towers that do not share a fusion block."""
+    if tower is None:
+        return
+    if tower not in model.modalities:
+        raise FuseError(f"--tower {tower}: this model has towers {', '.join(model.modalities)}.")
+    if model.fusion is not None:
+        raise FuseError(f"--tower {tower}: this model's towers share a '{model.fusion_spec.name}' fusion block, so "
+                        f"the {tower} tower alone would not give the model's embeddings; export the whole model.")
+
+
+def _write_export(model: AlignedModel, tmp: Path, card: dict | None, pairs, tower: str | None = None,
+                  plots=()) -> None:
     """Every file of an export, into the (temporary) folder ``tmp``."""
-    towers = {}
-    for m in model.modalities:
+    card = dict(card or {})
+    recipe = Path(str(card.get("recipe", "")))
+    if card.get("recipe") and recipe.is_file() and "recipe_text" not in card:
+        card["recipe_text"] = recipe.read_text(encoding="utf-8", errors="replace")
+    copied = []
+    for plot in plots:
+        if Path(plot).is_file() and Path(plot).name in PLOTS:
+            shutil.copyfile(plot, tmp / Path(plot).name)
+            copied.append(Path(plot).name)
+    card["plots"] = copied
+    towers, st = {}, False
+    for m in (tower,) if tower else model.modalities:
         enc, head = model.encoders[m], model.heads[m]
         enc_options = enc.save(tmp / m / "encoder")
         save_state_dict(head, tmp / m / "head.safetensors")
@@ -59,13 +94,22 @@ def _write_export(model: AlignedModel, tmp: Path, card: dict | None, pairs) -> N
                         "info": dataclasses.asdict(enc.info)},
             "head": {**model.specs[m]["head"].as_dict(), "in_dim": enc.info.dim},
         }
+        st_config = enc.sentence_transformers_config() if tower else None
+        if st_config is not None:
+            from .sentence_transformers import write_sentence_transformers
+
+            write_sentence_transformers(tmp, m, st_config, towers[m]["head"], enc.info.dim, model.embed_dim)
+            st = True
     if model.fusion is not None:
         save_state_dict(model.fusion, tmp / "fusion.safetensors")
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "fuse_version": installed_version(),
               "embed_dim": model.embed_dim, "modalities": towers,
               "fusion": model.fusion_spec.as_dict() if model.fusion_spec else None,
-              "pairs": [list(p) for p in pairs or []], "card": card or {}}
+              "pairs": [list(p) for p in pairs or []] if not tower else [], "card": card,
+              "tower": tower, "sentence_transformers": st}
     write_text(tmp / "README.md", model_card(config))
+    # Every file loading reads; the model card and plots are for people and may be edited.
+    config["files"] = record_files(tmp, skip=(CONFIG, "README.md", *PLOTS))
     write_text(tmp / CONFIG, json.dumps(config, indent=2, default=str))  # last: its presence marks a whole export
 
 
@@ -75,7 +119,8 @@ def is_export(path: Path) -> bool:
         config = json.loads((path / CONFIG).read_text())
         if config.get("format") != FORMAT:
             return False
-        known = {CONFIG, "README.md", "fusion.safetensors", *config.get("modalities", {})}
+        known = {CONFIG, "README.md", "fusion.safetensors", "modules.json", "config_sentence_transformers.json",
+                 *PLOTS, *config.get("modalities", {})}
         return all(p.name in known for p in path.iterdir())
     except (OSError, ValueError, AttributeError):
         return False
@@ -157,6 +202,7 @@ def tower_specs(path: Path, config: dict) -> dict[str, tuple[Spec, Spec]]:
 def load_aligned(path: str | Path, device: str = "cpu") -> AlignedModel:
     """Rebuild an exported model (or the export inside a run dir) with no network access."""
     path, config = read_config(path)
+    verify_files(path, config.get("files") or {})
     towers = tower_specs(path, config)
     fusion = config.get("fusion")
     fusion_spec = resolve_spec("fusion", fusion["name"], fusion.get("options"), f"{path / CONFIG}:fusion") if fusion else None
@@ -176,32 +222,11 @@ def load_aligned(path: str | Path, device: str = "cpu") -> AlignedModel:
     return model.to(torch.device(device)).eval()
 
 
-def model_card(config: dict) -> str:
-    """The export's README.md: towers, sources, licences and the validation numbers."""
-    lines = ["# fuse aligned model", "",
-             f"Aligned with fuse {config['fuse_version']}; shared embedding size {config['embed_dim']}.", "",
-             "```python", "import fuse", "model = fuse.load('PATH')",
-             f"z = model.embed('{next(iter(config['modalities']))}', [...])  # L2-normalised", "```", "",
-             "| modality | encoder plugin | source | licence | latent dim | head |", "|---|---|---|---|---|---|"]
-    for m, t in config["modalities"].items():
-        info = t["encoder"]["info"]
-        lines.append(f"| {m} | {t['encoder']['name']} ({t['encoder']['package']}) | {info.get('source', '')} | "
-                     f"{info.get('license', '') or 'see source'} | {info['dim']} | {t['head']['name']} |")
-    card = config.get("card") or {}
-    if card.get("metrics"):
-        lines += ["", "## Validation retrieval", "", "| metric | before | after |", "|---|---|---|"]
-        before, after = card["metrics"].get("before", {}), card["metrics"].get("after", {})
-        for k in after:
-            if "R@" in k:
-                lines.append(f"| {k} | {before.get(k, float('nan')):.2f} | {after[k]:.2f} |")
-    if card.get("recipe"):
-        lines += ["", f"Trained with recipe `{card['recipe']}`."]
-    return "\n".join(lines) + "\n"
-
-
-def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best", force: bool = False) -> Path:
+def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best", force: bool = False,
+               tower: str | None = None) -> Path:
     """Rebuild a run's model from its recipe.yaml, load a checkpoint's trainable weights (its content
-    hash verified), export. Nothing is written until every check has passed."""
+    hash verified), export (every tower, or only ``tower``) with the run's eval.json metrics and plots
+    in the model card. Nothing is written until every check has passed."""
     from .model import model_from_plan
     from .plan import resolve
     from .recipe import load_recipe
@@ -226,5 +251,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best
     if missing_heads or unexpected:
         raise ModelFileError(f"{ckpt} does not fit the run's recipe: missing {missing_heads[:5]}, "
                              f"unexpected {unexpected[:5]}.")
-    return export_model(model, out_dir, card={"recipe": str(recipe_file), "checkpoint": ckpt.name},
-                        pairs=[p.modalities for p in plan.pairs], force=force)
+    check_tower(model, tower)
+    card = {"recipe": str(recipe_file), "checkpoint": ckpt.name}
+    eval_file = run_dir / "eval.json"
+    if checkpoint.removesuffix(".safetensors") == "best" and eval_file.is_file():
+        try:  # eval.json's "after" is the best checkpoint's validation
+            card["metrics"] = json.loads(eval_file.read_text())
+        except json.JSONDecodeError:
+            pass  # a damaged eval.json only costs the card its table; the weights are verified
+    return export_model(model, out_dir, card=card, pairs=[p.modalities for p in plan.pairs], force=force,
+                        tower=tower, plots=[run_dir / p for p in PLOTS])

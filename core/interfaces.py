@@ -70,6 +70,11 @@ class Encoder(nn.Module, ABC):
     def preprocessing_signature(self) -> dict[str, Any]:
         """Everything about preprocessing that changes the latents (for cache keys)."""
 
+    def sentence_transformers_config(self) -> dict[str, Any] | None:
+        """For a transformers text encoder that sentence-transformers can rebuild from what ``save`` writes:
+        {"pooling": "mean" | "cls", "max_length": int}, so a one-tower export also loads there. None otherwise."""
+        return None
+
     @abstractmethod
     def save(self, directory: Path) -> dict[str, Any]:
         """Write weights (safetensors) and configs into ``directory``.

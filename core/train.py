@@ -242,7 +242,7 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
                                 f"after (best epoch {best_epoch})": results["after"]}))
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
         export_model(model, run_dir / "export", card={"recipe": recipe_path or recipe.name, "metrics": results},
-                     pairs=trained, force=True)
+                     pairs=trained, force=True, plots=[run_dir / "metrics.png"])
         print(f"run dir: {run_dir}  (metrics.jsonl, metrics.png, eval.json, checkpoints/, export/)")
 
     # ------------------------------------------------------------------ cleanup

@@ -57,6 +57,9 @@ class HFTextEncoder(fuse.Encoder):
                 "max_length": self.options.max_length, "pooling": self.options.pooling,
                 "lowercase": getattr(self.tokenizer, "do_lower_case", None)}
 
+    def sentence_transformers_config(self) -> dict[str, Any]:
+        return {"pooling": self.options.pooling, "max_length": self.options.max_length}
+
     def save(self, directory: Path) -> dict[str, Any]:
         fuse.save_hf(directory, self.model, self.tokenizer)
         # The saved config already has the truncated depth.

@@ -69,3 +69,54 @@ def test_retrieval_manifest_without_the_models_modalities(run_dir, tmp_path):
     bad.write_text(json.dumps({"audio": "x.wav", "text": "a dog"}) + "\n")
     result = CliRunner().invoke(cli, ["eval", str(run_dir), "--data", str(bad)])
     assert result.exit_code == 2 and "no record has both 'image' and 'text'" in result.output
+
+
+def _colour_labels(shapes_data, split, path):
+    rows = [json.loads(l) for l in shapes_data[split].read_text().splitlines()]
+    path.write_text("".join(json.dumps({"image": str(shapes_data[split].parent / r["image"]),
+                                        "label": r["text"].split()[1], "shape": r["text"].split()[2]}) + "\n"
+                            for r in rows))
+    return path
+
+
+def test_probe_compares_three_feature_sets(run_dir, shapes_data, tmp_path):
+    train = _colour_labels(shapes_data, "train", tmp_path / "train.jsonl")
+    test = _colour_labels(shapes_data, "val", tmp_path / "test.jsonl")
+    result = CliRunner().invoke(cli, ["eval", str(run_dir), "--task", "probe", "--train", str(train),
+                                      "--modality", "image", "--test", str(test), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "raw latents" in result.output and "untrained heads" in result.output
+    report = json.loads((tmp_path / "out" / "probe.json").read_text())
+    assert set(report["metrics"]) == {"raw latents", "model", "untrained heads"}
+    assert report["classes"] == 4 and report["test_items"] == len(test.read_text().splitlines())
+    model = report["metrics"]["model"]
+    assert model["top1"] == pytest.approx(sum(model["per_class_top1"].values()) / 4)  # balanced test set
+    assert report["metrics"]["raw latents"]["dim"] != model["dim"]
+    assert (tmp_path / "out" / "worst_classes.png").exists()
+    # One file split by a key: a shape never appears on both sides.
+    result = CliRunner().invoke(cli, ["eval", str(run_dir), "--task", "probe", "--train", str(train),
+                                      "--modality", "image", "--test-fraction", "0.25", "--split-key", "shape", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["split_key"] == "shape" and report["test_items"] % 8 == 0 and report["test_items"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--test", "TRAIN", "--test-fraction", "0.2"], "either a test manifest"),
+    (["--data", "TRAIN"], "--task probe takes --train"),
+    (["--test", "ONECOLOUR"], "a probe needs 2+"),
+    (["--test-fraction", "0.5", "--split-key", "label"], "never occur in the training part"),
+    (["--test", "TRAIN", "--no-modality"], "say which one to probe, e.g. --modality image"),
+])
+def test_probe_bad_input_is_one_clear_line(run_dir, shapes_data, tmp_path, args, message):
+    train = _colour_labels(shapes_data, "train", tmp_path / "train.jsonl")
+    one = tmp_path / "one.jsonl"
+    one.write_text("".join(l for l in train.read_text().splitlines(True) if '"red"' in l))
+    if "ONECOLOUR" in args:
+        train, args = one, [str(tmp_path / "train.jsonl") if a == "ONECOLOUR" else a for a in args]
+    args = [str(train) if a == "TRAIN" else a for a in args]
+    tower = [] if "--no-modality" in args else ["--modality", "image"]
+    args = [a for a in args if a != "--no-modality"]
+    result = CliRunner().invoke(cli, ["eval", str(run_dir), "--task", "probe", "--train", str(train), *tower, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output

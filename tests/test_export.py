@@ -91,3 +91,60 @@ def test_cli_export_from_run_dir_matches_training_export(tmp_path, tiny_text_mod
     assert torch.allclose(a.embed("text", texts), b.embed("text", texts), atol=1e-6)
     bad = CliRunner().invoke(cli, ["export", str(tmp_path / "run"), str(tmp_path / "x"), "--checkpoint", "epoch-099"])
     assert bad.exit_code == 2 and "available: best, epoch-002" in bad.output  # keep_checkpoints 1 pruned epoch-001
+    card = (tmp_path / "again" / "README.md").read_text()
+    after = json.loads((tmp_path / "run" / "eval.json").read_text())["after"]
+    assert f"| mean/R@1 | " in card and f"{after['mean/R@1']:.2f} |" in card  # the run's eval.json
+    assert "```yaml" in card and "name: tiny" in card and "## Intended use and limits" in card
+    assert (tmp_path / "again" / "metrics.png").read_bytes()[:4] == b"\x89PNG" and "![metrics.png]" in card
+    one = CliRunner().invoke(cli, ["export", str(tmp_path / "run"), str(tmp_path / "text"), "--tower", "text"])
+    assert one.exit_code == 0, one.output
+    assert torch.allclose(fuse.load(tmp_path / "text").embed("text", texts), a.embed("text", texts), atol=1e-6)
+    assert (tmp_path / "text" / "modules.json").exists() and (tmp_path / "text" / "metrics.png").exists()
+
+
+def test_text_tower_alone_loads_in_fuse_and_sentence_transformers(tiny_text_model, tmp_path):
+    st = pytest.importorskip("sentence_transformers")
+    torch.manual_seed(1)
+    specs = {"image": {"encoder": {"name": "timm", "options": {"model": "test_vit", "pretrained": False}},
+                       "head": {"name": "linear"}},
+             "text": {"encoder": {"name": "hf-text", "options": {"model": str(tiny_text_model), "max_length": 8}},
+                      "head": {"name": "residual-mlp", "options": {"depth": 1}}}}
+    model = build_model(specs, embed_dim=12).eval()
+    texts = ["a red circle", "the blue square on white " * 4, "green"]  # the long one is truncated at 8 tokens
+    want = model.embed("text", texts)
+    out = export_model(model, tmp_path / "text", tower="text")
+    assert not (out / "image").exists() and not list(out.rglob("*.py"))
+    alone = fuse.load(out)
+    assert alone.modalities == ("text",)
+    assert torch.allclose(alone.embed("text", texts), want, atol=1e-6)
+    # sentence-transformers 6 imports a module class outside its namespace only with trust_remote_code;
+    # the class is fuse.sentence_transformers.FuseHead from the installed package, not a file in the export.
+    got = st.SentenceTransformer(str(out), trust_remote_code=True, device="cpu").encode(texts, convert_to_tensor=True)
+    assert torch.allclose(got.float(), want, atol=1e-5)
+    assert "SentenceTransformer" in (out / "README.md").read_text()
+
+
+def test_tower_export_bad_requests(model, tmp_path):
+    with pytest.raises(fuse.FuseError, match="--tower audio: this model has towers image, text"):
+        export_model(model, tmp_path / "x", tower="audio")
+    fused = build_model({m: {"encoder": {"name": "timm" if m == "image" else "hf-text",
+                                         "options": model.specs[m]["encoder"].options.model_dump()},
+                             "head": {"name": "linear"}} for m in ("image", "text")}, embed_dim=8,
+                        fusion={"name": "shared-transformer", "options": {"width": 16, "heads": 2}},
+                        encoders=dict(model.encoders))
+    with pytest.raises(fuse.FuseError, match="share a 'shared-transformer' fusion block.*export the whole model"):
+        export_model(fused, tmp_path / "y", tower="text")
+    assert not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: f.write_bytes(f.read_bytes()[:-4]), "bytes but was exported as"),
+    (lambda f: f.write_bytes(f.read_bytes()[:-1] + bytes([f.read_bytes()[-1] ^ 1])), "does not match its sha256"),
+    (lambda f: f.unlink(), "is missing from the export"),
+])
+def test_tampered_export_file_is_named(model, tmp_path, damage, message):
+    out = export_model(model, tmp_path / "export")
+    damage(out / "text" / "head.safetensors")
+    with pytest.raises(ModelFileError, match=f"text/head.safetensors.*{message}"):
+        fuse.load(out)
+

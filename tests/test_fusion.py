@@ -47,6 +47,10 @@ def test_fusion_trains_on_cached_tokens_and_round_trips(tmp_path, tiny_text_mode
     assert z.shape == (2, 16) and torch.allclose(z.norm(dim=-1), torch.ones(2), atol=1e-5)
     # the fusion module is shared: the same parameters embed both modalities
     assert {n for n, _ in model.fusion.named_parameters()} >= {"cls", "modality_embedding.image", "modality_embedding.text"}
+    # so one tower alone is not this model: --tower is refused, nothing written
+    one = CliRunner().invoke(cli, ["export", str(tmp_path / "run"), str(tmp_path / "text"), "--tower", "text"])
+    assert one.exit_code == 2 and "share a 'shared-transformer' fusion block" in one.output
+    assert not (tmp_path / "text").exists()
 
 
 def test_padding_tokens_do_not_change_the_embedding():

@@ -1,4 +1,5 @@
-"""`fuse eval MODEL --task retrieval|zeroshot --data MANIFEST`: the numbers papers report."""
+"""`fuse eval MODEL --task retrieval|zeroshot --data MANIFEST` and `--task probe --train T [--test S]`: the
+numbers papers report."""
 
 from __future__ import annotations
 
@@ -10,16 +11,23 @@ import click
 
 @click.command("eval")
 @click.argument("model_dir", metavar="MODEL", type=click.Path(file_okay=False))
-@click.option("--task", type=click.Choice(["retrieval", "zeroshot"]), default="retrieval", show_default=True)
-@click.option("--data", "manifest", required=True, type=click.Path(dir_okay=False),
+@click.option("--task", type=click.Choice(["retrieval", "zeroshot", "probe"]), default="retrieval", show_default=True)
+@click.option("--data", "manifest", type=click.Path(dir_okay=False),
               help="JSONL manifest: pairs (retrieval) or items with a label field (zeroshot).")
+@click.option("--train", "train", type=click.Path(dir_okay=False),
+              help="probe: JSONL of items with a label field to fit the linear probe on.")
+@click.option("--test", "test", type=click.Path(dir_okay=False), help="probe: JSONL of labelled items to score it on.")
+@click.option("--test-fraction", type=float, help="probe: instead of --test, hold out this fraction of --train.")
+@click.option("--split-key", help="probe: with --test-fraction, records with the same value of this field stay on "
+              "one side (default: each record on its own).")
 @click.option("--out", type=click.Path(file_okay=False), help="Write eval.json and a PNG here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--classes", type=click.Path(dir_okay=False), help="zeroshot: class names, one per line "
               "(default: the labels found in the manifest).")
-@click.option("--label-field", default="label", show_default=True, help="zeroshot: the record field with the label.")
+@click.option("--label-field", default="label", show_default=True, help="zeroshot, probe: the record field with the label.")
 @click.option("--templates", default="imagenet", show_default=True, help="zeroshot: imagenet, short or a file.")
-@click.option("--modality", help="zeroshot: the tower to classify (default: the non-text one).")
+@click.option("--modality", help="zeroshot: the tower to classify (default: the non-text one); probe: the tower "
+              "to probe (needed when the model has more than one).")
 @click.option("--modalities", help="retrieval: the two towers to evaluate, e.g. audio,image (any two of the model, "
               "trained together or not; default: the model's two).")
 @click.option("--chunk-size", default=4096, show_default=True, help="Candidates per similarity block.")
@@ -28,17 +36,24 @@ import click
 @click.option("--no-baselines", is_flag=True, help="Skip the untrained-heads and raw-latents baselines.")
 @click.option("--skip-bad-media", is_flag=True, help="retrieval: leave out pairs whose image/audio file is "
               "unreadable, empty or silent (default: stop and name the file).")
-def eval_command(model_dir, task, manifest, out, as_json, classes, label_field, templates, modality, modalities,
+def eval_command(model_dir, task, manifest, train, test, test_fraction, split_key, out, as_json, classes, label_field, templates, modality, modalities,
                  chunk_size, batch_size, device, no_baselines, skip_bad_media):
     """Evaluate MODEL (an export dir or a run dir) on a manifest."""
     from ..devices import resolve_device
-    from ..errors import DataError
-    from ..eval import run_retrieval, run_zeroshot
+    from ..errors import DataError, FuseError
+    from ..eval import run_probe, run_retrieval, run_zeroshot
     from ..eval.report import format_table, plot_recall_curves, plot_worst_classes
     from ..export import load_aligned
 
+    if task == "probe" and (manifest or not train):
+        raise FuseError("--task probe takes --train LABELS.jsonl and --test LABELS.jsonl (or --test-fraction), not --data.")
+    if task != "probe" and (not manifest or train or test or test_fraction is not None):
+        raise FuseError(f"--task {task} takes --data MANIFEST; --train/--test/--test-fraction are for --task probe.")
     model = load_aligned(model_dir, device=str(resolve_device(device)))
-    if task == "retrieval":
+    if task == "probe":
+        report = run_probe(model, train, test, test_fraction, split_key, modality, label_field, batch_size=batch_size,
+                           baselines=not no_baselines, progress=not as_json)
+    elif task == "retrieval":
         report = run_retrieval(model, manifest, chunk_size=chunk_size, batch_size=batch_size,
                                baselines=not no_baselines, progress=not as_json, skip_bad_media=skip_bad_media,
                                modalities=tuple(m.strip() for m in modalities.split(",")) if modalities else None)
@@ -55,12 +70,14 @@ def eval_command(model_dir, task, manifest, out, as_json, classes, label_field, 
     else:
         metrics = {k: {m: v for m, v in r.items() if not isinstance(v, dict)} for k, r in report["metrics"].items()}
         click.echo(format_table(metrics, [k for k in next(iter(metrics.values())) if "R@" in k or "top" in k
-                                          or "rank" in k]))
+                                          or "rank" in k or k == "C"]))
     if out:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{task}.json").write_text(json.dumps(report, indent=2))
-        if task == "retrieval":
+        if task == "probe":
+            plot_worst_classes(report["metrics"]["model"]["per_class_top1"], out / "worst_classes.png")
+        elif task == "retrieval":
             plot_recall_curves(report["curves"], out / "recall_at_k.png")
         else:
             plot_worst_classes(report["metrics"]["model"]["per_class_top1"], out / "worst_classes.png")

@@ -1,4 +1,5 @@
-"""`fuse export RUN_DIR OUT_DIR`: write a run's aligned model (encoders + heads) as safetensors."""
+"""`fuse export RUN_DIR OUT_DIR [--tower text]`: write a run's aligned model (encoders + heads), or one tower, as
+safetensors with a model card."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import click
 @click.option("--checkpoint", default="best", show_default=True,
               help="Which checkpoint of the run: best, or a kept epoch file such as epoch-003 (train.keep_checkpoints).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it holds a previous fuse export (never anything else).")
-def export_command(run_dir, out_dir, checkpoint, force):
+@click.option("--tower", help="Export only this tower (encoder + head), e.g. text; a transformers text tower also "
+              "loads in sentence-transformers. Not for models whose towers share a fusion block.")
+def export_command(run_dir, out_dir, checkpoint, force, tower):
     """Rebuild the run's model from its recipe.yaml, load a checkpoint, export it to OUT_DIR.
 
     OUT_DIR must be new, empty, or (with --force) a previous export; it is written atomically."""
     from ..export import export_run
 
-    out = export_run(run_dir, out_dir, checkpoint, force=force)
+    out = export_run(run_dir, out_dir, checkpoint, force=force, tower=tower)
     click.echo(f"exported to {out}")
