@@ -15,19 +15,11 @@ import fuse
 from fuse.cli import cli
 from fuse.inference import read_embeddings_file
 
-from conftest import tiny_recipe, write_recipe
 
 
 @pytest.fixture(scope="module")
-def trained_export(tmp_path_factory, tiny_text_model, shapes_data):
-    """A tiny model trained on the shapes data through `fuse train`, and its export."""
-    tmp = tmp_path_factory.mktemp("infer")
-    recipe = write_recipe(tmp / "r.yaml", tiny_recipe(tmp, tiny_text_model, shapes_data, **{
-        "train.epochs": 8, "train.eval_every": 8, "optim.lr": 1e-2, "optim.weight_decay": 0.0,
-        "modalities.image.head": {"name": "linear"}}))
-    result = CliRunner().invoke(cli, ["train", str(recipe)])
-    assert result.exit_code == 0, result.output
-    return tmp / "run" / "export"
+def trained_export(trained_shapes_export):
+    return trained_shapes_export
 
 
 def val_records(shapes_data):
