@@ -40,6 +40,13 @@ def default_location(source: Path, modality: str) -> Path:
     source = Path(source)
     if source.is_dir():
         return source / INDEX_DIR / modality
+    parts = source.parts
+    wild = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
+    if wild is not None:  # a glob: beside its fixed part, named by a hash of the pattern
+        import hashlib
+
+        tag = hashlib.sha256(str(source).encode()).hexdigest()[:8]
+        return Path(*parts[:wild]) / INDEX_DIR / f"glob-{tag}-{modality}"
     return source.parent / INDEX_DIR / f"{source.stem}-{modality}"
 
 
@@ -147,7 +154,8 @@ def refuse_other_model(folder: Path, meta: dict, fingerprint: str, modality: str
 
 def update_index(model, modality: str, values: list[str], folder: Path, rebuild: bool = False,
                  cache_dir: Path | None = None, batch_size: int = 32, shard_rows: int = SHARD_ROWS,
-                 model_path: str = "", fingerprint: str | None = None, progress: bool = True) -> EmbeddingIndex:
+                 model_path: str = "", fingerprint: str | None = None, progress: bool = True,
+                 desc: str = "indexing") -> EmbeddingIndex:
     """Bring the index in ``folder`` up to date with ``values`` (in that order) and return it.
 
     Only values whose identity (file path, size and mtime; or the text) is new are embedded,
@@ -190,7 +198,7 @@ def update_index(model, modality: str, values: list[str], folder: Path, rebuild:
             return meta
 
         meta = save()  # removed values are dropped even when nothing is new
-        bar = tqdm(total=len(todo), desc=f"indexing {modality}", unit="item", disable=not progress or not todo)
+        bar = tqdm(total=len(todo), desc=f"{desc} {modality}", unit="item", disable=not progress or not todo)
         for start in range(0, len(todo), shard_rows):
             chunk = todo[start:start + shard_rows]
             emb = embed_values(model, modality, [v for v, _ in chunk], batch_size, cache_dir,

@@ -146,7 +146,10 @@ def collect_inputs(kind_name: str, inputs: list[str], stdin=None) -> list[str]:
     for item in inputs:
         if not kind.files:
             if item == "-":
-                values += [line.strip() for line in (stdin or sys.stdin).read().splitlines() if line.strip()]
+                stream = stdin or sys.stdin
+                if stream.isatty():
+                    raise DataError(f"No {kind_name} inputs: give strings or a text file, or pipe text into stdin.")
+                values += [line.strip() for line in stream.read().splitlines() if line.strip()]
             elif Path(item).is_file():
                 values += read_lines(Path(item))
             else:
@@ -232,7 +235,7 @@ def embed_to_file(model, modality: str, values: list[str], out: Path, cache_dir:
         shutil.rmtree(parts, ignore_errors=True)  # a damaged unfinished job: start over
     index = update_index(model, modality, values, parts, cache_dir=cache_dir, batch_size=batch_size,
                          shard_rows=shard_rows, model_path=getattr(model, "path", ""), fingerprint=fingerprint,
-                         progress=progress)
+                         progress=progress, desc="embedding")
     position = {v: i for i, v in enumerate(index.values)}
     emb = index.embeddings[torch.tensor([position[v] for v in values], dtype=torch.long)].contiguous()
     if out.suffix.lower() == ".npy":

@@ -112,6 +112,15 @@ class AlignedModel(nn.Module):
 
         return similarity(self, a, b)
 
+    def index(self, source, modality: str | None = None, index_dir=None, rebuild: bool = False, cache_dir=None,
+              batch_size: int = 32):
+        """Build or update the on-disk index of ``source`` (a folder, glob or .jsonl manifest) and return it
+        (a fuse.index.EmbeddingIndex); pass it to ``search`` to query it many times without reloading."""
+        from .search import build_index
+
+        return build_index(self, source, modality, index_dir, rebuild, cache_dir, batch_size, progress=False,
+                           model_path=getattr(self, "path", ""))
+
     def search(self, queries, index, k: int = 10, query_modality: str | None = None, modality: str | None = None,
                index_dir=None, rebuild: bool = False, cache_dir=None, batch_size: int = 32) -> list[list[dict]]:
         """The ``k`` best items of ``index`` (a folder, glob or .jsonl manifest, indexed once and kept up to date

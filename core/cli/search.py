@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 
 import click
 
@@ -35,8 +37,10 @@ def search_command(model_dir, source, queries, k, modality, query_modality, inde
     from .embed import cache_option
 
     model = fuse.load(model_dir, device=str(resolve_device(device)))
-    results = search(model, list(queries), source, k, query_modality, modality, index_dir, rebuild,
-                     cache_option(cache_dir, no_cache), batch_size, progress=not as_json)
+    # with --json, stdout carries the JSON alone: progress notes (latent cache reads) go to stderr
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        results = search(model, list(queries), source, k, query_modality, modality, index_dir, rebuild,
+                         cache_option(cache_dir, no_cache), batch_size, progress=not as_json)
     if as_json:
         click.echo(json.dumps([{"query": q, "results": r} for q, r in zip(queries, results)], indent=2))
         return
