@@ -190,14 +190,15 @@ def update_index(model, modality: str, values: list[str], folder: Path, rebuild:
         base = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": {"fingerprint": fingerprint,
                 "path": str(model_path)}, "modality": modality, "input": kind.name, "embed_dim": model.embed_dim}
 
-        def save() -> dict:
+        def save(previous: dict | None = None) -> dict:
             live = {item[2] for item in done.values()}
             meta = {**base, "next_shard": next_shard, "shards": {s: e for s, e in shards.items() if s in live},
                     "items": [done[v] for v in values if v in done]}
-            write_text(folder / META, json.dumps(meta))
+            if meta != previous:  # an index that is up to date is not written again
+                write_text(folder / META, json.dumps(meta))
             return meta
 
-        meta = save()  # removed values are dropped even when nothing is new
+        meta = save(meta)  # removed values are dropped even when nothing is new
         bar = tqdm(total=len(todo), desc=f"{desc} {modality}", unit="item", disable=not progress or not todo)
         for start in range(0, len(todo), shard_rows):
             chunk = todo[start:start + shard_rows]

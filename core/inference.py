@@ -39,8 +39,11 @@ class Tower(nn.Module):
         kind = self.encoder.info.input
         return self.encoder.preprocess([input_kind(kind).read(v) if isinstance(v, str) else v for v in inputs])
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """L2-normalised embeddings [B, D] of a preprocessed batch (gradients flow, for fine-tuning)."""
+    def forward(self, batch) -> torch.Tensor:
+        """L2-normalised embeddings [B, D] of a preprocessed batch, or of a list of raw inputs
+        (preprocessed first); gradients flow, for fine-tuning."""
+        if isinstance(batch, (list, tuple)):
+            batch = self.preprocess(list(batch))
         device = next(self.head.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}
         if self.fusion is None:
