@@ -33,6 +33,7 @@ class Tower(nn.Module):
         model._encoder(modality)  # an unknown modality names the towers there are
         self.modality = modality
         self.encoder, self.head, self.fusion = model.encoders[modality], model.heads[modality], model.fusion
+        self.training = model.training  # the mode its (shared) modules are in: eval for a loaded model
 
     def preprocess(self, inputs: list) -> dict[str, torch.Tensor]:
         """Raw inputs (or values: paths, text) -> the encoder's batch tensors, on the CPU."""
@@ -78,7 +79,7 @@ def model_fingerprint(model) -> str:
 
 
 def embed_values(model, modality: str, values: list, batch_size: int = 32, cache_dir: Path | None = None,
-                 num_workers: int = 0, label: str = "") -> torch.Tensor:
+                 num_workers: int = 0, label: str = "", progress: bool = False) -> torch.Tensor:
     """Embeddings [N, D] on the CPU. With ``cache_dir`` and values that are all paths or text, the
     encoder's latents come from (and go to) the latent cache training uses, keyed by its weights
     and preprocessing, so inputs a run already encoded are not encoded again."""
@@ -91,7 +92,7 @@ def embed_values(model, modality: str, values: list, batch_size: int = 32, cache
                                      model.device, batch_size, num_workers, label or modality,
                                      tokens=model.uses_tokens)
     else:
-        latents = model.encode(modality, values, batch_size, num_workers=num_workers)
+        latents = model.encode(modality, values, batch_size, progress, num_workers=num_workers)
     return model.project(modality, latents).cpu()
 
 
