@@ -5,6 +5,7 @@ Public API::
     import fuse
     model = fuse.load("runs/quickstart/export")
     z = model.embed("text", ["a red apple"])      # L2-normalised [1, D]
+    hits = model.search(["a red apple"], "photos/", k=5)   # indexes photos/ once, then searches it
     run_dir = fuse.train("recipes/quickstart.yaml", ["train.epochs=3"])
 
 ``__all__`` is the whole plugin surface: built-in plugins import nothing else from fuse (a test
@@ -35,7 +36,9 @@ def load(path, device: str = "cpu"):
     """Load an exported model directory (or a run directory) for embedding."""
     from .export import load_aligned
 
-    return load_aligned(path, device=device)
+    model = load_aligned(path, device=device)
+    model.path = str(path)  # recorded in the indexes it builds, to name it in messages
+    return model
 
 
 def train(recipe, overrides=(), resume: bool = False):

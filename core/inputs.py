@@ -24,6 +24,9 @@ class InputKind:
     Options: ClassVar[type] = Options   # kinds take no options; the registry wants a schema
     name: str = ""                      # set by the registry lookup (``input_kind``)
     files: ClassVar[bool] = True        # manifest values are file paths (relative to the manifest); False: inline
+    # File suffixes (lower case, with the dot) this kind reads; `fuse embed`/`fuse search` keep only
+    # these when listing a folder. Empty: every file.
+    extensions: ClassVar[tuple[str, ...]] = ()
 
     def read(self, value: Any) -> Any:
         """The raw input an encoder's ``preprocess`` takes; a bad value raises DataError naming it."""
@@ -38,6 +41,10 @@ class InputKind:
         except OSError:
             raise DataError(f"{self.name} file not found: {value}") from None
         return f"{value}|{st.st_size}|{st.st_mtime_ns}"
+
+    def accepts(self, path: str) -> bool:
+        """Whether a file found in a folder is one of this kind (by its suffix; see ``extensions``)."""
+        return not self.extensions or os.path.splitext(path)[1].lower() in self.extensions
 
     def check(self, value: Any) -> None:
         """Raise DataError when ``value`` is unusable (``data.bad_media: skip`` leaves it out); by default: read it."""

@@ -88,9 +88,46 @@ class AlignedModel(nn.Module):
         self.train(was)
         return torch.cat(out) if out else torch.empty(0, self.embed_dim)
 
-    def embed(self, modality: str, values: list, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
-        """L2-normalised embeddings [N, embed_dim] for raw inputs (what the input kind reads) or manifest values."""
+    def embed(self, modality: str, values: list, batch_size: int = 32, progress: bool = False,
+              cache_dir=None) -> torch.Tensor:
+        """L2-normalised embeddings [N, embed_dim] for raw inputs (what the input kind reads) or manifest values.
+        With ``cache_dir``, encoder latents of paths/text are read from and written to the latent cache."""
+        if cache_dir is not None:
+            from .inference import embed_values
+
+            return embed_values(self, modality, list(values), batch_size, cache_dir).to(self.device)
         return self.project(modality, self.encode(modality, values, batch_size, progress))
+
+    @property
+    def towers(self) -> dict:
+        """modality -> Tower: encoder + head (+ fusion) as one nn.Module giving normalised embeddings
+        (shares this model's parameters; see fuse.inference.Tower)."""
+        from .inference import Tower
+
+        return {m: Tower(self, m) for m in self.modalities}
+
+    def similarity(self, a, b) -> torch.Tensor:
+        """Cosine similarities [Na, Nb]; ``a``/``b`` are embeddings or (modality, inputs) pairs."""
+        from .inference import similarity
+
+        return similarity(self, a, b)
+
+    def index(self, source, modality: str | None = None, index_dir=None, rebuild: bool = False, cache_dir=None,
+              batch_size: int = 32):
+        """Build or update the on-disk index of ``source`` (a folder, glob or .jsonl manifest) and return it
+        (a fuse.index.EmbeddingIndex); pass it to ``search`` to query it many times without reloading."""
+        from .search import build_index
+
+        return build_index(self, source, modality, index_dir, rebuild, cache_dir, batch_size, progress=False,
+                           model_path=getattr(self, "path", ""))
+
+    def search(self, queries, index, k: int = 10, query_modality: str | None = None, modality: str | None = None,
+               index_dir=None, rebuild: bool = False, cache_dir=None, batch_size: int = 32) -> list[list[dict]]:
+        """The ``k`` best items of ``index`` (a folder, glob or .jsonl manifest, indexed once and kept up to date
+        on disk; or a built EmbeddingIndex) for each query: lists of {rank, score, value}, best first."""
+        from .search import search
+
+        return search(self, queries, index, k, query_modality, modality, index_dir, rebuild, cache_dir, batch_size)
 
     def with_untrained_heads(self, seed: int = 0) -> "AlignedModel":
         """The same encoders with freshly initialised heads: the 'before training' baseline."""

@@ -13,6 +13,7 @@ class ImageInput(fuse.InputKind):
     """Image files (PNG, JPEG, WebP, ...), read as RGB PIL images."""
 
     files = True
+    extensions = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 
     def read(self, value: str):
         from PIL import Image, UnidentifiedImageError

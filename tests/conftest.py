@@ -100,6 +100,22 @@ def shapes_data(tmp_path_factory) -> dict[str, Path]:
     return write_shapes_manifest(tmp_path_factory.mktemp("shapes"))
 
 
+@pytest.fixture(scope="session")
+def trained_shapes_export(tmp_path_factory, tiny_text_model, shapes_data) -> Path:
+    """A tiny image-text model trained briefly on the shapes through `fuse train`: its export dir."""
+    from click.testing import CliRunner
+
+    from fuse.cli import cli
+
+    tmp = tmp_path_factory.mktemp("trained-shapes")
+    recipe = write_recipe(tmp / "r.yaml", tiny_recipe(tmp, tiny_text_model, shapes_data, **{
+        "train.epochs": 8, "train.eval_every": 8, "optim.lr": 1e-2, "optim.weight_decay": 0.0,
+        "modalities.image.head": {"name": "linear"}}))
+    result = CliRunner().invoke(cli, ["train", str(recipe)])
+    assert result.exit_code == 0, result.output
+    return tmp / "run" / "export"
+
+
 def tiny_recipe(tmp_path: Path, text_model: Path, splits: dict[str, Path], **overrides) -> dict:
     recipe = {
         "name": "tiny", "seed": 0, "device": "cpu", "output_dir": str(tmp_path / "run"), "embed_dim": 16,

@@ -42,13 +42,16 @@ def cli(ctx, debug):
 
 def _add_commands() -> None:
     from .data import data_group
+    from .embed import embed_command
     from .eval import eval_command
     from .export import export_command
     from .plot import plot_command
     from .plugins import plugins_command
+    from .search import search_command
     from .train import train_command
 
-    for cmd in (train_command, export_command, plugins_command, data_group, eval_command, plot_command):
+    for cmd in (train_command, export_command, plugins_command, data_group, eval_command, plot_command,
+                embed_command, search_command):
         cli.add_command(cmd)
     from ..plugin_manager import plugin_manager
 

@@ -56,6 +56,7 @@ class AudioInput(fuse.InputKind):
     """Audio files, read as mono AudioClips at their own sample rate."""
 
     files = True
+    extensions = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
 
     def read(self, value: str) -> AudioClip:
         """A manifest value (a file path) as the clip every audio encoder's ``preprocess`` takes."""
