@@ -33,6 +33,7 @@ from .evaluate import evaluate_split
 from .finite import NonFiniteGuard, diverged_message
 from .export import export_model
 from .freezing import set_trainable
+from .gradcache import Backward
 from .atomic import write_text
 from .metrics import MetricsLog, finite_json, plot_metrics
 from .model import model_from_plan
@@ -62,6 +63,14 @@ def steps_per_epoch(plan: Plan, streams: dict[tuple[str, str], PairStream]) -> i
     else:
         n = next(v for p, v in sizes.items() if set(p) == set(epoch))
     return max(1, n // plan.recipe.train.grad_accum)
+
+
+def batch_field(recipe: Recipe, pair: tuple[str, str]) -> str:
+    """The recipe field that sets a pair's batch size (for error messages)."""
+    for i, entry in enumerate(recipe.data.pairs):
+        if set(entry.modalities) == set(pair) and entry.batch_size:
+            return f"data.pairs.{i}.batch_size"
+    return "train.batch_size"
 
 
 def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) -> Path:
@@ -111,12 +120,12 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     step_module = TrainStep(model, objectives, plan.objectives, plan.pairs, frozen,
                             {n: e.modality for n, e in plan.extras.items()})
     step_module.latents, step_module.extras = latents["train"], extras["train"]
-    trainer = distributed.wrap(step_module, device)
-
     online = {m: model.encoders[m] for m in names if m not in frozen}
     world = distributed.world_size()
+    local = {p.modalities: distributed.local_batch_size(p.batch_size, batch_field(recipe, p.modalities))
+             for p in plan.pairs}
     streams = {p.modalities: PairStream(splits["train"].pairs[p.modalities], splits["train"].table_pairs(p.modalities),
-                                        p.batch_size // world, {m: online[m] for m in p.modalities if m in online},
+                                        local[p.modalities], {m: online[m] for m in p.modalities if m in online},
                                         device, recipe.seed, i, recipe.train.drop_last, recipe.data.num_workers)
                for i, p in enumerate(plan.pairs)}
     accum = recipe.train.grad_accum
@@ -130,12 +139,21 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     optimizer = make_optimizer(groups, recipe.optim.betas, recipe.optim.eps)
     scheduler = warmup_cosine(optimizer, recipe.schedule.warmup_steps, total_steps, recipe.schedule.min_lr_ratio)
     precision = Precision(recipe.train.precision, device)
+    # GradCache steps run their own backward passes and average gradients once (fuse.gradcache); plain ones use DDP.
+    chunked = recipe.train.chunk_size is not None and bool(online)
+    if chunked:
+        distributed.broadcast_params(step_module)
+    trainer = step_module if chunked else distributed.wrap(step_module, device)
+    backward = Backward(step_module, trainer, precision, recipe.train.chunk_size)
     params = [p for g in groups for p in g["params"]]
     guard = NonFiniteGuard(recipe.train.on_nonfinite, device, check_grads=precision.scaler is None)
     log = MetricsLog(run_dir / "metrics.jsonl", state["step"] if state else None) if main else None
     batch_desc = " + ".join(f"{s.batch_size}x{world}x{accum} {'-'.join(p)}" for p, s in streams.items())
     print(f"training {sum(p.numel() for p in params) / 1e6:.2f}M parameters for {total_steps} steps ({epochs} epochs "
-          f"of {per_epoch}) on {device}, precision {precision.mode}, batch {batch_desc}")
+          f"of {per_epoch}) on {device}, precision {precision.mode}, batch {batch_desc}"
+          + (f", online towers in chunks of {recipe.train.chunk_size}" if chunked else ""))
+    if recipe.train.chunk_size is not None and not chunked:
+        print("train.chunk_size has no effect: every tower is frozen, so the batch is a lookup in the latent table")
 
     # ------------------------------------------------------------------ eval before
     trained = [p.modalities for p in plan.pairs]
@@ -171,11 +189,9 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
         for m in frozen:
             model.encoders[m].eval()  # frozen towers keep eval-mode BatchNorm/dropout
         for _ in range(per_epoch):
-            for _ in range(accum):  # accumulate gradients over micro-batches, then one optimiser step
+            for j in range(accum):  # accumulate gradients over micro-batches, then one optimiser step
                 batch = {p: next(it) for p, it in batches.items()}
-                with precision.autocast():
-                    loss, terms = trainer(batch)
-                precision.backward(loss / accum)
+                loss, terms = backward(batch, 1 / accum, last=j == accum - 1)  # plain or GradCache
                 step_module.commit()
                 seen += sum(rows.shape[0] for rows, _ in batch.values())
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
