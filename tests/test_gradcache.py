@@ -165,7 +165,9 @@ def test_two_gloo_ranks_equal_one_process_full_batch(tmp_path, tiny_text_model):
     import torch.multiprocessing as mp
     from safetensors.torch import load_file
 
-    mp.spawn(_rank, args=(2, f"file://{tmp_path / 'store'}", str(tiny_text_model), str(tmp_path)), nprocs=2)
+    # fork: the ranks inherit the imported modules (spawn would import torch & co. again, ~15 s each)
+    mp.start_processes(_rank, args=(2, f"file://{tmp_path / 'store'}", str(tiny_text_model), str(tmp_path)),
+                       nprocs=2, start_method="fork")
     for i, (objective, options) in enumerate(CASES):
         step = build(tiny_text_model, objective, {k: v for k, v in options.items() if k != "local_loss"})
         want_loss, want = reference(step, [[0, 1, 2, 3], [4, 5, 6, 7]], 3, [100, 101])
