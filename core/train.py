@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .batches import PairStream
+from .batches import PairStream, first_micro_step
 from .cache import cached_latents, encode_values
 from .checkpoints import epoch_file, keep_best, load_weights, prune_checkpoints, save_weights
 from .data import describe, load_data
@@ -54,6 +54,11 @@ def build_objectives(plan: Plan, extra_dims: dict[str, int]) -> nn.ModuleDict:
 
 def steps_per_epoch(plan: Plan, streams: dict[tuple[str, str], PairStream]) -> int:
     """Optimiser steps in one epoch: a pass over the recipe's reference pair (train.epoch)."""
+    return max(1, pass_batches(plan, streams) // plan.recipe.train.grad_accum)
+
+
+def pass_batches(plan: Plan, streams: dict[tuple[str, str], PairStream]) -> int:
+    """Batches in one pass over the recipe's reference pair (train.epoch)."""
     sizes = {p: len(s) for p, s in streams.items()}
     epoch = plan.recipe.train.epoch
     if epoch == "largest":
@@ -62,7 +67,7 @@ def steps_per_epoch(plan: Plan, streams: dict[tuple[str, str], PairStream]) -> i
         n = min(sizes.values())
     else:
         n = next(v for p, v in sizes.items() if set(p) == set(epoch))
-    return max(1, n // plan.recipe.train.grad_accum)
+    return n
 
 
 def batch_field(recipe: Recipe, pair: tuple[str, str]) -> str:
@@ -181,10 +186,11 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
 
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not main, unit="step")
     t0, seen = time.perf_counter(), 0
-    # Every stream continues at micro-step step * accum: batches depend on the step alone.
-    batches = {p: s.iterate(step * accum) for p, s in streams.items()}
     epoch = start_epoch - 1
     for epoch in range(start_epoch, epochs + 1):
+        # Each epoch begins a fresh pass of the reference pair; batches depend on the step alone.
+        start = first_micro_step(step, per_epoch, accum, pass_batches(plan, streams))
+        batches = {p: s.iterate(start) for p, s in streams.items()}
         trainer.train()
         for m in frozen:
             model.encoders[m].eval()  # frozen towers keep eval-mode BatchNorm/dropout
