@@ -180,3 +180,23 @@ def test_two_gloo_ranks_equal_one_process_full_batch(tmp_path, tiny_text_model):
                 torch.testing.assert_close(got, want_loss.reshape(1))
         for got in ranks:
             assert_same(got, want)
+
+
+def test_fuse_train_with_chunks_and_checkpointing(tmp_path, tiny_text_model, shapes_data):
+    """The recipe options reach the loop: `fuse train` fine-tunes an unfrozen tower in chunks."""
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+
+    from conftest import tiny_recipe, write_recipe
+    from fuse.cli import cli
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
+        "train.max_steps": 2, "train.chunk_size": 3, "data.val": None, "modalities.text.encoder.frozen": False,
+        "modalities.text.encoder.options.gradient_checkpointing": True}))
+    result = CliRunner().invoke(cli, ["train", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert "online towers in chunks of 3" in result.output
+    ckpt = load_file(str(tmp_path / "run" / "checkpoints" / "epoch-001.safetensors"))
+    before = load_file(str(tiny_text_model / "model.safetensors"))
+    key = "embeddings.word_embeddings.weight"
+    assert not ckpt[f"model.encoders.text.model.{key}"].allclose(before[key])
