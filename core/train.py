@@ -85,6 +85,9 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     plan = resolve(recipe, recipe_path or recipe.name)
     device = distributed.setup(resolve_device(recipe.device))
     main = distributed.is_main()
+    # Each rank's share of every pair's batch: checked before any data is read or encoded.
+    local = {p.modalities: distributed.local_batch_size(p.batch_size, batch_field(recipe, p.modalities))
+             for p in plan.pairs}
     torch.manual_seed(recipe.seed)  # identical head init on every rank
     run_dir = Path(recipe.output_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -127,8 +130,6 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     step_module.latents, step_module.extras = latents["train"], extras["train"]
     online = {m: model.encoders[m] for m in names if m not in frozen}
     world = distributed.world_size()
-    local = {p.modalities: distributed.local_batch_size(p.batch_size, batch_field(recipe, p.modalities))
-             for p in plan.pairs}
     streams = {p.modalities: PairStream(splits["train"].pairs[p.modalities], splits["train"].table_pairs(p.modalities),
                                         local[p.modalities], {m: online[m] for m in p.modalities if m in online},
                                         device, recipe.seed, i, recipe.train.drop_last, recipe.data.num_workers)
