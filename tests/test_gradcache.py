@@ -136,7 +136,7 @@ def test_without_dropout_equals_the_plain_step(tiny_text_model):
 
 # ------------------------------------------------------------------ two gloo ranks
 
-CASES = [("siglip", {}), ("infonce", {"local_loss": True})]
+CASES = [("siglip", {}), ("infonce", {"local_loss": True}), ("siglip", {"local_loss": True})]
 
 
 def _rank(rank: int, world: int, init: str, text_model: str, out: str):
