@@ -16,7 +16,7 @@ in ``fuse.hookspecs`` with ``@fuse.hookimpl``.
 from __future__ import annotations
 
 from .datasets import DatasetBuilder
-from .distributed import gather_with_grad
+from .distributed import gather_all, gather_with_grad
 from .errors import DataError, FuseError, ModelFileError, PluginError, RecipeError
 from .hf import hf_source, load_hf, save_hf, truncate_layers
 from .hookspecs import hookimpl
@@ -64,7 +64,7 @@ __all__ = [
     # errors a user can cause
     "DataError", "FuseError", "ModelFileError", "PluginError", "RecipeError",
     # helpers plugins share
-    "LogitScale", "Tokens", "create", "gather_with_grad", "hf_source", "info_nce", "input_kind", "length_mask",
+    "LogitScale", "Tokens", "create", "gather_all", "gather_with_grad", "hf_source", "info_nce", "input_kind", "length_mask",
     "load_hf", "load_state_dict", "masked_mean", "read_value", "resolve_path", "save_hf", "save_state_dict",
     "truncate_layers",
     # using fuse from Python

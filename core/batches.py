@@ -98,3 +98,16 @@ class PairStream:
                             generator=torch.Generator().manual_seed(self.seed))  # worker seeds, not the global RNG
         for idx, inputs in loader:
             yield self._rows_on_device[idx.to(self.device)], inputs
+
+
+def first_micro_step(step: int, per_epoch: int, accum: int, pass_batches: int) -> int:
+    """The micro-step at which optimiser step ``step`` begins: each epoch begins a fresh pass.
+
+    An epoch is ``per_epoch`` steps of ``accum`` micro-batches over a pass of ``pass_batches``
+    (the reference pair's batches). When ``accum`` does not divide the pass, its last
+    ``pass_batches mod accum`` batches are left out, as drop_last leaves out a partial batch;
+    continuing the stream instead would spill them into the next epoch and shift every later
+    epoch off its pass (10 epochs of 3 x 3 micro-batches over 10 batches would see 9 passes).
+    """
+    epoch, within = divmod(step, per_epoch)
+    return epoch * max(pass_batches, per_epoch * accum) + within * accum

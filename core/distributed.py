@@ -11,6 +11,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from .errors import RecipeError
+
 
 def is_distributed() -> bool:
     """True inside an initialised process group (torchrun), so helpers can be no-ops otherwise."""
@@ -59,6 +61,43 @@ def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
 
+def broadcast_params(module: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank (what DDP does when it wraps a module)."""
+    if is_distributed():
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def average_grads(params: list[torch.Tensor]) -> None:
+    """Average the accumulated gradients over ranks in one all-reduce (DDP's sync, done once by hand).
+
+    Parameters without a gradient keep none (as DDP leaves unused ones): every rank runs the
+    same model and objectives, so the same parameters have gradients everywhere.
+    """
+    params = [p for p in params if p.grad is not None]
+    if not is_distributed() or not params:
+        return
+    grads = [p.grad for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+        offset += n
+
+
+def local_batch_size(batch_size: int, where: str) -> int:
+    """This rank's share of a global batch; a world size that does not divide it is an error."""
+    world = world_size()
+    if batch_size % world:
+        below, above = batch_size - batch_size % world, batch_size + world - batch_size % world
+        raise RecipeError(f"{where}: batch size {batch_size} is not divisible by the world size {world} (processes "
+                          f"launched by torchrun); use a multiple of {world}, e.g. {below or above} or {above}.")
+    return batch_size // world
+
+
 class _ScaleGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, factor):
@@ -87,6 +126,20 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     dist.all_gather(parts, x.detach().contiguous())
     parts[rank()] = _ScaleGrad.apply(x, world_size())
     return torch.cat(parts, dim=0)
+
+
+def gather_all(x: torch.Tensor) -> torch.Tensor:
+    """All ranks' rows of ``x`` concatenated, with gradients flowing back to every rank.
+
+    Backward sums each rank's gradient for a row on the rank that owns it (a reduce-scatter):
+    what a *local* loss needs (each rank's loss over its own rows against all columns, as
+    open_clip's ``local_loss``), where other ranks' losses depend on this rank's rows.
+    """
+    if not is_distributed():
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
 
 
 def all_reduce_mean(value: float, device: torch.device) -> float:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .distributed import gather_with_grad
 
 
@@ -40,14 +41,23 @@ class LogitScale(nn.Module):
         return float(1.0 / self.log_scale.detach().clamp(self.low, self.high).exp())
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, gather: bool = True) -> torch.Tensor:
+def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, gather: bool = True,
+             local: bool = False) -> torch.Tensor:
     """Symmetric InfoNCE over L2-normalised rows of ``a`` and ``b`` (pairs share a row index).
 
     Under torch.distributed every rank computes the loss of the global batch from gathered
     embeddings (see ``gather_with_grad``), so training matches one process on that batch.
+    ``local`` (open_clip's ``local_loss``): each rank computes only its own rows against every
+    rank's columns, [b, B] logits instead of [B, B]; its loss is its share of the global one,
+    and the gradient after DDP's average is the same (``distributed.gather_all``).
     """
     a = F.normalize(a, dim=-1)
     b = F.normalize(b, dim=-1)
+    if local and gather and distributed.is_distributed():
+        all_a, all_b = distributed.gather_all(a), distributed.gather_all(b)
+        labels = torch.arange(a.shape[0], device=a.device) + distributed.rank() * a.shape[0]
+        return 0.5 * (F.cross_entropy(logit_scale * a @ all_b.T, labels)
+                      + F.cross_entropy(logit_scale * b @ all_a.T, labels))
     if gather:
         a, b = gather_with_grad(a), gather_with_grad(b)
     labels = torch.arange(a.shape[0], device=a.device)

@@ -131,7 +131,10 @@ class TrainSpec(Strict):
     # smallest) pair's training set, or over a named pair's ([audio, text]); the others cycle.
     epoch: Literal["largest", "smallest"] | Pair = "largest"
     max_steps: int | None = pydantic.Field(None, gt=0)
-    grad_accum: int = pydantic.Field(1, gt=0)
+    grad_accum: int = pydantic.Field(1, gt=0)        # micro-batches per step; adds no negatives
+    # GradCache: online encoders run this many rows (per process) at a time, the loss still sees
+    # the whole batch_size (docs/large-batches.md). None: the whole batch at once.
+    chunk_size: int | None = pydantic.Field(None, gt=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     log_every: int = pydantic.Field(10, gt=0)
     eval_every: int = pydantic.Field(1, gt=0)  # epochs

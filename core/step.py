@@ -27,12 +27,15 @@ class TrainStep(nn.Module):
         self.extras: dict[str, torch.Tensor] = {}    # extras' latents, by name (train split)
         self.pending: list = []
 
-    def pair_step(self, pair: tuple[str, str], rows: torch.Tensor, online: dict) -> Step:
-        """The Step objectives see for one pair's batch (rows index the value tables)."""
+    def pair_step(self, pair: tuple[str, str], rows: torch.Tensor, online: dict, given: dict | None = None) -> Step:
+        """The Step objectives see for one pair's batch (rows index the value tables); ``given``
+        holds online towers' latents computed already (GradCache, ``fuse.gradcache``)."""
         latents = {}
         for col, m in enumerate(pair):
             if m in self.frozen:
                 latents[m] = self.latents[m][rows[:, col]]
+            elif given and m in given:
+                latents[m] = given[m]
             else:
                 batch = {k: v.to(rows.device, non_blocking=True) for k, v in online[m].items()}
                 latents[m] = self.model.encode_batch(m, batch)
@@ -41,11 +44,12 @@ class TrainStep(nn.Module):
         return Step(modalities=pair, latents=latents, extras=extras,
                     embed=lambda lat: {m: self.model.forward_head(m, x) for m, x in lat.items()})
 
-    def forward(self, batches: dict[tuple[str, str], tuple[torch.Tensor, dict]]):
-        """The step's weighted loss over every trained pair, and each objective's term for logging."""
+    def forward(self, batches: dict[tuple[str, str], tuple[torch.Tensor, dict]], latents: dict | None = None):
+        """The step's weighted loss over every trained pair, and each objective's term for logging.
+        ``latents``: {pair: {modality: latents}} of online towers encoded already."""
         loss, terms, self.pending = 0.0, {}, []
         for pair in self.pairs:
-            step = self.pair_step(pair.modalities, *batches[pair.modalities])
+            step = self.pair_step(pair.modalities, *batches[pair.modalities], (latents or {}).get(pair.modalities))
             for plan in self.plans:
                 if set(plan.pair) != set(pair.modalities):
                     continue

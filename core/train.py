@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .batches import PairStream
+from .batches import PairStream, first_micro_step
 from .cache import cached_latents, encode_values
 from .checkpoints import epoch_file, keep_best, load_weights, prune_checkpoints, save_weights
 from .data import describe, load_data
@@ -33,6 +33,7 @@ from .evaluate import evaluate_split
 from .finite import NonFiniteGuard, diverged_message
 from .export import export_model
 from .freezing import set_trainable
+from .gradcache import Backward
 from .atomic import write_text
 from .metrics import MetricsLog, finite_json, plot_metrics, score
 from .model import model_from_plan
@@ -53,6 +54,11 @@ def build_objectives(plan: Plan, extra_dims: dict[str, int]) -> nn.ModuleDict:
 
 def steps_per_epoch(plan: Plan, streams: dict[tuple[str, str], PairStream]) -> int:
     """Optimiser steps in one epoch: a pass over the recipe's reference pair (train.epoch)."""
+    return max(1, pass_batches(plan, streams) // plan.recipe.train.grad_accum)
+
+
+def pass_batches(plan: Plan, streams: dict[tuple[str, str], PairStream]) -> int:
+    """Batches in one pass over the recipe's reference pair (train.epoch)."""
     sizes = {p: len(s) for p, s in streams.items()}
     epoch = plan.recipe.train.epoch
     if epoch == "largest":
@@ -61,7 +67,15 @@ def steps_per_epoch(plan: Plan, streams: dict[tuple[str, str], PairStream]) -> i
         n = min(sizes.values())
     else:
         n = next(v for p, v in sizes.items() if set(p) == set(epoch))
-    return max(1, n // plan.recipe.train.grad_accum)
+    return n
+
+
+def batch_field(recipe: Recipe, pair: tuple[str, str]) -> str:
+    """The recipe field that sets a pair's batch size (for error messages)."""
+    for i, entry in enumerate(recipe.data.pairs):
+        if set(entry.modalities) == set(pair) and entry.batch_size:
+            return f"data.pairs.{i}.batch_size"
+    return "train.batch_size"
 
 
 def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) -> Path:
@@ -71,6 +85,9 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     plan = resolve(recipe, recipe_path or recipe.name)
     device = distributed.setup(resolve_device(recipe.device))
     main = distributed.is_main()
+    # Each rank's share of every pair's batch: checked before any data is read or encoded.
+    local = {p.modalities: distributed.local_batch_size(p.batch_size, batch_field(recipe, p.modalities))
+             for p in plan.pairs}
     torch.manual_seed(recipe.seed)  # identical head init on every rank
     run_dir = Path(recipe.output_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -111,12 +128,10 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     step_module = TrainStep(model, objectives, plan.objectives, plan.pairs, frozen,
                             {n: e.modality for n, e in plan.extras.items()})
     step_module.latents, step_module.extras = latents["train"], extras["train"]
-    trainer = distributed.wrap(step_module, device)
-
     online = {m: model.encoders[m] for m in names if m not in frozen}
     world = distributed.world_size()
     streams = {p.modalities: PairStream(splits["train"].pairs[p.modalities], splits["train"].table_pairs(p.modalities),
-                                        p.batch_size // world, {m: online[m] for m in p.modalities if m in online},
+                                        local[p.modalities], {m: online[m] for m in p.modalities if m in online},
                                         device, recipe.seed, i, recipe.train.drop_last, recipe.data.num_workers)
                for i, p in enumerate(plan.pairs)}
     accum = recipe.train.grad_accum
@@ -130,12 +145,21 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     optimizer = make_optimizer(groups, recipe.optim.betas, recipe.optim.eps)
     scheduler = warmup_cosine(optimizer, recipe.schedule.warmup_steps, total_steps, recipe.schedule.min_lr_ratio)
     precision = Precision(recipe.train.precision, device)
+    # GradCache steps run their own backward passes and average gradients once (fuse.gradcache); plain ones use DDP.
+    chunked = recipe.train.chunk_size is not None and bool(online)
+    if chunked:
+        distributed.broadcast_params(step_module)
+    trainer = step_module if chunked else distributed.wrap(step_module, device)
+    backward = Backward(step_module, trainer, precision, recipe.train.chunk_size)
     params = [p for g in groups for p in g["params"]]
     guard = NonFiniteGuard(recipe.train.on_nonfinite, device, check_grads=precision.scaler is None)
     log = MetricsLog(run_dir / "metrics.jsonl", state["step"] if state else None) if main else None
     batch_desc = " + ".join(f"{s.batch_size}x{world}x{accum} {'-'.join(p)}" for p, s in streams.items())
     print(f"training {sum(p.numel() for p in params) / 1e6:.2f}M parameters for {total_steps} steps ({epochs} epochs "
-          f"of {per_epoch}) on {device}, precision {precision.mode}, batch {batch_desc}")
+          f"of {per_epoch}) on {device}, precision {precision.mode}, batch {batch_desc}"
+          + (f", online towers in chunks of {recipe.train.chunk_size}" if chunked else ""))
+    if recipe.train.chunk_size is not None and not chunked:
+        print("train.chunk_size has no effect: every tower is frozen, so the batch is a lookup in the latent table")
 
     # ------------------------------------------------------------------ eval before
     trained = [p.modalities for p in plan.pairs]
@@ -163,19 +187,18 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
 
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not main, unit="step")
     t0, seen = time.perf_counter(), 0
-    # Every stream continues at micro-step step * accum: batches depend on the step alone.
-    batches = {p: s.iterate(step * accum) for p, s in streams.items()}
     epoch = start_epoch - 1
     for epoch in range(start_epoch, epochs + 1):
+        # Each epoch begins a fresh pass of the reference pair; batches depend on the step alone.
+        start = first_micro_step(step, per_epoch, accum, pass_batches(plan, streams))
+        batches = {p: s.iterate(start) for p, s in streams.items()}
         trainer.train()
         for m in frozen:
             model.encoders[m].eval()  # frozen towers keep eval-mode BatchNorm/dropout
         for _ in range(per_epoch):
-            for _ in range(accum):  # accumulate gradients over micro-batches, then one optimiser step
+            for j in range(accum):  # accumulate gradients over micro-batches, then one optimiser step
                 batch = {p: next(it) for p, it in batches.items()}
-                with precision.autocast():
-                    loss, terms = trainer(batch)
-                precision.backward(loss / accum)
+                loss, terms = backward(batch, 1 / accum, last=j == accum - 1)  # plain or GradCache
                 step_module.commit()
                 seen += sum(rows.shape[0] for rows, _ in batch.values())
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used

@@ -59,6 +59,7 @@ class FuseMix(fuse.Objective):
         max_temperature: float = Field(0.5, gt=0)
         learnable: bool = True
         fixed_lambda: float | None = Field(None, ge=0, le=1)  # e.g. 1.0 turns mixing off (tests, ablations)
+        local_loss: bool = False  # as infonce's: [b, B] logits per rank under torch.distributed
 
         @model_validator(mode="after")
         def _init_within_clamp(self):
@@ -119,7 +120,7 @@ class FuseMix(fuse.Objective):
     def forward(self, step: fuse.Step, draws: dict) -> torch.Tensor:
         a, b = self.modalities
         emb = step.embed(self.mix({a: step.latents[a], b: step.latents[b]}, draws))
-        return fuse.info_nce(emb[a], emb[b], self.scale())
+        return fuse.info_nce(emb[a], emb[b], self.scale(), local=self.options.local_loss)
 
     def metrics(self) -> dict[str, float]:
         return {"temperature": self.scale.temperature, "fusemix_lambda": float(self.last_lambda)}

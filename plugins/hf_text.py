@@ -23,6 +23,9 @@ class HFTextEncoder(fuse.Encoder):
         max_length: int = 128
         revision: str | None = None
         num_layers: int | None = None                       # keep only the first k transformer layers
+        # Unfrozen: keep only each layer's input and recompute its activations in backward
+        # (less memory, about one more forward of time; same gradients, dropout included).
+        gradient_checkpointing: bool = False
 
     def __init__(self, options: Options):
         super().__init__()
@@ -33,6 +36,8 @@ class HFTextEncoder(fuse.Encoder):
         self.tokenizer = fuse.load_hf(AutoTokenizer, src, options.revision)
         self.model = fuse.load_hf(AutoModel, src, options.revision)
         fuse.truncate_layers(self.model, options.num_layers)
+        if options.gradient_checkpointing:
+            enable_hf_checkpointing(self.model, options.model)
         cfg = self.model.config
         self.info = fuse.EncoderInfo(modality="text", input="text", dim=cfg.hidden_size, source=options.model,
                                 license=str(getattr(cfg, "license", "") or ""))
@@ -63,7 +68,20 @@ class HFTextEncoder(fuse.Encoder):
     def save(self, directory: Path) -> dict[str, Any]:
         fuse.save_hf(directory, self.model, self.tokenizer)
         # The saved config already has the truncated depth.
-        return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None}
+        return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None,
+                "gradient_checkpointing": False}
+
+
+def enable_hf_checkpointing(model, name: str) -> None:
+    """transformers' gradient checkpointing, non-reentrant (the RNG state is replayed, so dropout
+    masks match, and layers whose inputs need no gradient still train)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise fuse.RecipeError(f"gradient_checkpointing: {name} ({type(model).__name__}) does not support "
+                               "gradient checkpointing in transformers; remove the option.")
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x renamed it
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 @fuse.hookimpl

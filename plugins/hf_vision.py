@@ -23,6 +23,7 @@ class HFVisionEncoder(fuse.Encoder):
         pooling: Literal["cls", "pooler", "mean"] = "cls"
         revision: str | None = None
         num_layers: int | None = None                       # keep only the first k transformer layers
+        gradient_checkpointing: bool = False                # unfrozen: recompute activations in backward
 
     def __init__(self, options: Options):
         super().__init__()
@@ -35,6 +36,14 @@ class HFVisionEncoder(fuse.Encoder):
         # Dual-encoder checkpoints (CLIP, SigLIP): keep only the vision tower.
         self.model = getattr(model, "vision_model", model)
         fuse.truncate_layers(self.model, options.num_layers)
+        if options.gradient_checkpointing:  # on the full model: a CLIP vision tower is not a PreTrainedModel
+            if not getattr(model, "supports_gradient_checkpointing", False):
+                raise fuse.RecipeError(f"gradient_checkpointing: {options.model} ({type(model).__name__}) does not "
+                                       "support gradient checkpointing in transformers; remove the option.")
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x renamed it
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         cfg = getattr(self.model, "config", model.config)
         size = getattr(cfg, "image_size", None)
         self.info = fuse.EncoderInfo(modality="image", input="image", dim=cfg.hidden_size, source=options.model,
@@ -65,7 +74,8 @@ class HFVisionEncoder(fuse.Encoder):
     def save(self, directory: Path) -> dict[str, Any]:
         fuse.save_hf(directory, self._full_model, self.processor)
         # The saved config already has the truncated depth.
-        return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None}
+        return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None,
+                "gradient_checkpointing": False}
 
 
 @fuse.hookimpl

@@ -12,6 +12,9 @@ class InfoNCE(fuse.Objective):
         init_temperature: float = 0.07
         learnable: bool = True
         min_temperature: float = 0.01   # i.e. logit scale at most 100, as CLIP clamps it
+        # Under torch.distributed: each rank's rows against all columns ([b, B] logits, not [B, B]);
+        # the same gradient, less memory per rank (open_clip's local_loss). No effect on one process.
+        local_loss: bool = False
 
     def __init__(self, options: Options, modalities, embed_dim, extra_dims=None):
         super().__init__(options, modalities, embed_dim, extra_dims)
@@ -20,7 +23,7 @@ class InfoNCE(fuse.Objective):
     def forward(self, step: fuse.Step, draws: dict):
         a, b = self.modalities
         emb = step.embeddings
-        return fuse.info_nce(emb[a], emb[b], self.scale())
+        return fuse.info_nce(emb[a], emb[b], self.scale(), local=self.options.local_loss)
 
     def metrics(self) -> dict[str, float]:
         return {"temperature": self.scale.temperature}

@@ -10,6 +10,7 @@ pair losses over the batch size.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
@@ -17,14 +18,25 @@ from torch import nn
 import fuse
 
 
-def sigmoid_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def sigmoid_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                 local: bool = False) -> torch.Tensor:
     """-(1/|B|) sum_ij log sigmoid(z_ij (t a_i.b_j + bias)); z = +1 on the diagonal, -1 elsewhere.
 
     Under torch.distributed both sides are gathered, so every rank computes the loss of the
     global batch: each rank's rows meet all other ranks' rows as negatives, exactly as on one
-    process (see ``fuse.gather_with_grad`` for the gradient convention).
+    process (see ``fuse.gather_with_grad`` for the gradient convention). ``local``: each rank
+    takes only its own rows of ``a`` against every rank's ``b`` ([b, B] logits) and computes its
+    share of the loss; ``fuse.gather_all`` returns the columns' gradients to their ranks, so the
+    gradient averaged over ranks is the same.
     """
     a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
+    if local and dist.is_available() and dist.is_initialized():
+        b_all = fuse.gather_all(b)
+        logits = scale * a @ b_all.T + bias
+        positives = torch.arange(a.shape[0], device=a.device) + dist.get_rank() * a.shape[0]
+        signs = -torch.ones_like(logits)
+        signs[torch.arange(a.shape[0], device=a.device), positives] = 1
+        return -F.logsigmoid(signs * logits).sum() / a.shape[0]
     a, b = fuse.gather_with_grad(a), fuse.gather_with_grad(b)
     logits = scale * a @ b.T + bias
     signs = 2 * torch.eye(a.shape[0], device=a.device, dtype=logits.dtype) - 1
@@ -39,6 +51,7 @@ class SigLIP(fuse.Objective):
         init_bias: float = -10.0
         learnable: bool = True                      # train t and b (the paper does)
         min_temperature: float = Field(0.01, gt=0)  # caps t at 100, as open_clip clamps SigLIP's scale
+        local_loss: bool = False                    # under torchrun: [b, B] logits per rank, same gradient
 
         @model_validator(mode="after")
         def _init_within_clamp(self):
@@ -55,7 +68,7 @@ class SigLIP(fuse.Objective):
     def forward(self, step: fuse.Step, draws: dict) -> torch.Tensor:
         a, b = self.modalities
         emb = step.embeddings
-        return sigmoid_loss(emb[a], emb[b], self.scale(), self.bias)
+        return sigmoid_loss(emb[a], emb[b], self.scale(), self.bias, self.options.local_loss)
 
     def metrics(self) -> dict[str, float]:
         # Prefixed so that they do not overwrite infonce's "temperature" when both are used.

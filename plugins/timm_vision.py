@@ -35,6 +35,7 @@ class TimmEncoder(fuse.Encoder):
         model_kwargs: dict[str, Any] = {}            # passed to timm.create_model (e.g. drop_path_rate)
         num_layers: int | None = None                # ViT-style models: keep only the first k blocks
         fast_inference: bool = True                  # conv nets: fold BatchNorm, channels_last when frozen
+        gradient_checkpointing: bool = False         # unfrozen: recompute block activations in backward
 
     def __init__(self, options: Options):
         super().__init__()
@@ -59,6 +60,12 @@ class TimmEncoder(fuse.Encoder):
                 raise fuse.RecipeError(f"num_layers: '{options.model}' has no `blocks` with at least "
                                        f"{options.num_layers} entries; use it only with ViT-style models.")
             self.model.blocks = blocks[:options.num_layers]
+        if options.gradient_checkpointing:
+            try:  # timm checkpoints non-reentrant by default: dropout/drop-path replayed
+                self.model.set_grad_checkpointing(True)
+            except (AssertionError, NotImplementedError, AttributeError):
+                raise fuse.RecipeError(f"gradient_checkpointing: timm '{options.model}' does not support gradient "
+                                       "checkpointing; remove the option.") from None
         source = f"timm:{options.model}" + (" (pretrained)" if pretrained else "")
         if options.checkpoint:
             path = fuse.resolve_path(options.checkpoint)
@@ -132,7 +139,7 @@ class TimmEncoder(fuse.Encoder):
         directory.mkdir(parents=True, exist_ok=True)
         fuse.save_state_dict(self.model, directory / "model.safetensors")
         return {**self.options.model_dump(), "pretrained": False, "checkpoint": "./model.safetensors",
-                "checkpoint_format": "timm"}
+                "checkpoint_format": "timm", "gradient_checkpointing": False}
 
 
 def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
