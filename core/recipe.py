@@ -140,6 +140,9 @@ class TrainSpec(Strict):
     # Recent epoch checkpoints kept besides best.safetensors and state.pt; null keeps them all.
     # One per epoch of a long run fills a disk (open_clip's --delete-previous-checkpoint).
     keep_checkpoints: int | None = pydantic.Field(1, ge=1)
+    # Also checkpoint every N optimiser steps inside an epoch (long epochs on preemptible nodes);
+    # only the newest such step file is kept. null: after each epoch only.
+    checkpoint_every: int | None = pydantic.Field(None, gt=0)
     # A NaN/Inf loss or gradient: stop (roll back to the last good checkpoint, say why), or
     # skip_step (drop that step's update, count it in metrics.jsonl; one host sync per step).
     on_nonfinite: Literal["stop", "skip_step"] = "stop"
