@@ -24,17 +24,23 @@ class InputKind:
     Options: ClassVar[type] = Options   # kinds take no options; the registry wants a schema
     name: str = ""                      # set by the registry lookup (``input_kind``)
     files: ClassVar[bool] = True        # manifest values are file paths (relative to the manifest); False: inline
+    extensions: ClassVar[tuple[str, ...]] = ()  # tar shard members it reads (KEY.jpg: "jpg"), first preferred
 
     def read(self, value: Any) -> Any:
-        """The raw input an encoder's ``preprocess`` takes; a bad value raises DataError naming it."""
+        """The raw input an encoder's ``preprocess`` takes; a bad value raises DataError naming it.
+        File kinds open ``fuse.open_value(value)`` so that tar shard members read like files."""
         raise NotImplementedError(f"input kind '{self.name}' has no reader")
 
     def identity(self, value: str) -> str:
-        """What identifies ``value`` in a cache key: a file's path, size and mtime; inline values themselves."""
+        """What identifies ``value`` in a cache key: a file's path, size and mtime (a shard member's: its
+        reference and the shard's size and mtime); inline values themselves."""
+        from .shards import split_ref
+
         if not self.files:
             return value
+        ref = split_ref(value)
         try:
-            st = os.stat(value)
+            st = os.stat(ref[0] if ref else value)
         except OSError:
             raise DataError(f"{self.name} file not found: {value}") from None
         return f"{value}|{st.st_size}|{st.st_mtime_ns}"

@@ -5,7 +5,8 @@ only sets a flag; the loop reads it after each optimiser step, writes a mid-epoc
 (weights + state.pt, as ``train.checkpoint_every`` does) and raises ``Preempted``, so
 ``fuse train ... --resume`` continues with exactly the batches an uninterrupted run would draw.
 Under torchrun every rank gets the signal, but not necessarily at the same step: the flag is
-all-reduced each step so that all ranks stop after the same one.
+all-reduced every ``train.log_every`` steps (a host sync, so not every step), and all ranks
+stop after the same one.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Preemption:
     latent cache), SIGTERM ends the process as it always did: there is no step to checkpoint yet."""
 
     def __init__(self):
-        self.device, self.flag, self.previous = torch.device("cpu"), False, None
+        self.device, self.flag, self.previous, self.every = torch.device("cpu"), False, None, 1
 
     def _on_signal(self, signum, frame):
         self.flag = True
@@ -42,9 +43,9 @@ class Preemption:
     def __enter__(self) -> "Preemption":
         return self
 
-    def arm(self, device: torch.device) -> None:
-        """Catch SIGTERM from now on; ``device`` carries the flag's all-reduce under torchrun."""
-        self.device = device
+    def arm(self, device: torch.device, every: int = 1) -> None:
+        """Catch SIGTERM from now on; ``device`` carries the flag's all-reduce under torchrun, every ``every`` steps."""
+        self.device, self.every = device, every
         if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread only
             self.previous = signal.signal(signal.SIGTERM, self._on_signal)
 
@@ -53,10 +54,13 @@ class Preemption:
             signal.signal(signal.SIGTERM, self.previous)
         return False
 
-    def requested(self) -> bool:
-        """Whether any rank was signalled (one small all-reduce per call under torchrun; free on one process)."""
+    def requested(self, step: int) -> bool:
+        """Whether to stop after ``step``: this process was signalled (one process), or any rank was
+        (torchrun: one small all-reduce on the steps that are multiples of ``every``)."""
         if not distributed.is_distributed():
             return self.flag
+        if step % self.every:
+            return False
         t = torch.tensor([float(self.flag)], device=self.device)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item())

@@ -67,8 +67,9 @@ class Source(Strict):
     """Where pairs come from: a registered dataset builder, or JSONL manifests."""
 
     dataset: Component | None = None   # a registered dataset builder that writes the manifests
-    train: str | None = None           # or explicit JSONL manifests
-    val: str | None = None
+    # or explicit JSONL manifests, or tar shards: a brace pattern (a-{000..009}.tar) or a list
+    train: str | list[str] | None = None
+    val: str | list[str] | None = None
     train_split: str = "train"         # which of a dataset's built splits to train / validate on
     val_split: str | None = "val"
 

@@ -179,7 +179,7 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
     # Every stream continues at micro-step step * accum: batches depend on the step alone.
     batches = {p: s.iterate(step * accum) for p, s in streams.items()}
     epoch = start_epoch - 1
-    preemption.arm(device)
+    preemption.arm(device, every=recipe.train.log_every)
     for epoch in range(start_epoch, epochs + 1):
         trainer.train()
         for m in frozen:
@@ -219,7 +219,7 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
             if step >= total_steps:
                 break
             # Inside an epoch: a checkpoint every train.checkpoint_every steps, and on SIGTERM (then stop).
-            every, stop = recipe.train.checkpoint_every, preemption.requested()
+            every, stop = recipe.train.checkpoint_every, preemption.requested(step)
             if (stop or (every and step % every == 0)) and step % per_epoch:  # an epoch's end checkpoints below
                 if guard.failure():
                     break  # a non-finite step never reaches a checkpoint
@@ -254,7 +254,7 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
             prune_checkpoints(ckpt_dir, recipe.train.keep_checkpoints)
         if step >= total_steps:
             break
-        if preemption.requested():  # SIGTERM during an epoch's last step: its checkpoint above is the one
+        if preemption.requested(step):  # SIGTERM during an epoch's last step: its checkpoint above is the one
             bar.close()
             distributed.barrier()
             raise Preempted(step, run_dir)
