@@ -26,7 +26,7 @@ class Preempted(Exception):
 
     def __init__(self, step: int, run_dir):
         super().__init__(f"preempted: checkpointed step {step} in {run_dir}")
-        self.step, self.run_dir = step, run_dir
+        self.step, self.run_dir, self.main = step, run_dir, distributed.is_main()
 
 
 class Preemption:

@@ -37,7 +37,8 @@ def train_command(recipe, overrides, dry_run, resume):
     try:
         train(r, recipe_path=recipe, resume=resume)
     except Preempted as stop:  # SIGTERM during the steps: a checkpoint was written, the run ends cleanly
-        click.echo(f"\n{stop}; continue with {resume_hint}", err=True)
+        if stop.main:  # once, not once per rank
+            click.echo(f"\n{stop}; continue with {resume_hint}", err=True)
         sys.exit(EXIT_CODE)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: {r.output_dir} keeps its last checkpoint; continue with {resume_hint}", err=True)
