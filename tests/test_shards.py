@@ -103,3 +103,26 @@ def test_a_truncated_shard_is_one_line_naming_it(packed, tmp_path, tiny_text_mod
     result = _train(tmp_path, tiny_text_model, shapes_data, [str(cut), whole])
     assert result.exit_code == 2, result.output
     assert f"Shard {cut} is truncated" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_record_with_several_images_packs_to_the_same_pairs(tmp_path, shapes_data):
+    from fuse import input_kind
+    from fuse.manifest import load_pairs
+    from fuse.pack import pack_manifest
+    from fuse.shards import load_shard_pairs, shard_set
+
+    pngs = sorted(p.name for p in (shapes_data["train"].parent / "img").glob("train-*.png"))[:5]
+    for name in pngs:
+        (tmp_path / name).write_bytes((shapes_data["train"].parent / "img" / name).read_bytes())
+    records = [{"image": pngs[:3], "text": ["one", "two"]}, {"image": pngs[3], "text": "three"},
+               {"image": pngs[4], "text": "two"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    paths = pack_manifest(tmp_path / "m.jsonl", tmp_path / "out", shard_size=2)
+    assert [p.name for p in paths] == ["m-000000.tar", "m-000001.tar", "m-000002.tar"]  # 5 keys, 2 a shard
+    kinds = {"image": input_kind("image"), "text": input_kind("text")}
+    a = load_pairs(tmp_path / "m.jsonl", ("image", "text"), ("image",))
+    b = load_shard_pairs(shard_set([str(p) for p in paths]), ("image", "text"), kinds, tmp_path / "cache")
+    assert b.values["text"] == a.values["text"] == ["one", "two", "three"]
+    assert b.pairs.tolist() == a.pairs.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1], [2, 0], [2, 1], [3, 2], [4, 1]]
+    first = kinds["image"].read(b.values["image"][4])
+    assert first.tobytes() == kinds["image"].read(a.values["image"][4]).tobytes()
