@@ -63,7 +63,8 @@ __all__ = [
     "DataError", "FuseError", "ModelFileError", "PluginError", "RecipeError",
     # helpers plugins share
     "LogitScale", "Tokens", "create", "gather_with_grad", "hf_source", "info_nce", "input_kind", "length_mask",
-    "load_hf", "load_state_dict", "masked_mean", "open_value", "read_value", "resolve_path", "save_hf", "save_state_dict",
+    "load_hf", "load_state_dict", "masked_mean", "open_value", "read_value", "resolve_path", "save_hf",
+    "save_state_dict",
     "truncate_layers",
     # using fuse from Python
     "load", "register_plugin", "train", "unregister_plugin", "__version__",

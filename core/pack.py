@@ -45,8 +45,8 @@ def _as_list(value) -> list:
 def file_fields(records: list[dict], base: Path) -> list[str]:
     """Fields whose every value is a path of an existing file (relative to the manifest)."""
     fields = dict.fromkeys(k for r in records for k in r)
-    return [f for f in fields
-            if all(isinstance(v, str) and v and (base / v).is_file() for r in records if f in r for v in _as_list(r[f]))]
+    return [f for f in fields if all(isinstance(v, str) and v and (base / v).is_file()
+                                     for r in records if f in r for v in _as_list(r[f]))]
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -55,7 +55,8 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _members(i: int, record: dict, files: list[str], base: Path, where: str) -> list[tuple[str, list[tuple[str, bytes]]]]:
+def _members(i: int, record: dict, files: list[str], base: Path,
+             where: str) -> list[tuple[str, list[tuple[str, bytes]]]]:
     """The keys of one record and their (member name suffix, bytes)."""
     inline = {k: v for k, v in record.items() if k not in files}
     listed = [f for f in files if f in record and isinstance(record[f], list) and len(record[f]) > 1]

@@ -30,8 +30,8 @@ STATE_FILE = "state.pt"
 # Recipe fields a resumed run may change: how long it runs and how it reports, never what it
 # trains or on what (anything else changes the model or the data, so the checkpoint would not fit).
 HARMLESS = ("name", "device", "output_dir", "train.epochs", "train.max_steps", "train.eval_every", "train.log_every",
-            "train.keep_checkpoints", "train.checkpoint_every", "train.on_nonfinite", "train.export_on_failure", "data.num_workers",
-            "data.encode_batch_size", "eval.chunk_size")
+            "train.keep_checkpoints", "train.checkpoint_every", "train.on_nonfinite", "train.export_on_failure",
+            "data.num_workers", "data.encode_batch_size", "eval.chunk_size")
 
 
 def _flatten(d, prefix: str = "") -> dict[str, object]:

@@ -249,8 +249,9 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
                 if metrics[recipe.train.best_metric] > best:
                     best, best_epoch = metrics[recipe.train.best_metric], epoch
                     keep_best(ckpt_dir, epoch)
-            save_state(ckpt_dir, weights=epoch_file(ckpt_dir, epoch), epoch=epoch, step=step, best=best, best_epoch=best_epoch,
-                       optimizer=optimizer, scheduler=scheduler, precision=precision, modules=step_module)
+            save_state(ckpt_dir, weights=epoch_file(ckpt_dir, epoch), epoch=epoch, step=step, best=best,
+                       best_epoch=best_epoch, optimizer=optimizer, scheduler=scheduler, precision=precision,
+                       modules=step_module)
             prune_checkpoints(ckpt_dir, recipe.train.keep_checkpoints)
         if step >= total_steps:
             break

@@ -82,7 +82,8 @@ def _train(tmp_path, tiny_text_model, shapes_data, train, **changes):
 
 def test_a_key_with_an_image_but_no_caption_is_one_line_naming_shard_and_key(tmp_path, tiny_text_model, shapes_data):
     png = next((shapes_data["train"].parent / "img").glob("train-*.png")).read_bytes()
-    members = {f"k{i}.{ext}": (png if ext == "png" else f"caption {i}".encode()) for i in range(4) for ext in ("png", "txt")}
+    members = {f"k{i}.{ext}": (png if ext == "png" else f"caption {i}".encode())
+               for i in range(4) for ext in ("png", "txt")}
     members["lonely.png"] = png
     _shard(tmp_path / "s-0.tar", members)
     result = _train(tmp_path, tiny_text_model, shapes_data, str(tmp_path / "s-0.tar"))
