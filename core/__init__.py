@@ -25,6 +25,7 @@ from .interfaces import Encoder, EncoderInfo, Fusion, Head, Objective, Options, 
 from .latents import Tokens, length_mask, masked_mean
 from .losses import LogitScale, info_nce
 from .paths import resolve_path
+from .shards import open_value
 from .plugin_manager import register_plugin, unregister_plugin
 from .weights import load_state_dict, save_state_dict
 from . import train as _loop  # noqa: E402  (before `def train` below, which must win the name `fuse.train`)
@@ -64,8 +65,9 @@ __all__ = [
     # errors a user can cause
     "DataError", "FuseError", "ModelFileError", "PluginError", "RecipeError",
     # helpers plugins share
-    "LogitScale", "Tokens", "create", "gather_all", "gather_with_grad", "hf_source", "info_nce", "input_kind", "length_mask",
-    "load_hf", "load_state_dict", "masked_mean", "read_value", "resolve_path", "save_hf", "save_state_dict",
+    "LogitScale", "Tokens", "create", "gather_all", "gather_with_grad", "hf_source", "info_nce", "input_kind",
+    "length_mask", "load_hf", "load_state_dict", "masked_mean", "open_value", "read_value", "resolve_path", "save_hf",
+    "save_state_dict",
     "truncate_layers",
     # using fuse from Python
     "load", "register_plugin", "train", "unregister_plugin", "__version__",

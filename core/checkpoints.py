@@ -1,4 +1,4 @@
-"""Per-epoch checkpoints of a run: trainable weights as safetensors, the best one, retention.
+"""Checkpoints of a run (per epoch, and every N steps): trainable weights as safetensors, the best one, retention.
 
 Every checkpoint is written atomically and records a content hash of its tensors in the
 safetensors metadata (``fuse_sha256``); resume and export verify it, so a corrupted file is
@@ -72,6 +72,11 @@ def load_weights(step_module: nn.Module, path: Path) -> None:
 def epoch_file(ckpt_dir: Path, epoch: int) -> Path:
     """The weights file an epoch writes (numbered so retention can order them)."""
     return ckpt_dir / f"epoch-{epoch:03d}.safetensors"
+
+
+def step_file(ckpt_dir: Path, step: int) -> Path:
+    """The weights file a checkpoint inside an epoch writes (train.checkpoint_every, SIGTERM)."""
+    return ckpt_dir / f"step-{step:08d}.safetensors"
 
 
 def keep_best(ckpt_dir: Path, epoch: int) -> None:

@@ -20,6 +20,7 @@ from .manifest import PairedData, load_pairs
 from .plan import Plan
 from .recipe import Source
 from .screening import drop_bad_media
+from .shards import ShardSet, load_shard_pairs, shard_set
 
 
 @dataclass
@@ -50,14 +51,20 @@ class SplitData:
         return torch.stack([rows[m][data.pairs[:, c]] for c, m in enumerate(pair)], dim=1)
 
 
-def source_manifests(source: Source, cache_dir: Path, where: str) -> dict[str, Path]:
-    """{"train": manifest, "val": manifest (if any)} of a source: given paths, or a built dataset's splits."""
+def source_manifests(source: Source, cache_dir: Path, where: str) -> dict[str, Path | ShardSet]:
+    """{"train": manifest, "val": manifest (if any)} of a source: given paths (or tar shard sets, see
+    fuse.shards), or a built dataset's splits."""
     if source.train is not None:
-        splits = {"train": Path(source.train)}
+        splits = {"train": shard_set(source.train) or Path(source.train)}
         if source.val:
-            splits["val"] = Path(source.val)
+            splits["val"] = shard_set(source.val) or Path(source.val)
         for split, path in splits.items():
-            if not path.exists():
+            if isinstance(path, ShardSet):
+                missing = [p for p in path.paths if not p.is_file()]
+                if missing:
+                    raise DataError(f"{where}.{split}: {len(missing)} of the {len(path.paths)} shards {path} names "
+                                    f"are missing, e.g. {missing[0]}. Fix the pattern, or pack them (fuse data pack).")
+            elif not path.exists():
                 raise DataError(f"{where}.{split}: manifest {path} not found. Fix the path, or build one "
                                 "(docs/getting-started.md, 'Your own data').")
         return splits
@@ -87,7 +94,11 @@ def load_data(plan: Plan, kinds: dict[str, str], cache_dir: Path, skipped_log: P
         for role in roles:
             if role not in manifests:
                 continue
-            data = load_pairs(manifests[role], pair, tuple(m for m in pair if files[m]))
+            if isinstance(manifests[role], ShardSet):
+                data = load_shard_pairs(manifests[role], pair, {m: input_kind(kinds[m]) for m in pair}, cache_dir,
+                                        skip_incomplete=recipe.data.bad_media == "skip")
+            else:
+                data = load_pairs(manifests[role], pair, tuple(m for m in pair if files[m]))
             if recipe.data.bad_media == "skip":
                 data = drop_bad_media(data, {m: kinds[m] for m in pair}, cache_dir, skipped_log, role)
             if role == "train" and len(data) < 2:

@@ -151,6 +151,12 @@ def all_reduce_mean(value: float, device: torch.device) -> float:
     return float(t.item()) / world_size()
 
 
+def barrier() -> None:
+    """Wait for every rank (no-op on one process)."""
+    if is_distributed():
+        dist.barrier()
+
+
 class main_first:
     """Context: rank 0 runs the block first (e.g. writes a cache), the others after it."""
 

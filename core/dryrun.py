@@ -7,6 +7,7 @@ from pathlib import Path
 from .devices import resolve_device
 from .plan import Spec, resolve
 from .recipe import Recipe, Source
+from .shards import shard_set
 
 
 def _component(spec: Spec) -> dict:
@@ -17,8 +18,15 @@ def _source(source: Source) -> dict:
     if source.dataset is not None:
         return {"dataset": source.dataset.name, "splits": [source.train_split, source.val_split]}
     # Not an error here: a GPU recipe's data may live on another machine.
-    return {split: {"path": str(path), "exists": Path(path).exists()}
-            for split, path in (("train", source.train), ("val", source.val)) if path is not None}
+    out = {}
+    for split, path in (("train", source.train), ("val", source.val)):
+        shards = shard_set(path) if path is not None else None
+        if shards is not None:
+            out[split] = {"shards": len(shards.paths), "pattern": str(shards),
+                          "exists": all(p.exists() for p in shards.paths)}
+        elif path is not None:
+            out[split] = {"path": str(path), "exists": Path(path).exists()}
+    return out
 
 
 def dry_run_report(recipe: Recipe) -> dict:

@@ -24,27 +24,32 @@ class InputKind:
     Options: ClassVar[type] = Options   # kinds take no options; the registry wants a schema
     name: str = ""                      # set by the registry lookup (``input_kind``)
     files: ClassVar[bool] = True        # manifest values are file paths (relative to the manifest); False: inline
-    # File suffixes (lower case, with the dot) this kind reads; `fuse embed`/`fuse search` keep only
-    # these when listing a folder. Empty: every file.
+    # File suffixes without the dot, first preferred: what `fuse embed`/`fuse search` keep when listing
+    # a folder, and which tar shard members the kind reads (KEY.jpg: "jpg"). Empty: every file.
     extensions: ClassVar[tuple[str, ...]] = ()
 
     def read(self, value: Any) -> Any:
-        """The raw input an encoder's ``preprocess`` takes; a bad value raises DataError naming it."""
+        """The raw input an encoder's ``preprocess`` takes; a bad value raises DataError naming it.
+        File kinds open ``fuse.open_value(value)`` so that tar shard members read like files."""
         raise NotImplementedError(f"input kind '{self.name}' has no reader")
 
     def identity(self, value: str) -> str:
-        """What identifies ``value`` in a cache key: a file's path, size and mtime; inline values themselves."""
+        """What identifies ``value`` in a cache key: a file's path, size and mtime (a shard member's: its
+        reference and the shard's size and mtime); inline values themselves."""
+        from .shards import split_ref
+
         if not self.files:
             return value
+        ref = split_ref(value)
         try:
-            st = os.stat(value)
+            st = os.stat(ref[0] if ref else value)
         except OSError:
             raise DataError(f"{self.name} file not found: {value}") from None
         return f"{value}|{st.st_size}|{st.st_mtime_ns}"
 
     def accepts(self, path: str) -> bool:
         """Whether a file found in a folder is one of this kind (by its suffix; see ``extensions``)."""
-        return not self.extensions or os.path.splitext(path)[1].lower() in self.extensions
+        return not self.extensions or os.path.splitext(path)[1].lower().lstrip(".") in self.extensions
 
     def check(self, value: Any) -> None:
         """Raise DataError when ``value`` is unusable (``data.bad_media: skip`` leaves it out); by default: read it."""

@@ -56,6 +56,36 @@ class PairedData:
         return PairedData(self.path, self.modalities, values, pairs, self.digest, self.n_records)
 
 
+class PairCollector:
+    """Records -> PairedData: unique values per modality (in order of appearance) and their pairs.
+    Shared by JSONL manifests and tar shards (fuse.shards), so both give the same tables."""
+
+    def __init__(self, modalities: tuple[str, str]):
+        self.modalities = tuple(modalities)
+        self.values: dict[str, list[str]] = {m: [] for m in modalities}
+        self.index: dict[str, dict[str, int]] = {m: {} for m in modalities}
+        self.pairs: set[tuple[int, int]] = set()
+        self.n_records = 0
+
+    def add(self, items: dict[str, list[str]]) -> None:
+        """One record: its values of both modalities (every value of one pairs with every value of the other)."""
+        ids = {}
+        for m in self.modalities:
+            ids[m] = []
+            for v in items[m]:
+                if v not in self.index[m]:
+                    self.index[m][v] = len(self.values[m])
+                    self.values[m].append(v)
+                ids[m].append(self.index[m][v])
+        a, b = self.modalities
+        self.pairs.update((i, j) for i in ids[a] for j in ids[b])
+        self.n_records += 1
+
+    def build(self, path: Path, digest: str) -> PairedData:
+        return PairedData(path, self.modalities, self.values, torch.tensor(sorted(self.pairs), dtype=torch.long),
+                          digest, self.n_records)
+
+
 def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: tuple[str, ...] = (),
                check_files: bool = True) -> PairedData:
     """Read a manifest; ``file_modalities`` are the modalities whose values are file paths."""
@@ -64,10 +94,8 @@ def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: t
         raise DataError(f"Manifest not found: {path}. Build it (e.g. `fuse data build emoji`) or fix data.train/data.val.")
     raw = path.read_bytes()
     base = path.parent.resolve()
-    values: dict[str, list[str]] = {m: [] for m in modalities}
-    index: dict[str, dict[str, int]] = {m: {} for m in modalities}
-    pairs: set[tuple[int, int]] = set()
-    n_records = lacking = 0
+    collector = PairCollector(modalities)
+    lacking = 0
     seen_fields: dict[str, None] = {}
     for line_no, line in enumerate(decode_utf8(raw, path, DataError).splitlines(), start=1):
         if not line.strip():
@@ -83,25 +111,18 @@ def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: t
         if any(m not in record for m in modalities):
             lacking += 1
             continue
-        ids = {}
+        items = {}
         for m in modalities:
-            items = record[m] if isinstance(record[m], list) else [record[m]]
-            if not items or not all(isinstance(v, str) and v for v in items):
+            items[m] = record[m] if isinstance(record[m], list) else [record[m]]
+            if not items[m] or not all(isinstance(v, str) and v for v in items[m]):
                 raise DataError(f"{where}: '{m}' must be a non-empty string or list of strings.")
-            ids[m] = []
-            for v in items:
-                if m in file_modalities:
-                    p = (base / v).resolve()
-                    if check_files and not p.is_file():
-                        raise DataError(f"{where}: {m} file not found: {p}")
-                    v = str(p)
-                if v not in index[m]:
-                    index[m][v] = len(values[m])
-                    values[m].append(v)
-                ids[m].append(index[m][v])
-        a, b = modalities
-        pairs.update((i, j) for i in ids[a] for j in ids[b])
-        n_records += 1
+            if m in file_modalities:
+                items[m] = [str((base / v).resolve()) for v in items[m]]
+                missing = [p for p in items[m] if check_files and not Path(p).is_file()]
+                if missing:
+                    raise DataError(f"{where}: {m} file not found: {missing[0]}")
+        collector.add(items)
+    n_records = collector.n_records
     if n_records == 0 and lacking:
         raise DataError(f"{path}: no record has both '{modalities[0]}' and '{modalities[1]}' (fields seen: "
                         f"{', '.join(seen_fields)}). Manifest keys must be the recipe's modality names.")
@@ -110,5 +131,4 @@ def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: t
     if lacking:
         print(f"{path.name}: {lacking} of {lacking + n_records} records lack {modalities[0]} or {modalities[1]}; "
               f"the {'-'.join(modalities)} pairs use the other {n_records}")
-    return PairedData(path, tuple(modalities), values, torch.tensor(sorted(pairs), dtype=torch.long),
-                      hashlib.sha256(raw).hexdigest(), n_records)
+    return collector.build(path, hashlib.sha256(raw).hexdigest())

@@ -67,8 +67,9 @@ class Source(Strict):
     """Where pairs come from: a registered dataset builder, or JSONL manifests."""
 
     dataset: Component | None = None   # a registered dataset builder that writes the manifests
-    train: str | None = None           # or explicit JSONL manifests
-    val: str | None = None
+    # or explicit JSONL manifests, or tar shards: a brace pattern (a-{000..009}.tar) or a list
+    train: str | list[str] | None = None
+    val: str | list[str] | None = None
     train_split: str = "train"         # which of a dataset's built splits to train / validate on
     val_split: str | None = "val"
 
@@ -143,6 +144,9 @@ class TrainSpec(Strict):
     # Recent epoch checkpoints kept besides best.safetensors and state.pt; null keeps them all.
     # One per epoch of a long run fills a disk (open_clip's --delete-previous-checkpoint).
     keep_checkpoints: int | None = pydantic.Field(1, ge=1)
+    # Also checkpoint every N optimiser steps inside an epoch (long epochs on preemptible nodes);
+    # only the newest such step file is kept. null: after each epoch only.
+    checkpoint_every: int | None = pydantic.Field(None, gt=0)
     # A NaN/Inf loss or gradient: stop (roll back to the last good checkpoint, say why), or
     # skip_step (drop that step's update, count it in metrics.jsonl; one host sync per step).
     on_nonfinite: Literal["stop", "skip_step"] = "stop"

@@ -1,16 +1,22 @@
-"""Resuming an interrupted run: the training state saved after every epoch.
+"""Resuming an interrupted run: the training state saved after every epoch and every
+``train.checkpoint_every`` steps (and on SIGTERM, see ``fuse.preempt``).
 
-`checkpoints/epoch-NNN.safetensors` holds the trainable weights; `checkpoints/state.pt` holds
+`checkpoints/epoch-NNN.safetensors` (or, inside an epoch, `step-NNNNNNNN.safetensors`) holds the
+trainable weights; `checkpoints/state.pt` names that file and holds
 the rest of what the next step depends on: optimiser moments, the schedule's position, the
 loss scaler, the RNG (dropout, FuseMix's lambda), the best score so far, and the state of any
 module that keeps one outside its weights (``resume_state()`` / ``load_resume_state()``, e.g.
-a distillation memory bank). Batches are a function of (seed, epoch), so a resumed run
-continues exactly as an uninterrupted one would.
+a distillation memory bank). Batches are a function of the step, so a run resumed after any
+step continues exactly as an uninterrupted one would. The weights are written before state.pt
+and the previous step file is deleted only after it, so a kill at any point (kill -9 during a
+write included) leaves a state.pt whose weights file exists and matches it.
 Loaded with ``weights_only=True``: a state file can hold tensors and numbers, never code.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import torch
@@ -24,8 +30,8 @@ STATE_FILE = "state.pt"
 # Recipe fields a resumed run may change: how long it runs and how it reports, never what it
 # trains or on what (anything else changes the model or the data, so the checkpoint would not fit).
 HARMLESS = ("name", "device", "output_dir", "train.epochs", "train.max_steps", "train.eval_every", "train.log_every",
-            "train.keep_checkpoints", "train.on_nonfinite", "train.export_on_failure", "data.num_workers",
-            "data.encode_batch_size", "eval.chunk_size")
+            "train.keep_checkpoints", "train.checkpoint_every", "train.on_nonfinite", "train.export_on_failure",
+            "data.num_workers", "data.encode_batch_size", "eval.chunk_size")
 
 
 def _flatten(d, prefix: str = "") -> dict[str, object]:
@@ -63,10 +69,14 @@ def module_states(root: torch.nn.Module) -> dict[str, dict]:
     return {name: m.resume_state() for name, m in root.named_modules() if hasattr(m, "resume_state")}
 
 
-def save_state(ckpt_dir: Path, *, epoch: int, step: int, best: float, best_epoch: int | None,
+def save_state(ckpt_dir: Path, *, weights: Path, epoch: int, step: int, best: float, best_epoch: int | None,
                optimizer, scheduler, precision, modules: torch.nn.Module) -> None:
-    """Write state.pt atomically after an epoch: what the next step depends on besides the weights."""
-    state = {"epoch": epoch, "step": step, "best": best, "best_epoch": best_epoch,
+    """Write state.pt atomically once ``weights`` (already written) hold step ``step``: what the next
+    step depends on besides the weights. ``epoch`` counts the epochs completed. Step files that
+    state.pt no longer names are deleted afterwards."""
+    # Test hook (tests/test_preemption.py): a pause here lets a kill -9 land between the two writes.
+    time.sleep(float(os.environ.get("FUSE_TEST_PAUSE_BEFORE_STATE", "0")))
+    state = {"epoch": epoch, "step": step, "weights_file": Path(weights).name, "best": best, "best_epoch": best_epoch,
              "modules": module_states(modules),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": precision.scaler.state_dict() if precision.scaler else None,
@@ -74,21 +84,25 @@ def save_state(ckpt_dir: Path, *, epoch: int, step: int, best: float, best_epoch
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     with atomic_path(ckpt_dir / STATE_FILE) as tmp:  # an interruption never leaves half a state
         torch.save(state, tmp)
+    for old in ckpt_dir.glob("step-*.safetensors"):
+        if old.name != state["weights_file"]:
+            old.unlink(missing_ok=True)
 
 
 def load_state(ckpt_dir: Path) -> dict:
     """The state to resume from, with the path of its epoch's weights; missing or corrupt files are clear errors."""
     path = ckpt_dir / STATE_FILE
     if not path.exists():
-        raise ModelFileError(f"Nothing to resume: {path} not found (the run saves it after each epoch). "
+        raise ModelFileError(f"Nothing to resume: {path} not found (the run saves it after each epoch and "
+                             "every train.checkpoint_every steps). "
                              "Run without --resume to start afresh, or fix output_dir.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        weights = ckpt_dir / f"epoch-{state['epoch']:03d}.safetensors"
+        weights = ckpt_dir / state.get("weights_file", f"epoch-{state['epoch']:03d}.safetensors")
     except Exception as exc:
         raise ModelFileError(f"{path} is corrupt ({exc}); delete it and start without --resume.") from None
     if not weights.exists():
-        raise ModelFileError(f"{path} resumes after epoch {state['epoch']} but {weights} is missing.")
+        raise ModelFileError(f"{path} resumes after step {state['step']} but {weights} is missing.")
     state["weights"] = weights
     return state
 

@@ -12,8 +12,10 @@ distribution and the schedule are small helpers called from here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from torch import nn
 from . import distributed
 from .batches import PairStream, first_micro_step
 from .cache import cached_latents, encode_values
-from .checkpoints import epoch_file, keep_best, load_weights, prune_checkpoints, save_weights
+from .checkpoints import epoch_file, keep_best, load_weights, prune_checkpoints, save_weights, step_file
 from .data import describe, load_data
 from .datasets import default_cache_root
 from .devices import resolve_device
@@ -40,6 +42,7 @@ from .model import model_from_plan
 from .optim import make_optimizer, param_groups, warmup_cosine
 from .plan import Plan, resolve
 from .precision import Precision
+from .preempt import Preempted, Preemption
 from .recipe import Recipe
 from .resume import restore, save_state
 from .rundir import open_run_dir
@@ -80,7 +83,15 @@ def batch_field(recipe: Recipe, pair: tuple[str, str]) -> str:
 
 def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) -> Path:
     """Run a recipe end to end; returns the run directory. ``resume`` continues the run in
-    ``output_dir`` after its last completed epoch (see ``fuse.resume``)."""
+    ``output_dir`` after its last checkpoint (see ``fuse.resume``). SIGTERM during the steps
+    checkpoints and raises ``Preempted`` (see ``fuse.preempt``). Under torchrun only rank 0 prints."""
+    quiet = int(os.environ.get("RANK", "0")) != 0  # torchrun's rank: known before the process group exists
+    with Preemption() as preemption, open(os.devnull, "w") as devnull, \
+            contextlib.redirect_stdout(devnull) if quiet else contextlib.nullcontext():
+        return _train(recipe, recipe_path, resume, preemption)
+
+
+def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Preemption) -> Path:
     # ------------------------------------------------------------------ setup
     plan = resolve(recipe, recipe_path or recipe.name)
     device = distributed.setup(resolve_device(recipe.device))
@@ -180,7 +191,9 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
         load_weights(step_module, state["weights"])
         restore(state, optimizer, scheduler, precision, step_module)
         step, best, best_epoch, start_epoch = state["step"], state["best"], state["best_epoch"], state["epoch"] + 1
-        print(f"resuming after epoch {state['epoch']} (step {step}) from {state['weights']}")
+        done = step - state["epoch"] * per_epoch  # steps of start_epoch already taken (a mid-epoch checkpoint)
+        print(f"resuming after epoch {state['epoch']} (step {step}) from {state['weights']}" if not done else
+              f"resuming at step {step} ({done} of {per_epoch} steps into epoch {start_epoch}) from {state['weights']}")
 
     # ------------------------------------------------------------------ train
     from tqdm.auto import tqdm
@@ -188,6 +201,7 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not main, unit="step")
     t0, seen = time.perf_counter(), 0
     epoch = start_epoch - 1
+    preemption.arm(device, every=recipe.train.log_every)
     for epoch in range(start_epoch, epochs + 1):
         # Each epoch begins a fresh pass of the reference pair; batches depend on the step alone.
         start = first_micro_step(step, per_epoch, accum, pass_batches(plan, streams))
@@ -195,7 +209,7 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
         trainer.train()
         for m in frozen:
             model.encoders[m].eval()  # frozen towers keep eval-mode BatchNorm/dropout
-        for _ in range(per_epoch):
+        for _ in range(step - (epoch - 1) * per_epoch, per_epoch):  # a resumed epoch skips the steps it took
             for j in range(accum):  # accumulate gradients over micro-batches, then one optimiser step
                 batch = {p: next(it) for p, it in batches.items()}
                 loss, terms = backward(batch, 1 / accum, last=j == accum - 1)  # plain or GradCache
@@ -227,6 +241,20 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
             if step >= total_steps:
                 break
+            # Inside an epoch: a checkpoint every train.checkpoint_every steps, and on SIGTERM (then stop).
+            every, stop = recipe.train.checkpoint_every, preemption.requested(step)
+            if (stop or (every and step % every == 0)) and step % per_epoch:  # an epoch's end checkpoints below
+                if guard.failure():
+                    break  # a non-finite step never reaches a checkpoint
+                if main:
+                    save_weights(step_module, step_file(ckpt_dir, step))
+                    save_state(ckpt_dir, weights=step_file(ckpt_dir, step), epoch=epoch - 1, step=step, best=best,
+                               best_epoch=best_epoch, optimizer=optimizer, scheduler=scheduler, precision=precision,
+                               modules=step_module)
+                if stop:
+                    bar.close()
+                    distributed.barrier()  # rank 0 has written the checkpoint
+                    raise Preempted(step, run_dir)
         # A non-finite step never reaches a checkpoint: stop with the last good one kept.
         failed = guard.failure()
         if failed:
@@ -244,11 +272,16 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
                 if score(recipe.train.best_metric, metrics[recipe.train.best_metric]) > best:
                     best, best_epoch = score(recipe.train.best_metric, metrics[recipe.train.best_metric]), epoch
                     keep_best(ckpt_dir, epoch)
-            save_state(ckpt_dir, epoch=epoch, step=step, best=best, best_epoch=best_epoch,
-                       optimizer=optimizer, scheduler=scheduler, precision=precision, modules=step_module)
+            save_state(ckpt_dir, weights=epoch_file(ckpt_dir, epoch), epoch=epoch, step=step, best=best,
+                       best_epoch=best_epoch, optimizer=optimizer, scheduler=scheduler, precision=precision,
+                       modules=step_module)
             prune_checkpoints(ckpt_dir, recipe.train.keep_checkpoints)
         if step >= total_steps:
             break
+        if preemption.requested(step):  # SIGTERM during an epoch's last step: its checkpoint above is the one
+            bar.close()
+            distributed.barrier()
+            raise Preempted(step, run_dir)
     bar.close()
 
     # ------------------------------------------------------------------ save

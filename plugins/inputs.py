@@ -13,13 +13,13 @@ class ImageInput(fuse.InputKind):
     """Image files (PNG, JPEG, WebP, ...), read as RGB PIL images."""
 
     files = True
-    extensions = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
+    extensions = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm")
 
     def read(self, value: str):
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(value) as im:
+            with Image.open(fuse.open_value(value)) as im:
                 return im.convert("RGB")
         except FileNotFoundError:
             raise fuse.DataError(f"Image file not found: {value}") from None
@@ -33,6 +33,7 @@ class TextInput(fuse.InputKind):
     """Strings written in the manifest itself; an encoder's tokenizer batches them."""
 
     files = False
+    extensions = ("txt",)
 
     def read(self, value: str) -> str:
         return value

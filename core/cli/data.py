@@ -1,4 +1,4 @@
-"""`fuse data build NAME`: build a registered dataset's manifests ahead of training."""
+"""`fuse data build NAME` (a registered dataset's manifests) and `fuse data pack MANIFEST OUT_DIR` (tar shards)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import click
 
 @click.group("data")
 def data_group():
-    """Build and inspect paired datasets."""
+    """Build paired datasets, and pack manifests into tar shards."""
 
 
 @data_group.command("build")
@@ -30,3 +30,19 @@ def build_command(name, options, cache_dir, force):
                            where=f"dataset {name}", force=force)
     for split, path in splits.items():
         click.echo(f"{split}: {path}")
+
+
+@data_group.command("pack")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--shard-size", type=int, default=10000, show_default=True, help="Records (keys) per shard.")
+@click.option("--files", "files", multiple=True, help="A field holding file paths (repeatable); default: every "
+              "field whose values are all existing files.")
+@click.option("--force", is_flag=True, help="Overwrite shards that exist.")
+def pack_command(manifest, out_dir, shard_size, files, force):
+    """Write MANIFEST (JSONL) as uncompressed tar shards in OUT_DIR (WebDataset layout: KEY.png, KEY.txt,
+    KEY.json) and print the data.train pattern naming them."""
+    from ..pack import brace_pattern, pack_manifest
+
+    paths = pack_manifest(manifest, out_dir, shard_size, list(files) or None, force=force)
+    click.echo(f"{len(paths)} shard(s): {brace_pattern(paths)}")

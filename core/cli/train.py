@@ -11,7 +11,7 @@ import click
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Resolve every plugin, option and data source, then stop (no downloads).")
-@click.option("--resume", is_flag=True, help="Continue the run in output_dir after its last completed epoch "
+@click.option("--resume", is_flag=True, help="Continue the run in output_dir from its last checkpoint "
               "(give the same recipe; train.epochs may be raised).")
 def train_command(recipe, overrides, dry_run, resume):
     """Train the heads of RECIPE; overrides look like train.epochs=3 or output_dir=runs/x."""
@@ -26,17 +26,22 @@ def train_command(recipe, overrides, dry_run, resume):
     import signal
     import sys
 
+    from ..preempt import EXIT_CODE, Preempted
     from ..train import train
 
     def on_term(signum, frame):
         raise KeyboardInterrupt  # SIGTERM (a scheduler's kill) ends like Ctrl-C, with the resume hint
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    resume_hint = f"fuse train {recipe}{''.join(' ' + o for o in overrides)} --resume"
     try:
         train(r, recipe_path=recipe, resume=resume)
+    except Preempted as stop:  # SIGTERM during the steps: a checkpoint was written, the run ends cleanly
+        if stop.main:  # once, not once per rank
+            click.echo(f"\n{stop}; continue with {resume_hint}", err=True)
+        sys.exit(EXIT_CODE)
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: {r.output_dir} keeps every completed epoch; continue with "
-                   f"fuse train {recipe}{''.join(' ' + o for o in overrides)} --resume", err=True)
+        click.echo(f"\ninterrupted: {r.output_dir} keeps its last checkpoint; continue with {resume_hint}", err=True)
         sys.exit(130)
     finally:
         signal.signal(signal.SIGTERM, previous)

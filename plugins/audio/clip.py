@@ -29,11 +29,11 @@ def read_audio(path: str) -> AudioClip:
     import soundfile as sf
 
     try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
+        data, rate = sf.read(fuse.open_value(path), dtype="float32", always_2d=True)
     except FileNotFoundError:
         raise fuse.DataError(f"Audio file not found: {path}") from None
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError for bad files
-        if not Path(path).exists():
+        if not Path(path).exists() and "#" not in path:
             raise fuse.DataError(f"Audio file not found: {path}") from None
         raise fuse.DataError(f"Unreadable audio {path}: {exc}. Convert it to wav or flac, or drop the record "
                              f"({SKIP_HINT}).") from None
@@ -56,7 +56,7 @@ class AudioInput(fuse.InputKind):
     """Audio files, read as mono AudioClips at their own sample rate."""
 
     files = True
-    extensions = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
+    extensions = ("flac", "wav", "mp3", "ogg", "oga", "opus", "aiff", "aif", "au")
 
     def read(self, value: str) -> AudioClip:
         """A manifest value (a file path) as the clip every audio encoder's ``preprocess`` takes."""

@@ -99,7 +99,7 @@ class VideoInput(fuse.InputKind):
     """Video files (mp4, webm, avi, ... whatever PyAV's FFmpeg decodes), read as VideoClips."""
 
     files = True
-    extensions = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".gif")
+    extensions = ("mp4", "webm", "avi", "mkv", "mov", "m4v", "mpg", "mpeg", "gif")
 
     def read(self, value: str) -> VideoClip:
         return open_clip(value)
