@@ -93,8 +93,9 @@ def reference_loop(latents, device, steps, prof=None):
     return window
 
 
-def fuse_loop(latents, device, steps, log_every=10):
+def fuse_loop(latents, device, steps, log_every=10, compile_heads=False):
     heads, obj = heads_and_objective(device)
+    run_heads = {m: torch.compile(h) for m, h in heads.items()} if compile_heads else heads
     n = next(iter(latents.values())).shape[0]
     data = PairedData(path=None, modalities=("image", "text"), values={}, digest="", n_records=n,
                       pairs=torch.arange(n).repeat(2, 1).T.contiguous())
@@ -113,7 +114,7 @@ def fuse_loop(latents, device, steps, log_every=10):
             with torch.profiler.record_function("data"):
                 rows, _ = next(stream)
                 step = fuse.Step(("image", "text"), {m: tables[m][rows[:, c]] for c, m in enumerate(DIMS)},
-                                 embed=lambda z: {m: heads[m](v) for m, v in z.items()})
+                                 embed=lambda z: {m: run_heads[m](v) for m, v in z.items()})
             with torch.profiler.record_function("forward"):
                 with precision.autocast():
                     loss = obj(step, obj.draw(step))
