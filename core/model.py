@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import encode_values
+from .cache import cached_latents, encode_values
 from .errors import FuseError, RecipeError
 from .interfaces import EncoderInfo
 from .latents import Tokens
@@ -69,9 +69,14 @@ class AlignedModel(nn.Module):
         return self.fusion(modality, self.heads[modality](latents.values.float()), latents.mask)
 
     def encode(self, modality: str, values: list, batch_size: int = 32, progress: bool = False,
-               num_workers: int = 0):
-        """Encoder latents for raw inputs or manifest values (file paths, text)."""
+               num_workers: int = 0, cache_dir=None):
+        """Encoder latents for raw inputs or manifest values (file paths, text). With ``cache_dir``,
+        manifest values go through the latent store there: latents training already cached for the
+        same weights and preprocessing are read, not recomputed (whatever paths the options hold)."""
         enc = self._encoder(modality)
+        if cache_dir is not None and all(isinstance(v, str) for v in values):
+            return cached_latents(enc, {"name": self.specs[modality]["encoder"].name}, list(values), cache_dir,
+                                  self.device, batch_size, num_workers, label=modality, tokens=self.uses_tokens)
         return encode_values(enc, list(values), self.device, batch_size, num_workers,
                              desc=f"encoding {modality}" if progress else None, tokens=self.uses_tokens)
 
@@ -84,13 +89,17 @@ class AlignedModel(nn.Module):
         out = []
         for i in range(0, len(latents), batch_size):
             part = latents[i:i + batch_size].to(self.device)
+            if isinstance(part, torch.Tensor) and part.dtype == torch.float16:
+                part = part.float()  # latents stored fp16 (data.latent_dtype); heads are fp32
             out.append(F.normalize(self.forward_head(modality, part).float(), dim=-1))
         self.train(was)
         return torch.cat(out) if out else torch.empty(0, self.embed_dim)
 
-    def embed(self, modality: str, values: list, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
-        """L2-normalised embeddings [N, embed_dim] for raw inputs (what the input kind reads) or manifest values."""
-        return self.project(modality, self.encode(modality, values, batch_size, progress))
+    def embed(self, modality: str, values: list, batch_size: int = 32, progress: bool = False,
+              cache_dir=None) -> torch.Tensor:
+        """L2-normalised embeddings [N, embed_dim] for raw inputs (what the input kind reads) or manifest
+        values (``cache_dir``: reuse the latent store there, see ``encode``)."""
+        return self.project(modality, self.encode(modality, values, batch_size, progress, cache_dir=cache_dir))
 
     def with_untrained_heads(self, seed: int = 0) -> "AlignedModel":
         """The same encoders with freshly initialised heads: the 'before training' baseline."""
