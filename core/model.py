@@ -8,6 +8,7 @@ The same object is trained by `fuse train`, exported by `fuse export` and return
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +76,8 @@ class AlignedModel(nn.Module):
         same weights and preprocessing are read, not recomputed (whatever paths the options hold)."""
         enc = self._encoder(modality)
         if cache_dir is not None and all(isinstance(v, str) for v in values):
-            return cached_latents(enc, {"name": self.specs[modality]["encoder"].name}, list(values), cache_dir,
+            return cached_latents(enc, {"name": self.specs[modality]["encoder"].name}, list(values),
+                                  Path(cache_dir).expanduser(),
                                   self.device, batch_size, num_workers, label=modality, tokens=self.uses_tokens)
         return encode_values(enc, list(values), self.device, batch_size, num_workers,
                              desc=f"encoding {modality}" if progress else None, tokens=self.uses_tokens)

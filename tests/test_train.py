@@ -60,18 +60,18 @@ def test_learning_rate_warms_up_and_decays(tmp_path, tiny_text_model, shapes_dat
 
 def test_second_run_reads_the_latent_cache(trained):
     tmp, recipe, first = trained
-    assert "cached 24 latents" in first
+    assert "image/train: cached 24 new latents" in first
     result = CliRunner().invoke(cli, ["train", str(recipe), "train.epochs=1", f"output_dir={tmp / 'again'}"])
     assert result.exit_code == 0, result.output
     assert "read 24 cached latents" in result.output and "encoding" not in result.output
 
 
-def test_cache_key_changes_with_encoder_options(trained):
+def test_store_identity_changes_with_encoder_options(trained):
     tmp, recipe, _ = trained
     result = CliRunner().invoke(cli, ["train", str(recipe), "train.epochs=1", f"output_dir={tmp / 'cls'}",
                                       "modalities.text.encoder.options.pooling=cls"])
     assert result.exit_code == 0, result.output
-    assert "text/train: cached 12 latents" in result.output     # new key for the text tower (12 captions)
+    assert "text/train: cached 12 new latents" in result.output  # a new store for the text tower (12 captions)
     assert "image/train: read 24 cached latents" in result.output  # image tower unchanged
 
 
