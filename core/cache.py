@@ -143,11 +143,11 @@ def encode_values(encoder, values: list, device: torch.device, batch_size: int =
 
 
 def _encode_into(store: LatentStore, prefix: str, encoder, values: list, keys: list[str], device, batch_size: int,
-                 num_workers: int, label: str, tokens: bool, dtype: str, shard_rows: int) -> None:
+                 num_workers: int, desc: str | None, tokens: bool, dtype: str, shard_rows: int) -> None:
     """Encode ``values`` (whose keys are ``keys``) and publish a shard every ``shard_rows`` rows."""
     parts, start = [], 0
     for out in encode_batches(encoder, values, device, shard_batches(len(values), batch_size, shard_rows),
-                              num_workers, f"encoding {label}", tokens):
+                              num_workers, desc, tokens):
         parts.append(out)
         if sum(len(p) for p in parts) == min(shard_rows, len(values) - start):
             if tokens:
@@ -163,15 +163,16 @@ def _encode_into(store: LatentStore, prefix: str, encoder, values: list, keys: l
 def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, device: torch.device,
                    batch_size: int = 64, num_workers: int = 0, label: str = "", tokens: bool = False, *,
                    dtype: str = "float32", shard_rows: int = SHARD_ROWS, mapped: bool = False,
-                   poll_s: float = 1.0):
+                   poll_s: float = 1.0, verbose: bool = True):
     """Latents for ``values`` (pooled, or Tokens) from the latent store; only the values it lacks are
     encoded (by this rank: its slice of them) and published there.
 
     Returns an in-memory tensor (``dtype``), or with ``mapped=True`` a ``LatentTable`` that gathers
-    rows from the memory-mapped shards. Shards that are truncated or do not match their record are
+    rows from the memory-mapped shards (``verbose=False``: no progress lines). Shards that are truncated or do not match their record are
     dropped and re-encoded, with a message; a shard of NaN/Inf latents raises DataError."""
     if dtype not in DTYPES:
         raise DataError(f"latent dtype '{dtype}' is not one of {', '.join(DTYPES)} (data.latent_dtype)")
+    say = print if verbose else (lambda *a: None)
     identity = latent_identity(encoder, spec["name"], tokens, device, dtype)
     folder = store_folder(cache_dir, identity)
     kind = input_kind(encoder.info.input)
@@ -191,17 +192,17 @@ def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, devi
         if store.missing(mine):
             prefix = f"r{rank}of{world}"
             with locked(folder / f"writer-{prefix}",
-                        lambda: print(f"{label}: waiting for another process encoding into {folder}")):
+                        lambda: say(f"{label}: waiting for another process encoding into {folder}")):
                 store.sweep(prefix)  # what a killed writer left
                 store.refresh()      # what another process published while we waited
                 todo = store.missing(mine)
                 if todo:
                     _encode_into(store, prefix, encoder, [values[first[k]] for k in todo], todo, device, batch_size,
-                                 num_workers, label, tokens, dtype, shard_rows)
+                                 num_workers, f"encoding {label}" if verbose else None, tokens, dtype, shard_rows)
                     encoded += len(todo)
         waiting = store.missing(unique)
         if waiting:
-            print(f"{label}: waiting for other ranks' {len(waiting)} latents in {folder}")
+            say(f"{label}: waiting for other ranks' {len(waiting)} latents in {folder}")
         while waiting:
             time.sleep(poll_s)
             store.refresh()
@@ -209,13 +210,13 @@ def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, devi
         table, problems = store.table(keys, tokens)
         if table is not None:
             break
-        print(f"{label}: latent store {folder} is damaged ({'; '.join(problems)}); re-encoding those rows")
+        say(f"{label}: latent store {folder} is damaged ({'; '.join(problems)}); re-encoding those rows")
     else:
         raise DataError(f"Latent store {folder} stayed damaged after re-encoding it twice ({'; '.join(problems)}); "
                         "check the disk, or delete the folder.")
     if encoded:
-        print(f"{label}: cached {encoded} new latents in {folder} ({len(unique) - encoded} were there)")
+        say(f"{label}: cached {encoded} new latents in {folder} ({len(unique) - encoded} were there)")
     else:
-        print(f"{label}: read {len(values)} cached latents from {folder}")
+        say(f"{label}: read {len(values)} cached latents from {folder}")
     return table if mapped else table.materialize()
 

@@ -78,7 +78,8 @@ class AlignedModel(nn.Module):
         if cache_dir is not None and all(isinstance(v, str) for v in values):
             return cached_latents(enc, {"name": self.specs[modality]["encoder"].name}, list(values),
                                   Path(cache_dir).expanduser(),
-                                  self.device, batch_size, num_workers, label=modality, tokens=self.uses_tokens)
+                                  self.device, batch_size, num_workers, label=modality, tokens=self.uses_tokens,
+                                  verbose=progress)
         return encode_values(enc, list(values), self.device, batch_size, num_workers,
                              desc=f"encoding {modality}" if progress else None, tokens=self.uses_tokens)
 

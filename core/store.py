@@ -28,6 +28,7 @@ from .atomic import save_tensors, write_text
 from .errors import DataError
 from .latents import Tokens
 
+_VERIFIED: set[tuple[str, int, int]] = set()  # (shard path, size, mtime): hashed once per process
 STORE_FORMAT = 3  # 3: per-value rows (the format-2 `latents/` folders keyed whole value lists)
 _NUMPY = {"F32": np.float32, "F16": np.float16, "BOOL": np.bool_}
 
@@ -127,7 +128,6 @@ class LatentStore:
         self.folder = Path(folder)
         self.index: dict[str, tuple[str, int]] = {}   # value key -> (shard name, row)
         self.records: dict[str, dict] = {}
-        self.verified: set[str] = set()
         meta = self.folder / "store.json"
         if not meta.exists():
             write_text(meta, json.dumps({"format": STORE_FORMAT, "identity": identity}, indent=2, default=str))
@@ -161,6 +161,7 @@ class LatentStore:
                   "dtype": str(values.dtype).replace("torch.", ""), "sha256": file_hash(file),
                   "finite": bool(torch.isfinite(values).all())}
         write_text(self.folder / f"{name}.json", json.dumps(record))
+        _VERIFIED.add((str(file), record["bytes"], file.stat().st_mtime_ns))  # hashed just now
         self.records[name] = record
         for row, key in enumerate(keys):
             self.index.setdefault(key, (name, row))
@@ -180,7 +181,6 @@ class LatentStore:
         (self.folder / f"{name}.json").unlink(missing_ok=True)
         (self.folder / f"{name}.safetensors").unlink(missing_ok=True)
         self.records.pop(name, None)
-        self.verified.discard(name)
         self.index = {}  # rebuilt: another shard may hold some of the same rows
         for other, record in self.records.items():
             for row, key in enumerate(record["keys"]):
@@ -194,10 +194,11 @@ class LatentStore:
         size = file.stat().st_size
         if size != record["bytes"]:
             return f"{file.name} is {size} bytes, not {record['bytes']} (truncated)"
-        if verify_hash and name not in self.verified:
+        stamp = (str(file), size, file.stat().st_mtime_ns)
+        if verify_hash and stamp not in _VERIFIED:
             if file_hash(file) != record["sha256"]:
                 return f"{file.name} does not match its recorded hash"
-            self.verified.add(name)
+            _VERIFIED.add(stamp)
         return None
 
     def table(self, keys: list[str], tokens: bool, verify_hash: bool = True) -> tuple[LatentTable | None, list[str]]:

@@ -14,7 +14,9 @@ import torch
 from safetensors.torch import save_file
 
 import fuse
+from click.testing import CliRunner
 from conftest import tiny_recipe, write_recipe
+from fuse.cli import cli
 from fuse.cache import cached_latents, encode_values, latent_identity, store_folder
 from fuse.errors import DataError
 from fuse.export import resolve_relative
@@ -105,11 +107,17 @@ def test_an_export_hits_the_cache_training_built(tmp_path, tiny_text_model, shap
     capsys.readouterr()
     seen = {m: _counting(model.encoders[m]) for m in ("image", "text")}
     cache = tmp_path / "cache"
-    z = model.embed("text", captions, cache_dir=cache)
-    model.embed("image", images, cache_dir=cache)
+    z = model.embed("text", captions, progress=True, cache_dir=cache)
+    model.embed("image", images, progress=True, cache_dir=cache)
     assert seen == {"image": [0], "text": [0]}                # nothing re-encoded
     assert capsys.readouterr().out.count("cached latents from") == 2
     assert torch.allclose(z, model.embed("text", captions), atol=1e-5)
+    shards = sorted(cache.rglob("shard-*.json"))
+    result = CliRunner().invoke(cli, ["eval", str(tmp_path / "run"), "--data", str(shapes_data["train"]),
+                                      "--cache-dir", str(cache), "--json"])
+    assert result.exit_code == 0, result.output
+    json.loads(result.output)                                  # nothing but the report on stdout
+    assert sorted(cache.rglob("shard-*.json")) == shards       # every latent came from the store
 
 
 def test_damaged_shards_are_re_encoded_with_a_message(encoder, tmp_path, capsys):
@@ -173,6 +181,7 @@ def test_fp16_storage_is_within_half_precision_rounding(encoder, tmp_path):
 ENCODE = """
 import sys, torch
 from pathlib import Path
+from fuse.cli import cli
 from fuse.cache import cached_latents
 from fuse.plugin_manager import registry
 enc = registry("encoder").create("hf-text", {"model": sys.argv[2]})
@@ -209,6 +218,7 @@ CONCURRENT = """
 import json, sys
 from pathlib import Path
 import torch
+from fuse.cli import cli
 from fuse.cache import cached_latents
 from fuse.datasets import build_dataset
 from fuse.plugin_manager import registry

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
@@ -96,3 +97,19 @@ def test_empty_manifest_is_a_clear_error(tmp_path, tiny_text_model, shapes_data)
     result = CliRunner().invoke(cli, ["train", str(recipe), f"data.train={empty}"])
     assert result.exit_code == 2
     assert f"Manifest is empty: {empty}" in result.output
+
+
+def test_mapped_latents_train_exactly_like_resident_ones(tmp_path, tiny_text_model, shapes_data):
+    """data.latents_on_device: false gathers each batch from the mapped store (prefetched): same weights."""
+    from safetensors.torch import load_file
+
+    runs = {}
+    for on_device in ("true", "false"):
+        r = tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{"train.max_steps": 4, "data.val": None,
+                                                                  "output_dir": str(tmp_path / on_device)})
+        recipe = write_recipe(tmp_path / f"{on_device}.yaml", r)
+        result = CliRunner().invoke(cli, ["train", str(recipe), f"data.latents_on_device={on_device}"])
+        assert result.exit_code == 0, result.output
+        runs[on_device] = load_file(str(tmp_path / on_device / "checkpoints" / "epoch-002.safetensors"))
+    assert "stay memory-mapped, gathered per step" in result.output
+    assert all(torch.equal(runs["true"][k], runs["false"][k]) for k in runs["true"])
