@@ -116,7 +116,7 @@ def test_an_export_hits_the_cache_training_built(tmp_path, tiny_text_model, shap
     result = CliRunner().invoke(cli, ["eval", str(tmp_path / "run"), "--data", str(shapes_data["train"]),
                                       "--cache-dir", str(cache), "--json"])
     assert result.exit_code == 0, result.output
-    json.loads(result.output)                                  # nothing but the report on stdout
+    json.loads(result.stdout)                                  # nothing but the report on stdout
     assert sorted(cache.rglob("shard-*.json")) == shards       # every latent came from the store
 
 
