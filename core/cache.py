@@ -168,10 +168,14 @@ def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, devi
     encoded (by this rank: its slice of them) and published there.
 
     Returns an in-memory tensor (``dtype``), or with ``mapped=True`` a ``LatentTable`` that gathers
-    rows from the memory-mapped shards (``verbose=False``: no progress lines). Shards that are truncated or do not match their record are
-    dropped and re-encoded, with a message; a shard of NaN/Inf latents raises DataError."""
+    rows from the memory-mapped shards; ``verbose=False`` prints nothing. Shards that are truncated
+    or do not match their record are dropped and re-encoded, with a message; a shard of NaN/Inf
+    latents raises DataError. A rank whose slice is done polls the folder (every ``poll_s``) until
+    the other ranks' slices are there."""
     if dtype not in DTYPES:
         raise DataError(f"latent dtype '{dtype}' is not one of {', '.join(DTYPES)} (data.latent_dtype)")
+    if not values:
+        return encode_values(encoder, [], device, batch_size, tokens=tokens)
     say = print if verbose else (lambda *a: None)
     identity = latent_identity(encoder, spec["name"], tokens, device, dtype)
     folder = store_folder(cache_dir, identity)

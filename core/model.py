@@ -75,7 +75,7 @@ class AlignedModel(nn.Module):
         manifest values go through the latent store there: latents training already cached for the
         same weights and preprocessing are read, not recomputed (whatever paths the options hold)."""
         enc = self._encoder(modality)
-        if cache_dir is not None and all(isinstance(v, str) for v in values):
+        if cache_dir is not None and values and all(isinstance(v, str) for v in values):
             return cached_latents(enc, {"name": self.specs[modality]["encoder"].name}, list(values),
                                   Path(cache_dir).expanduser(),
                                   self.device, batch_size, num_workers, label=modality, tokens=self.uses_tokens,
