@@ -22,9 +22,10 @@ class TrainStep(nn.Module):
     """Everything trainable; forward = the step's weighted loss summed over pairs and objectives.
 
     Frozen towers' latents (and extras such as a teacher's) are tables on the device, indexed by
-    the batch's rows, or rows the batch stream gathered from the mapped latent store; online towers encode the batch's preprocessed inputs. Each objective's
-    random draws are taken before its loss, and its side effects (``commit``) wait until the
-    optimiser has stepped, so the loss itself could be recomputed on the same batch.
+    the batch's rows, or rows the batch stream gathered from the mapped latent store; online
+    towers encode the batch's preprocessed inputs. Each objective's random draws are taken before
+    its loss, and its side effects (``commit``) wait until the optimiser has stepped, so the loss
+    itself could be recomputed on the same batch.
     """
 
     def __init__(self, model: nn.Module, objectives: nn.ModuleDict, plans: list[ObjectivePlan],
