@@ -93,7 +93,9 @@ def train(recipe: Recipe, recipe_path: str | None = None, resume: bool = False) 
             n = set_trainable(model.encoders[m], t.trainable, f"modalities.{m}.encoder.trainable")
             print(f"{m} encoder: {n / 1e6:.2f}M of its parameters are trained ({', '.join(t.trainable)})")
     latents: dict[str, dict] = {split: {} for split in splits}
-    for m in frozen:
+    # In the recipe's order, never a set's: every rank must fill the same store at the same time
+    # (string hashes, hence set order, differ between processes).
+    for m in [m for m in plan.towers if m in frozen]:
         model.encoders[m].requires_grad_(False).eval()
         for split, d in splits.items():
             if m in d.values:
