@@ -6,9 +6,15 @@ therefore cycles with a fresh order while a larger one is still in its first pas
 run draws exactly the batches an uninterrupted one would. With frozen, cached towers a batch is
 a slice of pair indices on the training device (no Python per sample, so batches of 40k cost
 nothing); a tower that runs online reads and preprocesses its raw inputs in DataLoader workers.
+Frozen tables too large for the device stay in the memory-mapped latent store: their rows are
+gathered ahead of the step by a background thread (in the DataLoader's collate when a tower
+runs online), pinned on CUDA, and arrive as the batch's third element.
 """
 
 from __future__ import annotations
+
+import queue
+import threading
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -21,8 +27,8 @@ from .manifest import PairedData
 class _OnlinePairs(Dataset):
     """Raw inputs of the online modalities for each pair, preprocessed in the collate."""
 
-    def __init__(self, data: PairedData, online: dict):
-        self.data, self.online = data, online
+    def __init__(self, data: PairedData, online: dict, gather=None):
+        self.data, self.online, self.gather = data, online, gather
         self.columns = {m: data.modalities.index(m) for m in online}
 
     def __len__(self):
@@ -36,7 +42,8 @@ class _OnlinePairs(Dataset):
     def collate(self, items):
         """Preprocess a list of raw items into the online towers' batches, with their indices."""
         idx = torch.tensor([i for i, _ in items])
-        return idx, {m: enc.preprocess([raw[m] for _, raw in items]) for m, enc in self.online.items()}
+        inputs = {m: enc.preprocess([raw[m] for _, raw in items]) for m, enc in self.online.items()}
+        return idx, inputs, self.gather(idx) if self.gather else {}
 
 
 class _IndexBatches:
@@ -53,11 +60,15 @@ class _IndexBatches:
 
 
 class PairStream:
-    """Endless (pairs [B, 2] as rows of the split's value tables, online inputs) batches of one pair."""
+    """Endless (pairs [B, 2] as rows of the split's value tables, online inputs, gathered latents)
+    batches of one pair. ``mapped`` names the tables that stay in the latent store:
+    ``{("latents" | "extras", name): (LatentTable, column of the pair it is indexed by)}``."""
 
     def __init__(self, data: PairedData, rows: torch.Tensor, batch_size: int, online: dict, device: torch.device,
-                 seed: int, stream: int = 0, drop_last: bool = True, num_workers: int = 0):
+                 seed: int, stream: int = 0, drop_last: bool = True, num_workers: int = 0,
+                 mapped: dict | None = None, prefetch: int = 4):
         self.data, self.rows, self.online, self.device = data, rows, online, device
+        self.mapped, self.prefetch = mapped or {}, prefetch
         self.seed, self.stream, self.drop_last, self.num_workers = seed, stream, drop_last, num_workers
         self.n_local = len(data) // distributed.world_size()
         self.batch_size = batch_size
@@ -85,19 +96,69 @@ class PairStream:
             self._perm_cycle = cycle
         return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
 
+    def gather(self, idx: torch.Tensor) -> dict:
+        """The mapped tables' rows for pair indices ``idx`` (CPU; pinned when training on CUDA)."""
+        out = {}
+        for key, (table, col) in self.mapped.items():
+            rows = table[self.rows[idx, col]]
+            out[key] = rows.pin_memory() if self.device.type == "cuda" else rows
+        return out
+
     def iterate(self, start: int = 0):
         """Batches from micro-step ``start`` on, endlessly."""
         if not self.online:
+            if self.mapped:
+                for idx, gathered in _ahead(self._gathered(start), self.prefetch):
+                    yield self._rows_on_device[idx.to(self.device)], {}, gathered
             k = start
             while True:
-                yield self._rows_on_device[self.indices(k).to(self.device)], {}
+                yield self._rows_on_device[self.indices(k).to(self.device)], {}, {}
                 k += 1
-        dataset = _OnlinePairs(self.data, self.online)
+        dataset = _OnlinePairs(self.data, self.online, self.gather if self.mapped else None)
         loader = DataLoader(dataset, batch_sampler=_IndexBatches(self, start), num_workers=self.num_workers,
-                            collate_fn=dataset.collate,
+                            collate_fn=dataset.collate, pin_memory=self.device.type == "cuda",
                             generator=torch.Generator().manual_seed(self.seed))  # worker seeds, not the global RNG
-        for idx, inputs in loader:
-            yield self._rows_on_device[idx.to(self.device)], inputs
+        for idx, inputs, gathered in loader:
+            yield self._rows_on_device[idx.to(self.device)], inputs, gathered
+
+    def _gathered(self, start: int):
+        k = start
+        while True:
+            idx = self.indices(k)
+            yield idx, self.gather(idx)
+            k += 1
+
+
+def _ahead(items, depth: int):
+    """Run an endless generator ``depth`` items ahead in a daemon thread (the reads of mapped pages
+    overlap the step); the thread stops when the consumer drops this generator."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            q.put((False, exc))
+
+    thread = threading.Thread(target=produce, name="fuse-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 def first_micro_step(step: int, per_epoch: int, accum: int, pass_batches: int) -> int:

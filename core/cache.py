@@ -1,29 +1,38 @@
-"""Latent caching: a frozen encoder sees each input once, ever.
+"""Latent caching: a frozen encoder sees each input once, ever, whatever value list asks for it.
 
-Latents of one modality's values are stored as safetensors shards in a folder keyed by a hash
-of everything that changes them: the encoder's registered name and options, a fingerprint of
-its weights, its preprocessing, and the values themselves (file size and mtime for files).
-Later epochs and later runs read the folder; training on cached latents never runs encoders.
+Latents live in a latent store (``fuse.store``): one folder per *encoder identity*, the hash of
+what determines its latents (``latent_identity``: registered name, weights fingerprint,
+preprocessing signature, token or pooled output, encoding autocast dtype, storage dtype), never
+option strings (an export's ``./`` paths name the same weights as training's absolute ones).
+Rows are addressed per value by ``InputKind.identity`` (path, size and mtime for files), so a new
+value list encodes only the values the store lacks.
+
+Under torchrun every rank encodes its own slice of the values (contiguous, so the slices do not
+depend on what the store already holds) into its own shards, then polls the folder until every
+slice is there: no rank waits in a collective (NCCL's 10-minute default timeout) while another
+encodes. Shards are published as they fill (``shard_rows``), so host memory stays bounded and a
+process killed at any point resumes with only the missing shards, batched exactly as before.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
-from .atomic import atomic_dir, locked, save_tensors, sweep_stale, write_text
-from .checkpoints import tensors_hash
+from . import distributed
+from .atomic import locked
 from .errors import DataError
 from .inputs import input_kind, read_value
 from .latents import Tokens
+from .store import STORE_FORMAT, LatentStore, LatentTable, value_key
 
 SHARD_ROWS = 65536
-CACHE_FORMAT = 2  # 2: each shard's size, shape, content hash and finiteness in meta.json
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -52,20 +61,22 @@ def encode_autocast(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
 
 
-def cache_key(encoder, spec: dict, values: list[str], weights: str | None = None, tokens: bool = False,
-              device: torch.device | str = "cpu") -> str:
-    """Hash of everything that changes a frozen encoder's latents of these values (its spec, weights,
-    preprocessing and inference path, the autocast dtype encoding uses on ``device``, the values)."""
-    blob = json.dumps({
-        "encoder": spec,
-        "tokens": tokens,
-        "weights": weights or weights_fingerprint(encoder),
-        "preprocessing": encoder.preprocessing_signature(),
-        "values": values_fingerprint(encoder.info.input, values),
-        # only when encoding autocasts (CUDA bf16): fp32 keys stay what they were
-        **({"autocast": str(dtype)} if (dtype := encode_autocast(device)) is not None else {}),
-    }, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+def latent_identity(encoder, name: str, tokens: bool = False, device: torch.device | str = "cpu",
+                    dtype: str = "float32") -> dict:
+    """What determines a frozen encoder's latents, and nothing else: its registered ``name``, a
+    fingerprint of its weights, its ``preprocessing_signature()`` (which must name every option
+    that changes latents other than through the weights: pooling, max_length, architecture...),
+    pooled or token output, the autocast dtype encoding uses on ``device`` and the storage dtype.
+    Options that only locate files (a model path) are deliberately absent."""
+    return {"format": STORE_FORMAT, "encoder": name, "weights": weights_fingerprint(encoder),
+            "preprocessing": encoder.preprocessing_signature(), "tokens": tokens,
+            "autocast": str(encode_autocast(device)), "dtype": "float16" if tokens else dtype}
+
+
+def store_folder(cache_dir: Path, identity: dict) -> Path:
+    """``<cache_dir>/latent-store/<encoder>-[tokens-]<hash of the identity>``."""
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return Path(cache_dir) / "latent-store" / f"{identity['encoder']}-{'tokens-' if identity['tokens'] else ''}{key}"
 
 
 class ValuesDataset(Dataset):
@@ -81,115 +92,135 @@ class ValuesDataset(Dataset):
         return read_value(self.kind, self.values[i])
 
 
-def encode_values(encoder, values: list, device: torch.device, batch_size: int = 64, num_workers: int = 0,
-                  desc: str | None = None, tokens: bool = False):
-    """Run a (frozen) encoder over values: float32 latents [N, D] on the CPU, or (tokens=True)
-    fp16 Tokens [N, T, D] for fusion modules.
+def shard_batches(n: int, batch_size: int, shard_rows: int) -> list[list[int]]:
+    """Index batches over ``n`` values that restart at every shard boundary, so a shard's rows are
+    batched the same whether it is encoded in a full pass or alone after a resume."""
+    return [list(range(b, min(b + batch_size, s + shard_rows, n)))
+            for s in range(0, n, shard_rows) for b in range(s, min(s + shard_rows, n), batch_size)]
+
+
+def encode_batches(encoder, values: list, device: torch.device, batches: list[list[int]], num_workers: int = 0,
+                   desc: str | None = None, tokens: bool = False):
+    """Yield the encoder's output for each index batch: float32 [B, D] on the CPU, or fp16 Tokens.
 
     Encoding runs under ``torch.inference_mode`` (no autograd bookkeeping at all), with pinned
-    host batches and bf16 autocast on CUDA (see ``encode_autocast``; part of the cache key)."""
+    host batches and bf16 autocast on CUDA (see ``encode_autocast``; part of the identity)."""
     from tqdm.auto import tqdm
 
     device = torch.device(device)
     # Its own generator: iterating a DataLoader draws a seed, and drawing it from the global RNG
     # would make training depend on whether the latents came from the cache or were encoded.
-    loader = DataLoader(ValuesDataset(encoder.info.input, values), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=encoder.preprocess, generator=torch.Generator(),
+    loader = DataLoader(ValuesDataset(encoder.info.input, values), batch_sampler=batches, num_workers=num_workers,
+                        collate_fn=encoder.preprocess, generator=torch.Generator(),
                         pin_memory=device.type == "cuda")
     dtype = encode_autocast(device)
     was_training = encoder.training
     encoder.eval()
-    out = []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+    try:
         for batch in tqdm(loader, desc=desc, disable=desc is None, unit="batch"):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            if tokens:
-                values_, mask = encoder.forward_tokens(batch)
-                out.append(Tokens(values_.half().cpu(), mask.cpu()))
-            else:
-                out.append(encoder(batch).float().cpu())
-    encoder.train(was_training)
-    # Concatenated outside inference mode: the result is an ordinary tensor training may index.
+            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                if tokens:
+                    values_, mask = encoder.forward_tokens(batch)
+                    out = Tokens(values_.half().cpu(), mask.cpu())
+                else:
+                    out = encoder(batch).float().cpu()
+            # Cloned outside inference mode: an ordinary tensor training may index.
+            yield Tokens(out.values.clone(), out.mask.clone()) if tokens else out.clone()
+    finally:
+        encoder.train(was_training)
+
+
+def encode_values(encoder, values: list, device: torch.device, batch_size: int = 64, num_workers: int = 0,
+                  desc: str | None = None, tokens: bool = False):
+    """Run a (frozen) encoder over values: float32 latents [N, D] on the CPU, or (tokens=True)
+    fp16 Tokens [N, T, D] for fusion modules."""
+    out = list(encode_batches(encoder, values, device, shard_batches(len(values), batch_size, max(len(values), 1)),
+                              num_workers, desc, tokens))
     if tokens:
         return Tokens.cat(out)
     return torch.cat(out) if out else torch.empty(0, encoder.info.dim)
 
 
-def write_cache(folder: Path, latents, spec: dict, tokens: bool) -> None:
-    """Shards + meta.json under a unique temp folder, published by rename. Each shard's entry records
-    its size, shape, content hash and whether every value is finite (so reading never has to scan)."""
-    with atomic_dir(folder) as tmp:
-        rows, shards = len(latents), []
-        for i in range(0, max(rows, 1), SHARD_ROWS):
-            name = f"shard-{i // SHARD_ROWS:05d}.safetensors"
-            part = latents[i:i + SHARD_ROWS]
-            tensors = {"latents": part.values, "mask": part.mask} if tokens else {"latents": part}
-            tensors = {k: v.contiguous() for k, v in tensors.items()}
-            save_tensors(tensors, tmp / name)
-            values = tensors["latents"]
-            shards.append({"name": name, "bytes": (tmp / name).stat().st_size, "shape": list(values.shape),
-                           "sha256": tensors_hash(tensors), "finite": bool(torch.isfinite(values).all())})
-        write_text(tmp / "meta.json", json.dumps({"format": CACHE_FORMAT, "rows": rows, "tokens": tokens,
-                                                  "encoder": spec, "shards": shards}, indent=2, default=str))
-
-
-def read_cache(folder: Path, rows: int, tokens: bool):
-    """The cached latents, or the reason the folder cannot be used (truncated, mismatched, corrupt)."""
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError) as exc:
-        return None, f"meta.json is unreadable ({exc})"
-    if meta.get("format") != CACHE_FORMAT:
-        return None, "it was written by an older fuse"
-    if meta.get("rows") != rows:
-        return None, f"it holds {meta.get('rows')} rows for {rows} values"
-    parts = []
-    for entry in meta["shards"]:
-        file = folder / entry["name"]
-        size = file.stat().st_size if file.exists() else None
-        if size is None:
-            return None, f"{entry['name']} is missing"
-        if size != entry["bytes"]:
-            return None, f"{entry['name']} is {size} bytes, not {entry['bytes']} (truncated)"
-        try:
-            tensors = load_file(str(file))
-        except Exception as exc:
-            return None, f"{entry['name']} is unreadable ({str(exc).splitlines()[0]})"
-        if list(tensors["latents"].shape) != entry["shape"] or tensors_hash(tensors) != entry["sha256"]:
-            return None, f"{entry['name']} does not match its recorded shape and hash"
-        if not entry["finite"]:
-            raise DataError(f"Latent cache {folder}: {entry['name']} holds NaN/Inf latents (the frozen encoder gave "
-                            "non-finite outputs for some inputs); check the data and the encoder's precision.")
-        parts.append(tensors)
-    latents = (Tokens.cat([Tokens(t["latents"], t["mask"]) for t in parts]) if tokens
-               else torch.cat([t["latents"] for t in parts]))
-    return latents, None
+def _encode_into(store: LatentStore, prefix: str, encoder, values: list, keys: list[str], device, batch_size: int,
+                 num_workers: int, desc: str | None, tokens: bool, dtype: str, shard_rows: int) -> None:
+    """Encode ``values`` (whose keys are ``keys``) and publish a shard every ``shard_rows`` rows."""
+    parts, start = [], 0
+    for out in encode_batches(encoder, values, device, shard_batches(len(values), batch_size, shard_rows),
+                              num_workers, desc, tokens):
+        parts.append(out)
+        if sum(len(p) for p in parts) == min(shard_rows, len(values) - start):
+            if tokens:
+                t = Tokens.cat(parts)
+                tensors = {"latents": t.values, "mask": t.mask}
+            else:
+                tensors = {"latents": torch.cat(parts).to(DTYPES[dtype])}
+            n = len(tensors["latents"])
+            store.write_shard(prefix, keys[start:start + n], tensors)
+            parts, start = [], start + n
 
 
 def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, device: torch.device,
-                   batch_size: int = 64, num_workers: int = 0, label: str = "", tokens: bool = False):
-    """Latents for ``values`` (pooled, or Tokens), read from the cache or encoded once and written there.
+                   batch_size: int = 64, num_workers: int = 0, label: str = "", tokens: bool = False, *,
+                   dtype: str = "float32", shard_rows: int = SHARD_ROWS, mapped: bool = False,
+                   poll_s: float = 1.0, verbose: bool = True):
+    """Latents for ``values`` (pooled, or Tokens) from the latent store; only the values it lacks are
+    encoded (by this rank: its slice of them) and published there.
 
-    Building holds a lock on the folder (another process waits, then reads the result); a folder
-    that is truncated or does not match its metadata is rebuilt, with a message."""
-    key = cache_key(encoder, spec, values, tokens=tokens, device=device)
-    folder = Path(cache_dir) / "latents" / f"{encoder.info.modality}-{'tokens-' if tokens else ''}{key}"
-    if (folder / "meta.json").exists():
-        latents, problem = read_cache(folder, len(values), tokens)
-        if problem is None:
-            print(f"{label}: read {len(latents)} cached latents from {folder}")
-            return latents
-    with locked(folder, lambda: print(f"{label}: waiting for another process encoding into {folder}")):
-        problem = None
-        if (folder / "meta.json").exists():  # built by another process while we waited, or damaged
-            latents, problem = read_cache(folder, len(values), tokens)
-            if problem is None:
-                print(f"{label}: read {len(latents)} cached latents from {folder}")
-                return latents
-            print(f"{label}: latent cache {folder} is damaged ({problem}); rebuilding it")
-        sweep_stale(folder)  # what a killed builder left
-        latents = encode_values(encoder, values, device, batch_size, num_workers, desc=f"encoding {label}",
-                                tokens=tokens)
-        write_cache(folder, latents, spec, tokens)
-    print(f"{label}: cached {len(latents)} latents in {folder}")
-    return latents
+    Returns an in-memory tensor (``dtype``), or with ``mapped=True`` a ``LatentTable`` that gathers
+    rows from the memory-mapped shards; ``verbose=False`` prints nothing. Shards that are truncated
+    or do not match their record are dropped and re-encoded, with a message; a shard of NaN/Inf
+    latents raises DataError. A rank whose slice is done polls the folder (every ``poll_s``) until
+    the other ranks' slices are there."""
+    if dtype not in DTYPES:
+        raise DataError(f"latent dtype '{dtype}' is not one of {', '.join(DTYPES)} (data.latent_dtype)")
+    if not values:
+        return encode_values(encoder, [], device, batch_size, tokens=tokens)
+    say = print if verbose else (lambda *a: None)
+    identity = latent_identity(encoder, spec["name"], tokens, device, dtype)
+    folder = store_folder(cache_dir, identity)
+    kind = input_kind(encoder.info.input)
+    keys = [value_key(kind.identity(v)) for v in values]
+    first = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    unique = list(first)
+    rank, world = distributed.rank(), distributed.world_size()
+    store = LatentStore(folder, identity)
+    store.refresh()
+    encoded = 0
+    for attempt in range(3):
+        # Every rank takes a contiguous slice of the unique values; after damage, whoever found it
+        # re-encodes everything missing (the slice's owner may have moved on).
+        mine = unique[rank * len(unique) // world:(rank + 1) * len(unique) // world] if attempt == 0 else unique
+        if store.missing(mine):
+            prefix = f"r{rank}of{world}"
+            with locked(folder / f"writer-{prefix}",
+                        lambda: say(f"{label}: waiting for another process encoding into {folder}")):
+                store.sweep(prefix)  # what a killed writer left
+                store.refresh()      # what another process published while we waited
+                todo = store.missing(mine)
+                if todo:
+                    _encode_into(store, prefix, encoder, [values[first[k]] for k in todo], todo, device, batch_size,
+                                 num_workers, f"encoding {label}" if verbose else None, tokens, dtype, shard_rows)
+                    encoded += len(todo)
+        waiting = store.missing(unique)
+        if waiting:
+            say(f"{label}: waiting for other ranks' {len(waiting)} latents in {folder}")
+        while waiting:
+            time.sleep(poll_s)
+            store.refresh()
+            waiting = store.missing(waiting)
+        table, problems = store.table(keys, tokens)
+        if table is not None:
+            break
+        say(f"{label}: latent store {folder} is damaged ({'; '.join(problems)}); re-encoding those rows")
+    else:
+        raise DataError(f"Latent store {folder} stayed damaged after re-encoding it twice ({'; '.join(problems)}); "
+                        "check the disk, or delete the folder.")
+    if encoded:
+        say(f"{label}: cached {encoded} new latents in {folder} ({len(unique) - encoded} were there)")
+    else:
+        say(f"{label}: read {len(values)} cached latents from {folder}")
+    return table if mapped else table.materialize()
+

@@ -17,3 +17,18 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise RecipeError(f"device: '{name}' is not a device; use auto, cpu, cuda or cuda:N.") from None
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device`` now: CUDA's free memory, or the host's MemAvailable for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

@@ -118,7 +118,7 @@ class Backward:
         # 1. Chunks without graphs; the RNG state before each is kept for its replay.
         work, latents = [], {}
         for pair in step.pairs:
-            rows, inputs = batches[pair.modalities]
+            rows, inputs, *_ = batches[pair.modalities]
             device = rows.device
             for m in pair.modalities:
                 if m not in self.online:

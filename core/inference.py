@@ -83,16 +83,7 @@ def embed_values(model, modality: str, values: list, batch_size: int = 32, cache
     """Embeddings [N, D] on the CPU. With ``cache_dir`` and values that are all paths or text, the
     encoder's latents come from (and go to) the latent cache training uses, keyed by its weights
     and preprocessing, so inputs a run already encoded are not encoded again."""
-    enc = model._encoder(modality)
-    if cache_dir is not None and values and all(isinstance(v, str) for v in values):
-        from .cache import cached_latents
-
-        with torch.no_grad():
-            latents = cached_latents(enc, model.specs[modality]["encoder"].as_dict(), list(values), Path(cache_dir),
-                                     model.device, batch_size, num_workers, label or modality,
-                                     tokens=model.uses_tokens)
-    else:
-        latents = model.encode(modality, values, batch_size, progress, num_workers=num_workers)
+    latents = model.encode(modality, values, batch_size, progress, num_workers=num_workers, cache_dir=cache_dir)
     return model.project(modality, latents).cpu()
 
 

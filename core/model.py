@@ -8,12 +8,13 @@ The same object is trained by `fuse train`, exported by `fuse export` and return
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import encode_values
+from .cache import cached_latents, encode_values
 from .errors import FuseError, RecipeError
 from .interfaces import EncoderInfo
 from .latents import Tokens
@@ -69,9 +70,16 @@ class AlignedModel(nn.Module):
         return self.fusion(modality, self.heads[modality](latents.values.float()), latents.mask)
 
     def encode(self, modality: str, values: list, batch_size: int = 32, progress: bool = False,
-               num_workers: int = 0):
-        """Encoder latents for raw inputs or manifest values (file paths, text)."""
+               num_workers: int = 0, cache_dir=None):
+        """Encoder latents for raw inputs or manifest values (file paths, text). With ``cache_dir``,
+        manifest values go through the latent store there: latents training already cached for the
+        same weights and preprocessing are read, not recomputed (whatever paths the options hold)."""
         enc = self._encoder(modality)
+        if cache_dir is not None and values and all(isinstance(v, str) for v in values):
+            return cached_latents(enc, {"name": self.specs[modality]["encoder"].name}, list(values),
+                                  Path(cache_dir).expanduser(),
+                                  self.device, batch_size, num_workers, label=modality, tokens=self.uses_tokens,
+                                  verbose=progress)
         return encode_values(enc, list(values), self.device, batch_size, num_workers,
                              desc=f"encoding {modality}" if progress else None, tokens=self.uses_tokens)
 
@@ -84,19 +92,17 @@ class AlignedModel(nn.Module):
         out = []
         for i in range(0, len(latents), batch_size):
             part = latents[i:i + batch_size].to(self.device)
+            if isinstance(part, torch.Tensor) and part.dtype == torch.float16:
+                part = part.float()  # latents stored fp16 (data.latent_dtype); heads are fp32
             out.append(F.normalize(self.forward_head(modality, part).float(), dim=-1))
         self.train(was)
         return torch.cat(out) if out else torch.empty(0, self.embed_dim)
 
     def embed(self, modality: str, values: list, batch_size: int = 32, progress: bool = False,
               cache_dir=None) -> torch.Tensor:
-        """L2-normalised embeddings [N, embed_dim] for raw inputs (what the input kind reads) or manifest values.
-        With ``cache_dir``, encoder latents of paths/text are read from and written to the latent cache."""
-        if cache_dir is not None:
-            from .inference import embed_values
-
-            return embed_values(self, modality, list(values), batch_size, cache_dir).to(self.device)
-        return self.project(modality, self.encode(modality, values, batch_size, progress))
+        """L2-normalised embeddings [N, embed_dim] for raw inputs (what the input kind reads) or manifest
+        values (``cache_dir``: reuse the latent store there, see ``encode``)."""
+        return self.project(modality, self.encode(modality, values, batch_size, progress, cache_dir=cache_dir))
 
     @property
     def towers(self) -> dict:

@@ -93,6 +93,11 @@ class DataSpec(Source):
     """The default data source plus caching, loading and per-pair settings."""
     cache_dir: str | None = None       # default: $FUSE_CACHE or ~/.cache/fuse
     cache_latents: bool = True
+    # Frozen latents on the training device: "auto" when they fit (half its free memory), else
+    # gathered per step from the memory-mapped latent store (prefetched; pinned on CUDA).
+    latents_on_device: Literal["auto"] | bool = "auto"
+    latent_dtype: Literal["float32", "float16"] = "float32"   # how pooled latents are stored (and held)
+    shard_rows: int = pydantic.Field(65536, gt=0)             # rows per latent-store shard (bounds host memory)
     encode_batch_size: int = pydantic.Field(64, gt=0)
     num_workers: int = pydantic.Field(0, ge=0)
     # An unreadable, empty or silent-only image/audio file: stop naming it ("error"), or leave

@@ -26,9 +26,10 @@ from . import distributed
 from .batches import PairStream, first_micro_step
 from .cache import cached_latents, encode_values
 from .checkpoints import epoch_file, keep_best, load_weights, prune_checkpoints, save_weights, step_file
+from .store import LatentTable
 from .data import describe, load_data
 from .datasets import default_cache_root
-from .devices import resolve_device
+from .devices import free_memory, resolve_device
 from .errors import DataError, RecipeError, TrainingDiverged
 from .eval.report import format_table
 from .evaluate import evaluate_split
@@ -111,19 +112,23 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
     model = model_from_plan(plan).to(device)
     names = model.modalities
 
-    # Frozen towers are encoded once (cached on disk unless data.cache_latents is false).
+    # Frozen towers are encoded once (cached on disk unless data.cache_latents is false), each rank
+    # its own slice; tables that do not fit the device stay memory-mapped (data.latents_on_device).
+    room = [free_memory(device) // 2]
     frozen = {m for m, t in plan.towers.items() if t.frozen}
     for m, t in plan.towers.items():
         if t.trainable is not None:
             n = set_trainable(model.encoders[m], t.trainable, f"modalities.{m}.encoder.trainable")
             print(f"{m} encoder: {n / 1e6:.2f}M of its parameters are trained ({', '.join(t.trainable)})")
     latents: dict[str, dict] = {split: {} for split in splits}
-    for m in frozen:
+    # In the recipe's order, never a set's: every rank must fill the same store at the same time
+    # (string hashes, hence set order, differ between processes).
+    for m in [m for m in plan.towers if m in frozen]:
         model.encoders[m].requires_grad_(False).eval()
         for split, d in splits.items():
             if m in d.values:
                 latents[split][m] = frozen_latents(model.encoders[m], plan.towers[m].encoder.as_dict(), d.values[m],
-                                                   recipe, cache_dir, device, f"{m}/{split}", model.uses_tokens)
+                                                   recipe, cache_dir, device, f"{m}/{split}", room, model.uses_tokens)
     extras: dict[str, dict] = {split: {} for split in splits}
     extra_dims = {}
     for name, ex in plan.extras.items():
@@ -132,7 +137,7 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
         for split, d in splits.items():
             if ex.modality in d.values:
                 extras[split][name] = frozen_latents(enc, ex.encoder.as_dict(), d.values[ex.modality], recipe,
-                                                     cache_dir, device, f"{name}/{split}")
+                                                     cache_dir, device, f"{name}/{split}", room)
         del enc
 
     objectives = build_objectives(plan, extra_dims).to(device)
@@ -143,7 +148,8 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
     world = distributed.world_size()
     streams = {p.modalities: PairStream(splits["train"].pairs[p.modalities], splits["train"].table_pairs(p.modalities),
                                         local[p.modalities], {m: online[m] for m in p.modalities if m in online},
-                                        device, recipe.seed, i, recipe.train.drop_last, recipe.data.num_workers)
+                                        device, recipe.seed, i, recipe.train.drop_last, recipe.data.num_workers,
+                                        mapped_tables(step_module, p.modalities))
                for i, p in enumerate(plan.pairs)}
     accum = recipe.train.grad_accum
     per_epoch = steps_per_epoch(plan, streams)
@@ -214,7 +220,7 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
                 batch = {p: next(it) for p, it in batches.items()}
                 loss, terms = backward(batch, 1 / accum, last=j == accum - 1)  # plain or GradCache
                 step_module.commit()
-                seen += sum(rows.shape[0] for rows, _ in batch.values())
+                seen += sum(rows.shape[0] for rows, *_ in batch.values())
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             ok = guard.check(step + 1, loss, terms, params)  # on the device: no host sync here
             log_step = (step + 1) % recipe.train.log_every == 0 or step == 0 or step + 1 == total_steps
@@ -329,17 +335,39 @@ def stop_diverged(failed, recipe, recipe_path, run_dir: Path, step_module, model
     raise TrainingDiverged(diverged_message(step, parts, recipe.optim.lr, kept))
 
 
-def frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache_dir: Path,
-                   device: torch.device, label: str, tokens: bool = False):
-    """A frozen encoder's latents of ``values`` on the device: from the latent cache, or encoded."""
+def frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache_dir: Path, device: torch.device,
+                   label: str, room: list[int], tokens: bool = False):
+    """A frozen encoder's latents of ``values``: a tensor on the device, or (when they do not fit in
+    ``room``, the device bytes left for latents, or data.latents_on_device is false) the latent
+    store's memory-mapped LatentTable, whose rows the batch stream gathers per step."""
+    setting = recipe.data.latents_on_device
     if recipe.data.cache_latents:
-        with distributed.main_first():  # rank 0 encodes and writes; the others then read
-            out = cached_latents(encoder, spec, values, cache_dir, device, recipe.data.encode_batch_size,
-                                 recipe.data.num_workers, label, tokens=tokens)
-    else:
-        out = encode_values(encoder, values, device, recipe.data.encode_batch_size, recipe.data.num_workers,
-                            desc=f"encoding {label}", tokens=tokens)
-        if not torch.isfinite(out.values if tokens else out).all():
-            raise DataError(f"{label}: the frozen encoder gave NaN/Inf latents for some inputs; check the data "
-                            "and the encoder (a fp16 encoder can overflow: try its fp32 option).")
+        table = cached_latents(encoder, spec, values, cache_dir, device, recipe.data.encode_batch_size,
+                               recipe.data.num_workers, label, tokens=tokens, dtype=recipe.data.latent_dtype,
+                               shard_rows=recipe.data.shard_rows, mapped=True)
+        if setting is False or (setting == "auto" and table.nbytes > room[0]):
+            print(f"{label}: {table.nbytes / 2**30:.2f} GiB of latents stay memory-mapped, gathered per step "
+                  f"(data.latents_on_device: {str(setting).lower()})")
+            return table
+        room[0] -= table.nbytes
+        return table.materialize().to(device)
+    if setting is False:
+        raise RecipeError("data.latents_on_device: false reads latents from the latent store's mapped shards, "
+                          "which data.cache_latents: false turns off; set one of them otherwise.")
+    out = encode_values(encoder, values, device, recipe.data.encode_batch_size, recipe.data.num_workers,
+                        desc=f"encoding {label}", tokens=tokens)
+    if not torch.isfinite(out.values if tokens else out).all():
+        raise DataError(f"{label}: the frozen encoder gave NaN/Inf latents for some inputs; check the data "
+                        "and the encoder (a fp16 encoder can overflow: try its fp32 option).")
+    if recipe.data.latent_dtype == "float16" and not tokens:
+        out = out.half()
     return out.to(device)
+
+
+def mapped_tables(step_module: TrainStep, pair: tuple[str, str]) -> dict:
+    """The pair's tables that stay memory-mapped, for its batch stream to gather ahead of the step."""
+    out = {("latents", m): (step_module.latents[m], col) for col, m in enumerate(pair)
+           if isinstance(step_module.latents.get(m), LatentTable)}
+    out.update({("extras", n): (t, pair.index(m)) for n, m in step_module.extra_modalities.items()
+                if m in pair and isinstance(t := step_module.extras.get(n), LatentTable)})
+    return out

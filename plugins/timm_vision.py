@@ -130,7 +130,8 @@ class TimmEncoder(fuse.Encoder):
         return feats, torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
 
     def preprocessing_signature(self) -> dict[str, Any]:
-        sig: dict[str, Any] = {"data_config": {k: str(v) for k, v in sorted(self.data_config.items())}}
+        # The architecture too: e.g. tf_ variants share a state dict's names and shapes, not its padding.
+        sig: dict[str, Any] = {"architecture": self.options.model, "data_config": {k: str(v) for k, v in sorted(self.data_config.items())}}
         if self._is_conv_net():  # folded BatchNorm rounds differently from the plain forward
             sig["inference"] = "batchnorm-folded,channels_last"
         return sig

@@ -41,3 +41,49 @@ def test_two_rank_step_equals_single_process_step(tmp_path, tiny_text_model, sha
     diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
     print(f"max {diff.max():.2e}, share equal {(diff < 1e-6).float().mean():.4f}")
     assert (diff < 1e-6).float().mean() > 0.99 and diff.max() <= 2 * 3e-3 + 1e-6
+
+
+RANK = """
+import sys, torch, torch.distributed as dist
+from pathlib import Path
+from fuse.cache import cached_latents
+from fuse.plugin_manager import registry
+rank, world, cache, model, init = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5]
+if world > 1:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+enc = registry("encoder").create("hf-text", {"model": model})
+values = [f"caption {i} " + "word " * (i % 5) for i in range(40)]
+z = cached_latents(enc, {"name": "hf-text"}, values, cache, torch.device("cpu"), batch_size=4, shard_rows=8,
+                   label=f"rank{rank}")
+torch.save(z, cache / f"z{rank}of{world}.pt")
+"""
+
+
+def test_two_ranks_encode_their_own_slices_into_one_store(tmp_path, tiny_text_model):
+    """Each rank encodes its half into its own shards, polls for the other's, and reads the same table."""
+    import json
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    init = f"file://{tmp_path / 'rendezvous'}"
+    run = lambda rank, world, cache: subprocess.Popen(  # noqa: E731
+        [sys.executable, "-c", RANK, str(rank), str(world), str(cache), str(tiny_text_model), init], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = [run(0, 2, tmp_path / "two"), run(1, 2, tmp_path / "two")]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert "rank0: cached 20 new latents" in outs[0] and "rank1: cached 20 new latents" in outs[1]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "two").glob("latent-store/*/shard-*.json")]
+    assert sorted(len(r["keys"]) for r in records) == [4, 4, 8, 8, 8, 8]   # 20 rows a rank, shards of 8
+    from fuse.cache import cached_latents
+    from fuse.plugin_manager import registry
+
+    enc = registry("encoder").create("hf-text", {"model": str(tiny_text_model)})
+    values = [f"caption {i} " + "word " * (i % 5) for i in range(40)]
+    one = cached_latents(enc, {"name": "hf-text"}, values, tmp_path / "one", torch.device("cpu"), batch_size=4,
+                         shard_rows=8)
+    r0, r1 = (torch.load(tmp_path / "two" / f"z{r}of2.pt") for r in (0, 1))
+    assert torch.equal(r0, r1)
+    # Batches differ between slicings (padding to each batch's longest caption changes the last bits).
+    assert torch.allclose(r0, one, rtol=0, atol=1e-5), (r0 - one).abs().max()
+    print(f"2 ranks vs 1: max |diff| {(r0 - one).abs().max():.1e}")

@@ -36,8 +36,8 @@ def test_fusion_trains_on_cached_tokens_and_round_trips(tmp_path, tiny_text_mode
                                                                 "optim.lr": 1e-2, "optim.weight_decay": 0.0}))
     result = CliRunner().invoke(cli, ["train", str(recipe)])
     assert result.exit_code == 0, result.output
-    assert "cached 24 latents" in result.output
-    assert any(p.name.startswith("image-tokens-") for p in (tmp_path / "cache" / "latents").iterdir())
+    assert "cached 24 new latents" in result.output
+    assert any(p.name.startswith("timm-tokens-") for p in (tmp_path / "cache" / "latent-store").iterdir())
     results = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert results["after"]["mean/R@1"] > results["before"]["mean/R@1"]
     model = fuse.load(tmp_path / "run")

@@ -297,24 +297,25 @@ def test_kill_9_during_training_and_export_loses_nothing(tmp_path, tiny_text_mod
     assert not list(tmp_path.glob(".out.tmp-*"))  # the killed export's temp folder was swept
 
 
-def test_kill_9_while_encoding_leaves_a_cache_the_next_run_completes(tmp_path, tiny_text_model, shapes_data):
-    r = tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{"train.epochs": 1, "data.encode_batch_size": 2})
+def test_kill_9_while_encoding_leaves_a_store_the_next_run_completes(tmp_path, tiny_text_model, shapes_data):
+    r = tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{"train.epochs": 1, "data.encode_batch_size": 2,
+                                                              "data.shard_rows": 4})
     recipe = write_recipe(tmp_path / "r.yaml", r)
-    latents = tmp_path / "cache" / "latents"
+    store = tmp_path / "cache" / "latent-store"
     proc = _spawn("train", str(recipe))
-    # Killed while a latent folder is locked for building and not all three are published yet
-    # (image train, image val, text: train and val hold the same captions, so one folder).
-    _wait_for(lambda: latents.exists() and list(latents.glob(".*.lock")) and len(list(latents.glob("*/meta.json"))) < 3,
-              proc)
+    # Killed after the first shard is published, while the image latents (36 rows, 9 shards) are encoded.
+    _wait_for(lambda: list(store.glob("*/shard-*.json")), proc)
     proc.kill()
     proc.wait()
+    rows = lambda: sum(len(json.loads(p.read_text())["keys"]) for p in store.glob("*/shard-*.json"))  # noqa: E731
+    assert rows() < 36 + 12
     result = CliRunner().invoke(cli, ["train", str(recipe)])
     assert result.exit_code == 0, result.output
-    metas = [json.loads(p.read_text()) for p in latents.glob("*/meta.json")]
-    assert len(metas) == 3 and all(m["format"] == 2 for m in metas)   # all whole
-    assert not [p for p in latents.iterdir() if ".tmp" in p.name]      # what the killed run left is swept
+    assert rows() == 36 + 12                                           # every row once: nothing encoded twice
+    assert not list(store.glob("*/.shard-*"))                          # what the killed run left is swept
+    assert all(p.with_suffix(".json").exists() for p in store.glob("*/shard-*.safetensors"))
     again = CliRunner().invoke(cli, ["train", str(recipe), f"output_dir={tmp_path / 'run2'}"])
-    assert again.exit_code == 0 and again.output.count("cached latents from") == 4   # all four read, none rebuilt
+    assert again.exit_code == 0 and again.output.count("cached latents from") == 4   # all four read, none encoded
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
@@ -60,18 +61,18 @@ def test_learning_rate_warms_up_and_decays(tmp_path, tiny_text_model, shapes_dat
 
 def test_second_run_reads_the_latent_cache(trained):
     tmp, recipe, first = trained
-    assert "cached 24 latents" in first
+    assert "image/train: cached 24 new latents" in first
     result = CliRunner().invoke(cli, ["train", str(recipe), "train.epochs=1", f"output_dir={tmp / 'again'}"])
     assert result.exit_code == 0, result.output
     assert "read 24 cached latents" in result.output and "encoding" not in result.output
 
 
-def test_cache_key_changes_with_encoder_options(trained):
+def test_store_identity_changes_with_encoder_options(trained):
     tmp, recipe, _ = trained
     result = CliRunner().invoke(cli, ["train", str(recipe), "train.epochs=1", f"output_dir={tmp / 'cls'}",
                                       "modalities.text.encoder.options.pooling=cls"])
     assert result.exit_code == 0, result.output
-    assert "text/train: cached 12 latents" in result.output     # new key for the text tower (12 captions)
+    assert "text/train: cached 12 new latents" in result.output  # a new store for the text tower (12 captions)
     assert "image/train: read 24 cached latents" in result.output  # image tower unchanged
 
 
@@ -110,3 +111,19 @@ def test_rank_best_metric_keeps_the_lowest_rank(tmp_path, tiny_text_model, shape
     best_epoch = json.loads((tmp_path / "run" / "eval.json").read_text())["best_epoch"]
     assert len(set(ranks.values())) > 1  # the rank moved, so the choice means something
     assert best_epoch == min(ranks, key=lambda e: (ranks[e], e))
+
+
+def test_mapped_latents_train_exactly_like_resident_ones(tmp_path, tiny_text_model, shapes_data):
+    """data.latents_on_device: false gathers each batch from the mapped store (prefetched): same weights."""
+    from safetensors.torch import load_file
+
+    runs = {}
+    for on_device in ("true", "false"):
+        r = tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{"train.max_steps": 4, "data.val": None,
+                                                                  "output_dir": str(tmp_path / on_device)})
+        recipe = write_recipe(tmp_path / f"{on_device}.yaml", r)
+        result = CliRunner().invoke(cli, ["train", str(recipe), f"data.latents_on_device={on_device}"])
+        assert result.exit_code == 0, result.output
+        runs[on_device] = load_file(str(tmp_path / on_device / "checkpoints" / "epoch-002.safetensors"))
+    assert "stay memory-mapped, gathered per step" in result.output
+    assert all(torch.equal(runs["true"][k], runs["false"][k]) for k in runs["true"])

@@ -36,8 +36,10 @@ import click
 @click.option("--no-baselines", is_flag=True, help="Skip the untrained-heads and raw-latents baselines.")
 @click.option("--skip-bad-media", is_flag=True, help="retrieval: leave out pairs whose image/audio file is "
               "unreadable, empty or silent (default: stop and name the file).")
-def eval_command(model_dir, task, manifest, train, test, test_fraction, split_key, out, as_json, classes, label_field, templates, modality, modalities,
-                 chunk_size, batch_size, device, no_baselines, skip_bad_media):
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="retrieval: read latents training cached in "
+              "this cache dir's latent store (e.g. ~/.cache/fuse) instead of encoding them again.")
+def eval_command(model_dir, task, manifest, train, test, test_fraction, split_key, out, as_json, classes, label_field,
+                 templates, modality, modalities, chunk_size, batch_size, device, no_baselines, skip_bad_media, cache_dir):
     """Evaluate MODEL (an export dir or a run dir) on a manifest."""
     from ..devices import resolve_device
     from ..errors import DataError, FuseError
@@ -56,7 +58,8 @@ def eval_command(model_dir, task, manifest, train, test, test_fraction, split_ke
     elif task == "retrieval":
         report = run_retrieval(model, manifest, chunk_size=chunk_size, batch_size=batch_size,
                                baselines=not no_baselines, progress=not as_json, skip_bad_media=skip_bad_media,
-                               modalities=tuple(m.strip() for m in modalities.split(",")) if modalities else None)
+                               modalities=tuple(m.strip() for m in modalities.split(",")) if modalities else None,
+                               cache_dir=cache_dir)
     else:
         names = None
         if classes:

@@ -41,16 +41,17 @@ def pick_pair(model, modalities: tuple[str, str] | None) -> tuple[str, str]:
 
 def run_retrieval(model, manifest: str | Path, ks=(1, 5, 10), chunk_size: int = 4096, batch_size: int = 32,
                   baselines: bool = True, progress: bool = False, skip_bad_media: bool = False,
-                  modalities: tuple[str, str] | None = None) -> dict:
+                  modalities: tuple[str, str] | None = None, cache_dir: str | Path | None = None) -> dict:
     """Recall@K both ways between two towers on a paired manifest. Returns {"metrics": {variant: {...}}, "curves": ...}.
 
     ``modalities`` picks the two towers (needed when the model has more); ``skip_bad_media`` leaves
-    out pairs whose file is unreadable, empty or silent (and says so)."""
+    out pairs whose file is unreadable, empty or silent (and says so); ``cache_dir`` reads (and adds to)
+    the latent store there, so values training encoded are not encoded again."""
     a, b = pick_pair(model, modalities)
     data = load_pairs(manifest, (a, b), _file_modalities(model, (a, b)))
     if skip_bad_media:
         data = drop_bad_media(data, {m: model.input_kind(m) for m in (a, b)}, cache_dir=None)
-    latents = {m: model.encode(m, data.values[m], batch_size, progress) for m in (a, b)}
+    latents = {m: model.encode(m, data.values[m], batch_size, progress, cache_dir=cache_dir) for m in (a, b)}
     variants = {"model": model}
     if baselines:
         variants["untrained heads"] = model.with_untrained_heads(seed=0)
