@@ -43,7 +43,7 @@ class LinearProbe:
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float, max_iter: int = 300,
-                 tol: float = 1e-7, init: tuple[torch.Tensor, torch.Tensor] | None = None
+                 tol: float = 1e-6, init: tuple[torch.Tensor, torch.Tensor] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight [D, K], bias [K]) minimising mean_i CE_i + ||W||^2 / (2 C n): the minimiser of
     scikit-learn's ``C * sum_i CE_i + ||W||^2 / 2``, scaled so the loss stays O(1). ``init`` warm-starts
