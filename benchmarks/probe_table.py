@@ -139,6 +139,8 @@ def main() -> None:
         runs[name] = {"classes": len(classes), "train_items": len(train[0]), "test_items": len(test[0]),
                       "metrics": probe_latents(model, modality, lat["train"], y["train"], lat["test"], y["test"],
                                                classes)}
+        print(f"{name}: " + ", ".join(f"{v} {r['top1']:.1f}" for v, r in runs[name]["metrics"].items())
+              + f" ({time.time() - t0:.0f} s)", flush=True)
     if args.encode_only:
         print(f"latents cached in {work} ({time.time() - t0:.0f} s)")
         return

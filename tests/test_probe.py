@@ -29,9 +29,9 @@ def test_probe_solves_sklearns_logistic_regression(digits, C):
     weight, bias = fit_logistic(torch.tensor(x), torch.tensor(y), 10, C)
     ref = LogisticRegression(C=C, tol=1e-10, max_iter=10000).fit(x, y)
     ours = torch.softmax(torch.tensor(x) @ weight + bias, 1).numpy()
-    assert np.abs(ours - ref.predict_proba(x)).max() < 2e-5  # L-BFGS stops at a max |gradient| of 1e-7
+    assert np.abs(ours - ref.predict_proba(x)).max() < 1e-4  # L-BFGS stops at a max |gradient| of 1e-6
     # The penalty makes W unique (bias is only defined up to a shift shared by all classes).
-    assert np.abs(weight.numpy() - ref.coef_.T).max() < 1e-4 * max(1.0, np.abs(ref.coef_).max())
+    assert np.abs(weight.numpy() - ref.coef_.T).max() < 1e-3 * max(1.0, np.abs(ref.coef_).max())
 
 
 def test_c_is_chosen_on_held_out_train_and_stronger_wins_ties(digits):
