@@ -23,6 +23,7 @@ class HFTextEncoder(fuse.Encoder):
         max_length: int = 128
         revision: str | None = None
         num_layers: int | None = None                       # keep only the first k transformer layers
+        init_seed: int | None = None                        # random-init control: the architecture, random weights
 
     def __init__(self, options: Options):
         super().__init__()
@@ -31,7 +32,14 @@ class HFTextEncoder(fuse.Encoder):
         self.options = options
         src = fuse.hf_source(options.model)
         self.tokenizer = fuse.load_hf(AutoTokenizer, src, options.revision)
-        self.model = fuse.load_hf(AutoModel, src, options.revision)
+        if options.init_seed is None:
+            self.model = fuse.load_hf(AutoModel, src, options.revision)
+        else:
+            from transformers import AutoConfig
+
+            with torch.random.fork_rng():   # leaves the global RNG as it was
+                torch.manual_seed(options.init_seed)
+                self.model = AutoModel.from_config(fuse.load_hf(AutoConfig, src, options.revision))
         fuse.truncate_layers(self.model, options.num_layers)
         cfg = self.model.config
         self.info = fuse.EncoderInfo(modality="text", input="text", dim=cfg.hidden_size, source=options.model,
@@ -60,7 +68,7 @@ class HFTextEncoder(fuse.Encoder):
     def save(self, directory: Path) -> dict[str, Any]:
         fuse.save_hf(directory, self.model, self.tokenizer)
         # The saved config already has the truncated depth.
-        return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None}
+        return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None, "init_seed": None}
 
 
 @fuse.hookimpl

@@ -1,0 +1,215 @@
+"""Does `fuse select`'s ranking mean something? Scores vs held-out R@1 after training, and curation vs random.
+
+    fuse data build emoji
+    nice python benchmarks/select_study.py select     # score the candidate pairs on the TRAIN split
+    nice python benchmarks/select_study.py train      # quickstart recipe per pair x 3 seeds
+    nice python benchmarks/select_study.py curate     # curated subset vs an equally sized random one, 3 seeds
+    python benchmarks/select_study.py report          # Spearman rank correlations, bootstrap 95% CIs
+
+Candidates: benchmarks/select_study_candidates.yaml (EfficientNet-Lite0 and a random-init Lite0
+for images; all-MiniLM-L6-v2, all-mpnet-base-v2, MiniLM cut to 2 layers and a random-init MiniLM
+for text: 8 pairs). Encoding images is the cost on a shared 2-core CPU (~1.5 images/s seen), so
+the study uses seeded subsets: TRAIN_PAIRS records of the emoji train split (scored, and trained
+on) and VAL_PAIRS records of its val split (R@1; split by base emoji, so disjoint from train).
+Every training run uses recipes/quickstart.yaml with the same reduced schedule (EPOCHS below,
+one evaluation at the end, so val never picks an epoch). Curation: `fuse curate` on the study's
+train subset vs random subsets of the same size (one per seed), same recipe.
+Results accumulate in benchmarks/results/select_study.json; each phase skips what it already has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "results" / "select_study.json"
+RUNS = Path(os.environ.get("SELECT_STUDY_RUNS", "/tmp/select-study"))
+EPOCHS = int(os.environ.get("SELECT_STUDY_EPOCHS", 10))
+SEEDS = (0, 1, 2)
+TRAIN_PAIRS = int(os.environ.get("SELECT_STUDY_TRAIN", 600))
+VAL_PAIRS = int(os.environ.get("SELECT_STUDY_VAL", 400))
+
+
+def load() -> dict:
+    return json.loads(OUT.read_text()) if OUT.exists() else {}
+
+
+def save(results: dict) -> None:
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=1))
+
+
+def emoji_splits() -> dict[str, Path]:
+    """Seeded subsets of the emoji train and val splits (absolute image paths), written once."""
+    from fuse.datasets import build_dataset, default_cache_root
+
+    full = build_dataset("emoji", {"val_fraction": 0.2, "seed": 0}, default_cache_root(), where="emoji")
+    out = {}
+    for split, n in (("train", TRAIN_PAIRS), ("val", VAL_PAIRS)):
+        path = RUNS / f"{split}-{n}.jsonl"
+        if not path.exists():
+            records = [line for line in full[split].read_text().splitlines() if line.strip()]
+            rows = random.Random(f"{split}-0").sample(records, min(n, len(records)))
+            RUNS.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join(_absolute(r, full[split].parent) for r in rows) + "\n")
+        out[split] = path
+    return out
+
+
+def phase_select(results: dict) -> None:
+    from fuse.datasets import default_cache_root
+    from fuse.selection import load_candidates, select
+
+    cfg = load_candidates(ROOT / "benchmarks" / "select_study_candidates.yaml")
+    start = time.perf_counter()
+    report = select(cfg, emoji_splits()["train"], default_cache_root(), torch.device("cpu"))
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    results["select"] = report
+    save(results)
+
+
+def train_once(modalities: dict, train: str | None, seed: int, tag: str) -> float:
+    """Held-out (emoji val) mean R@1 of the quickstart recipe with these encoders and training pairs."""
+    from fuse.recipe import Recipe
+    from fuse.train import train as run
+
+    data = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
+    for m, spec in modalities.items():
+        data["modalities"][m]["encoder"] = spec
+    data["data"] = {"train": train or str(emoji_splits()["train"]), "val": str(emoji_splits()["val"]),
+                    "encode_batch_size": 64}
+    data.update(seed=seed, output_dir=str(RUNS / tag), device="cpu")
+    data["train"].update(epochs=EPOCHS, eval_every=EPOCHS)
+    run_dir = run(Recipe.model_validate(data))
+    metrics = json.loads((run_dir / "eval.json").read_text())["after"]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return metrics["mean/R@1"]
+
+
+def phase_train(results: dict) -> None:
+    cands = {c["label"]: c for m in results["select"]["encoders"].values() for c in m}
+    trained = results.setdefault("trained", {})
+    for seed in SEEDS:   # every pair's seed 0 first, so a partial study is still balanced
+        for row in results["select"]["ranking"]:
+            a, b = row["candidates"]
+            key = f"{a}+{b}"
+            if str(seed) in trained.get(key, {}):
+                continue
+            start = time.perf_counter()
+            r1 = train_once({cands[a]["modality"]: cands[a]["spec"], cands[b]["modality"]: cands[b]["spec"]},
+                            None, seed, f"{key}-{seed}")
+            trained.setdefault(key, {})[str(seed)] = {"R@1": r1, "seconds": round(time.perf_counter() - start, 1)}
+            print(f"{key} seed {seed}: mean R@1 {r1:.4f}", flush=True)
+            save(results)
+
+
+def phase_curate(results: dict) -> None:
+    from fuse.cli import cli
+
+    train = emoji_splits()["train"]
+    RUNS.mkdir(parents=True, exist_ok=True)
+    curated = RUNS / "curated.jsonl"
+    args = ["curate", str(train), "--concepts", str(ROOT / "recipes" / "emoji_concepts.txt"),
+            "--out", str(curated)]
+    try:
+        cli.main(args, standalone_mode=False)
+    except SystemExit:
+        pass
+    records = [line for line in train.read_text().splitlines() if line.strip()]
+    kept = [line for line in curated.read_text().splitlines() if line.strip()]
+    counts = json.loads(curated.with_suffix(".counts.json").read_text())
+    cur = results.setdefault("curate", {"train_pairs": len(records), "curated_pairs": len(kept),
+                                        "settings": counts.get("settings"), "runs": {}})
+    quick = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())["modalities"]
+    encoders = {m: quick[m]["encoder"] for m in ("image", "text")}
+    for seed in SEEDS:
+        rnd = RUNS / f"random-{seed}.jsonl"
+        rnd.write_text("\n".join(random.Random(seed).sample(records, len(kept))) + "\n")
+        for name, manifest in (("curated", curated), ("random", rnd)):
+            if str(seed) in cur["runs"].get(name, {}):
+                continue
+            r1 = train_once(encoders, str(manifest), seed, f"{name}-{seed}")
+            cur["runs"].setdefault(name, {})[str(seed)] = r1
+            print(f"curate {name} seed {seed}: mean R@1 {r1:.4f}", flush=True)
+            save(results)
+
+
+def _absolute(line: str, base: Path) -> str:
+    record = json.loads(line)
+    record["image"] = str((base / record["image"]).resolve())
+    return json.dumps(record)
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return cov / var if var else float("nan")
+
+
+def _ranks(v: list[float]) -> list[float]:
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    ranks = [0.0] * len(v)
+    i = 0
+    while i < len(v):
+        j = i
+        while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        for t in range(i, j + 1):
+            ranks[order[t]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def phase_report(results: dict) -> None:
+    rows = [r for r in results["select"]["ranking"] if "+".join(r["candidates"]) in results.get("trained", {})]
+    trained = results["trained"]
+    r1 = {k: sum(v["R@1"] for v in s.values()) / len(s) for k, s in trained.items()}
+    keys = ["+".join(r["candidates"]) for r in rows]
+    table = {}
+    rng = random.Random(0)
+    for metric in ("linear_cka", "rbf_cka", "mutual_knn"):
+        score = [r[metric] for r in rows]
+        y = [r1[k] for k in keys]
+        rho = spearman(score, y)
+        # bootstrap over candidate pairs, and over each pair's seeds
+        boots = []
+        for _ in range(2000):
+            idx = [rng.randrange(len(rows)) for _ in rows]
+            yy = [rng.choice([v["R@1"] for v in trained[keys[i]].values()]) for i in idx]
+            value = spearman([score[i] for i in idx], yy)
+            if value == value:
+                boots.append(value)
+        boots.sort()
+        table[metric] = {"spearman": rho, "ci95": [boots[int(0.025 * len(boots))], boots[int(0.975 * len(boots)) - 1]],
+                         "pairs": len(rows)}
+    results["correlation"] = table
+    results["per_pair"] = [{"pair": k, **{m: r[m] for m in ("linear_cka", "rbf_cka", "mutual_knn")},
+                            "R@1_mean": r1[k], "R@1_seeds": [v["R@1"] for v in trained[k].values()]}
+                           for k, r in zip(keys, rows)]
+    results["settings"] = {"epochs": EPOCHS, "train_pairs": TRAIN_PAIRS, "val_pairs": VAL_PAIRS, "seeds": SEEDS}
+    save(results)
+    for p in results["per_pair"]:
+        print(f"{p['pair']:28s} linCKA {p['linear_cka']:.3f} rbfCKA {p['rbf_cka']:.3f} mkNN {p['mutual_knn']:.3f} "
+              f"R@1 {p['R@1_mean']:.4f}")
+    print(json.dumps(table, indent=1))
+    if "curate" in results:
+        print(json.dumps(results["curate"], indent=1))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
+    phases = sys.argv[1:] or ["select", "train", "curate", "report"]
+    for phase in phases:
+        state = load()
+        {"select": phase_select, "train": phase_train, "curate": phase_curate, "report": phase_report}[phase](state)
