@@ -80,12 +80,13 @@ def read_records(path: str | Path, text_field: str) -> tuple[list[dict], list[st
 def embed_texts(spec: dict, texts: list[str], cache_dir: Path, device: torch.device, label: str) -> torch.Tensor:
     """L2-normalised embeddings of ``texts`` by the registered text encoder ``spec`` (cached)."""
     from .cache import cached_latents
+    from .inputs import input_kind
     from .plan import resolve_spec
 
     s = resolve_spec("encoder", spec.get("name", ""), spec.get("options"), "--encoder")
     encoder = s.build().to(device)
-    if encoder.info.input != "text":
-        raise DataError(f"--encoder: '{s.name}' reads {encoder.info.input}, not text; give a text encoder "
+    if input_kind(encoder.info.input).files:   # captions are inline strings, never file paths
+        raise DataError(f"--encoder: '{s.name}' reads {encoder.info.input} files, not captions; give a text encoder "
                         f"(e.g. {json.dumps(DEFAULT_ENCODER)}).")
     unique = list(dict.fromkeys(texts))
     latents = cached_latents(encoder, s.as_dict(), unique, cache_dir, device, 64, 0, label)
