@@ -11,9 +11,10 @@ for images; all-MiniLM-L6-v2, all-mpnet-base-v2, MiniLM cut to 2 layers and a ra
 for text: 8 pairs). Encoding images is the cost on a shared 2-core CPU (~1.5 images/s seen), so
 the study uses seeded subsets: TRAIN_PAIRS records of the emoji train split (scored, and trained
 on) and VAL_PAIRS records of its val split (R@1; split by base emoji, so disjoint from train).
-Every training run uses recipes/quickstart.yaml with the same reduced schedule (EPOCHS below,
-one evaluation at the end, so val never picks an epoch). Curation: `fuse curate` on the study's
-train subset vs random subsets of the same size (one per seed), same recipe.
+Every training run uses recipes/quickstart.yaml (EPOCHS = its 30 epochs) with one evaluation at
+the end, so val never picks an epoch. Curation: `fuse curate` on the study's train subset vs
+random subsets of the same size (one per seed), same recipe at batch size 64 (a curated subset
+can be smaller than the quickstart's batch of 256).
 Results accumulate in benchmarks/results/select_study.json; each phase skips what it already has.
 """
 
@@ -33,7 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "select_study.json"
 RUNS = Path(os.environ.get("SELECT_STUDY_RUNS", "/tmp/select-study"))
-EPOCHS = int(os.environ.get("SELECT_STUDY_EPOCHS", 10))
+EPOCHS = int(os.environ.get("SELECT_STUDY_EPOCHS", 30))
 SEEDS = (0, 1, 2)
 TRAIN_PAIRS = int(os.environ.get("SELECT_STUDY_TRAIN", 600))
 VAL_PAIRS = int(os.environ.get("SELECT_STUDY_VAL", 400))
@@ -77,7 +78,7 @@ def phase_select(results: dict) -> None:
     save(results)
 
 
-def train_once(modalities: dict, train: str | None, seed: int, tag: str) -> float:
+def train_once(modalities: dict, train: str | None, seed: int, tag: str, batch_size: int = 256) -> float:
     """Held-out (emoji val) mean R@1 of the quickstart recipe with these encoders and training pairs."""
     from fuse.recipe import Recipe
     from fuse.train import train as run
@@ -88,7 +89,7 @@ def train_once(modalities: dict, train: str | None, seed: int, tag: str) -> floa
     data["data"] = {"train": train or str(emoji_splits()["train"]), "val": str(emoji_splits()["val"]),
                     "encode_batch_size": 64}
     data.update(seed=seed, output_dir=str(RUNS / tag), device="cpu")
-    data["train"].update(epochs=EPOCHS, eval_every=EPOCHS)
+    data["train"].update(epochs=EPOCHS, eval_every=EPOCHS, batch_size=batch_size)
     run_dir = run(Recipe.model_validate(data))
     metrics = json.loads((run_dir / "eval.json").read_text())["after"]
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -137,7 +138,8 @@ def phase_curate(results: dict) -> None:
         for name, manifest in (("curated", curated), ("random", rnd)):
             if str(seed) in cur["runs"].get(name, {}):
                 continue
-            r1 = train_once(encoders, str(manifest), seed, f"{name}-{seed}")
+            # a curated subset may hold fewer pairs than the quickstart's batch of 256: both arms use 64
+            r1 = train_once(encoders, str(manifest), seed, f"{name}-{seed}", batch_size=64)
             cur["runs"].setdefault(name, {})[str(seed)] = r1
             print(f"curate {name} seed {seed}: mean R@1 {r1:.4f}", flush=True)
             save(results)
