@@ -33,6 +33,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "select_study.json"
+CURATE_OUT = OUT.with_name("select_study_curate.json")   # its own file: the curate phase may run beside train
 RUNS = Path(os.environ.get("SELECT_STUDY_RUNS", "/tmp/select-study"))
 EPOCHS = int(os.environ.get("SELECT_STUDY_EPOCHS", 30))
 SEEDS = (0, 1, 2)
@@ -113,9 +114,10 @@ def phase_train(results: dict) -> None:
             save(results)
 
 
-def phase_curate(results: dict) -> None:
+def phase_curate(_: dict) -> None:
     from fuse.cli import cli
 
+    results = json.loads(CURATE_OUT.read_text()) if CURATE_OUT.exists() else {}
     train = emoji_splits()["train"]
     RUNS.mkdir(parents=True, exist_ok=True)
     curated = RUNS / "curated.jsonl"
@@ -142,7 +144,7 @@ def phase_curate(results: dict) -> None:
             r1 = train_once(encoders, str(manifest), seed, f"{name}-{seed}", batch_size=64)
             cur["runs"].setdefault(name, {})[str(seed)] = r1
             print(f"curate {name} seed {seed}: mean R@1 {r1:.4f}", flush=True)
-            save(results)
+            CURATE_OUT.write_text(json.dumps(results, indent=1))
 
 
 def _absolute(line: str, base: Path) -> str:
@@ -205,7 +207,23 @@ def phase_report(results: dict) -> None:
         print(f"{p['pair']:28s} linCKA {p['linear_cka']:.3f} rbfCKA {p['rbf_cka']:.3f} mkNN {p['mutual_knn']:.3f} "
               f"R@1 {p['R@1_mean']:.4f}")
     print(json.dumps(table, indent=1))
-    if "curate" in results:
+    print("\n| pair | linear CKA | RBF CKA | mutual kNN | held-out mean R@1 (per seed) |\n|---|---|---|---|---|")
+    for p in results["per_pair"]:
+        seeds = ", ".join(f"{v:.3f}" for v in p["R@1_seeds"])
+        print(f"| {p['pair']} | {p['linear_cka']:.3f} | {p['rbf_cka']:.3f} | {p['mutual_knn']:.3f} | "
+              f"{p['R@1_mean']:.3f} ({seeds}) |")
+    print("\n| score | Spearman ρ with R@1 | bootstrap 95% CI |\n|---|---|---|")
+    for metric, t in table.items():
+        print(f"| {metric} | {t['spearman']:.2f} | [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] |")
+    if CURATE_OUT.exists():
+        results["curate"] = json.loads(CURATE_OUT.read_text())["curate"]
+        runs = results["curate"]["runs"]
+        for arm in runs:
+            values = list(runs[arm].values())
+            mean = sum(values) / len(values)
+            sd = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+            results["curate"][f"{arm}_mean_sd"] = [mean, sd]
+        save(results)
         print(json.dumps(results["curate"], indent=1))
 
 
