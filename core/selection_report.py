@@ -11,6 +11,8 @@ from .atomic import write_text
 from .errors import RecipeError
 from .selection import METRICS, CandidatesFile
 
+TITLES = {"linear_cka": "linear CKA", "rbf_cka": "RBF CKA (minibatch unbiased HSIC)", "mutual_knn": "mutual k-NN"}
+
 
 def format_table(report: dict) -> str:
     """The ranking as a fixed-width table, with the cost columns (parameters, encode throughput)."""
@@ -19,7 +21,7 @@ def format_table(report: dict) -> str:
     lines = [head, "-" * len(head)]
     for r in report["ranking"]:
         a, b = r["candidates"]
-        speed = " / ".join(f"{r['throughput'][c]:.0f}" for c in (a, b))
+        speed = " / ".join(f"{r['throughput'][c]:.3g}" for c in (a, b))
         lines.append(f"{r['rank']:>4}  {a + ' + ' + b:<34} {r['linear_cka']:>10.4f} {r['rbf_cka']:>8.4f} "
                      f"{r['mutual_knn']:>10.4f} {r['parameters'] / 1e6:>10.1f}  {speed:<24}")
     lines.append(f"ranked by {report['rank_by']}; {report['ranking'][0]['n']} pairs; mutual kNN k={report['k']}; "
@@ -50,10 +52,11 @@ def plot_heatmaps(report: dict, path: Path) -> None:
             ax.set_yticks(range(len(la)), la, fontsize=8)
             ax.set_xlabel(mb)
             ax.set_ylabel(ma)
-            ax.set_title(metric.replace("_", " "), fontsize=10)
+            ax.set_title(TITLES[metric], fontsize=10)
+            middle = (min(map(min, grid)) + max(map(max, grid))) / 2
             for i, line in enumerate(grid):
                 for j, v in enumerate(line):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="w")
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="k" if v > middle else "w")
             fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
