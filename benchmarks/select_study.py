@@ -12,9 +12,9 @@ for text: 8 pairs). Encoding images is the cost on a shared 2-core CPU (~1.5 ima
 the study uses seeded subsets: TRAIN_PAIRS records of the emoji train split (scored, and trained
 on) and VAL_PAIRS records of its val split (R@1; split by base emoji, so disjoint from train).
 Every training run uses recipes/quickstart.yaml (EPOCHS = its 30 epochs) with one evaluation at
-the end, so val never picks an epoch. Curation: `fuse curate` on the study's train subset vs
-random subsets of the same size (one per seed), same recipe at batch size 64 (a curated subset
-can be smaller than the quickstart's batch of 256).
+the end, so val never picks an epoch, and linear heads (HEAD) in place of its residual MLPs.
+Curation: `fuse curate` on the study's train subset vs random subsets of the same size (one per
+seed), same recipe at batch size 64 (a curated subset can be smaller than a batch of 256).
 Results accumulate in benchmarks/results/select_study.json; each phase skips what it already has.
 """
 
@@ -39,6 +39,9 @@ EPOCHS = int(os.environ.get("SELECT_STUDY_EPOCHS", 30))
 SEEDS = (0, 1, 2)
 TRAIN_PAIRS = int(os.environ.get("SELECT_STUDY_TRAIN", 600))
 VAL_PAIRS = int(os.environ.get("SELECT_STUDY_VAL", 400))
+# The quickstart's residual-MLP heads took ~20 s a step on the shared CPU (load average ~19):
+# the study trains linear heads instead, the same for every candidate ("quickstart" to keep them).
+HEAD = os.environ.get("SELECT_STUDY_HEAD", "linear")
 
 
 def load() -> dict:
@@ -87,6 +90,8 @@ def train_once(modalities: dict, train: str | None, seed: int, tag: str, batch_s
     data = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
     for m, spec in modalities.items():
         data["modalities"][m]["encoder"] = spec
+        if HEAD != "quickstart":
+            data["modalities"][m]["head"] = {"name": HEAD}
     data["data"] = {"train": train or str(emoji_splits()["train"]), "val": str(emoji_splits()["val"]),
                     "encode_batch_size": 64}
     data.update(seed=seed, output_dir=str(RUNS / tag), device="cpu")
@@ -201,7 +206,7 @@ def phase_report(results: dict) -> None:
     results["per_pair"] = [{"pair": k, **{m: r[m] for m in ("linear_cka", "rbf_cka", "mutual_knn")},
                             "R@1_mean": r1[k], "R@1_seeds": [v["R@1"] for v in trained[k].values()]}
                            for k, r in zip(keys, rows)]
-    results["settings"] = {"epochs": EPOCHS, "train_pairs": TRAIN_PAIRS, "val_pairs": VAL_PAIRS, "seeds": SEEDS}
+    results["settings"] = {"epochs": EPOCHS, "head": HEAD, "train_pairs": TRAIN_PAIRS, "val_pairs": VAL_PAIRS, "seeds": SEEDS}
     save(results)
     for p in results["per_pair"]:
         print(f"{p['pair']:28s} linCKA {p['linear_cka']:.3f} rbfCKA {p['rbf_cka']:.3f} mkNN {p['mutual_knn']:.3f} "
