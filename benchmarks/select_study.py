@@ -37,6 +37,11 @@ CURATE_OUT = OUT.with_name("select_study_curate.json")   # its own file: the cur
 RUNS = Path(os.environ.get("SELECT_STUDY_RUNS", "/tmp/select-study"))
 EPOCHS = int(os.environ.get("SELECT_STUDY_EPOCHS", 30))
 SEEDS = (0, 1, 2)
+# A second worker may train other seeds at once (each run is one slow process on a shared CPU):
+#   SELECT_STUDY_SEEDS=2,1 SELECT_STUDY_WORKER=b SELECT_STUDY_RUNS=/tmp/select-study-b ... train
+# It keeps its runs in its own JSON (select_study_<worker>.json); `report` merges them.
+TRAIN_SEEDS = tuple(int(x) for x in os.environ.get("SELECT_STUDY_SEEDS", "0,1,2").split(","))
+WORKER = os.environ.get("SELECT_STUDY_WORKER")
 TRAIN_PAIRS = int(os.environ.get("SELECT_STUDY_TRAIN", 600))
 VAL_PAIRS = int(os.environ.get("SELECT_STUDY_VAL", 400))
 # The quickstart's residual-MLP heads took ~20 s a step on the shared CPU (load average ~19):
@@ -104,9 +109,13 @@ def train_once(modalities: dict, train: str | None, seed: int, tag: str, batch_s
 
 def phase_train(results: dict) -> None:
     cands = {c["label"]: c for m in results["select"]["encoders"].values() for c in m}
+    own = OUT.with_name(f"select_study_{WORKER}.json") if WORKER else None
+    if own is not None:
+        results = json.loads(own.read_text()) if own.exists() else {"select": results["select"]}
     trained = results.setdefault("trained", {})
-    for seed in SEEDS:   # every pair's seed 0 first, so a partial study is still balanced
-        for row in results["select"]["ranking"]:
+    rows = results["select"]["ranking"][::-1 if WORKER else 1]
+    for seed in TRAIN_SEEDS:   # every pair's first seed first, so a partial study is still balanced
+        for row in rows:
             a, b = row["candidates"]
             key = f"{a}+{b}"
             if str(seed) in trained.get(key, {}):
@@ -116,7 +125,10 @@ def phase_train(results: dict) -> None:
                             None, seed, f"{key}-{seed}")
             trained.setdefault(key, {})[str(seed)] = {"R@1": r1, "seconds": round(time.perf_counter() - start, 1)}
             print(f"{key} seed {seed}: mean R@1 {r1:.4f}", flush=True)
-            save(results)
+            if own is not None:
+                own.write_text(json.dumps(results, indent=1))
+            else:
+                save(results)
 
 
 def phase_curate(_: dict) -> None:
@@ -181,8 +193,13 @@ def _ranks(v: list[float]) -> list[float]:
 
 
 def phase_report(results: dict) -> None:
-    rows = [r for r in results["select"]["ranking"] if "+".join(r["candidates"]) in results.get("trained", {})]
-    trained = results["trained"]
+    trained = {k: dict(v) for k, v in results.get("trained", {}).items()}
+    for other in OUT.parent.glob("select_study_*.json"):   # the workers' runs
+        if other != CURATE_OUT:
+            for k, v in json.loads(other.read_text()).get("trained", {}).items():
+                trained.setdefault(k, {}).update(v)
+    results["trained_all"] = trained
+    rows = [r for r in results["select"]["ranking"] if "+".join(r["candidates"]) in trained]
     r1 = {k: sum(v["R@1"] for v in s.values()) / len(s) for k, s in trained.items()}
     keys = ["+".join(r["candidates"]) for r in rows]
     table = {}
