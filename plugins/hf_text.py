@@ -26,6 +26,7 @@ class HFTextEncoder(fuse.Encoder):
         # Unfrozen: keep only each layer's input and recompute its activations in backward
         # (less memory, about one more forward of time; same gradients, dropout included).
         gradient_checkpointing: bool = False
+        init_seed: int | None = None                        # random-init control: the architecture, random weights
 
     def __init__(self, options: Options):
         super().__init__()
@@ -34,7 +35,14 @@ class HFTextEncoder(fuse.Encoder):
         self.options = options
         src = fuse.hf_source(options.model)
         self.tokenizer = fuse.load_hf(AutoTokenizer, src, options.revision)
-        self.model = fuse.load_hf(AutoModel, src, options.revision)
+        if options.init_seed is None:
+            self.model = fuse.load_hf(AutoModel, src, options.revision)
+        else:
+            from transformers import AutoConfig
+
+            with torch.random.fork_rng():   # leaves the global RNG as it was
+                torch.manual_seed(options.init_seed)
+                self.model = AutoModel.from_config(fuse.load_hf(AutoConfig, src, options.revision))
         fuse.truncate_layers(self.model, options.num_layers)
         if options.gradient_checkpointing:
             enable_hf_checkpointing(self.model, options.model)
@@ -69,7 +77,7 @@ class HFTextEncoder(fuse.Encoder):
         fuse.save_hf(directory, self.model, self.tokenizer)
         # The saved config already has the truncated depth.
         return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None,
-                "gradient_checkpointing": False}
+                "gradient_checkpointing": False, "init_seed": None}
 
 
 def enable_hf_checkpointing(model, name: str) -> None:

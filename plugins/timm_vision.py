@@ -36,16 +36,21 @@ class TimmEncoder(fuse.Encoder):
         num_layers: int | None = None                # ViT-style models: keep only the first k blocks
         fast_inference: bool = True                  # conv nets: fold BatchNorm, channels_last when frozen
         gradient_checkpointing: bool = False         # unfrozen: recompute block activations in backward
+        init_seed: int | None = None                 # random-init control: these random weights, none loaded
 
     def __init__(self, options: Options):
         super().__init__()
         import timm
 
         self.options = options
-        pretrained = options.pretrained and options.checkpoint is None
+        random_init = options.init_seed is not None
+        pretrained = options.pretrained and options.checkpoint is None and not random_init
         kwargs = dict(options.model_kwargs)  # ViTs at another size also need model_kwargs: {img_size: N}
         try:
-            self.model = timm.create_model(options.model, pretrained=pretrained, num_classes=0, **kwargs)
+            with torch.random.fork_rng():   # a seeded random init leaves the global RNG as it was
+                if random_init:
+                    torch.manual_seed(options.init_seed)
+                self.model = timm.create_model(options.model, pretrained=pretrained, num_classes=0, **kwargs)
         except RuntimeError as exc:
             if "Unknown model" in str(exc):
                 raise fuse.RecipeError(f"timm has no model '{options.model}'; see timm.list_models('pattern*').") from None
@@ -66,8 +71,9 @@ class TimmEncoder(fuse.Encoder):
             except (AssertionError, NotImplementedError, AttributeError):
                 raise fuse.RecipeError(f"gradient_checkpointing: timm '{options.model}' does not support gradient "
                                        "checkpointing; remove the option.") from None
-        source = f"timm:{options.model}" + (" (pretrained)" if pretrained else "")
-        if options.checkpoint:
+        source = f"timm:{options.model}" + (" (pretrained)" if pretrained else "") + \
+            (f" (random init, seed {options.init_seed})" if random_init else "")
+        if options.checkpoint and not random_init:
             path = fuse.resolve_path(options.checkpoint)
             state = fuse.load_state_dict(path)
             if options.checkpoint_format == "efficientnet-pytorch":
@@ -140,7 +146,7 @@ class TimmEncoder(fuse.Encoder):
         directory.mkdir(parents=True, exist_ok=True)
         fuse.save_state_dict(self.model, directory / "model.safetensors")
         return {**self.options.model_dump(), "pretrained": False, "checkpoint": "./model.safetensors",
-                "checkpoint_format": "timm", "gradient_checkpointing": False}
+                "checkpoint_format": "timm", "gradient_checkpointing": False, "init_seed": None}
 
 
 def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:

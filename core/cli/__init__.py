@@ -41,6 +41,7 @@ def cli(ctx, debug):
 
 
 def _add_commands() -> None:
+    from .curate import curate_command
     from .data import data_group
     from .embed import embed_command
     from .eval import eval_command
@@ -48,10 +49,11 @@ def _add_commands() -> None:
     from .plot import plot_command
     from .plugins import plugins_command
     from .search import search_command
+    from .select import select_command
     from .train import train_command
 
     for cmd in (train_command, export_command, plugins_command, data_group, eval_command, plot_command,
-                embed_command, search_command):
+                embed_command, search_command, select_command, curate_command):
         cli.add_command(cmd)
     from ..plugin_manager import plugin_manager
 
