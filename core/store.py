@@ -75,6 +75,7 @@ class LatentTable:
         first = shards[0]["latents"] if shards else np.zeros((0, 0), np.float32)
         self.dtype = torch.from_numpy(np.zeros(0, first.dtype)).dtype
         self.dim = first.shape[-1]
+        self.row_shape = tuple(first.shape[1:])  # pooled [D], or a sequence encoder's [N, D] per value
         self.length = max((s["latents"].shape[1] for s in shards), default=0) if tokens else None
 
     def __len__(self) -> int:
@@ -83,7 +84,8 @@ class LatentTable:
     @property
     def nbytes(self) -> int:
         """Bytes of the table when held in memory (what moving it to the device costs)."""
-        per_row = self.dim * np.dtype(self.shards[0]["latents"].dtype).itemsize if self.shards else 0
+        per_row = (self.dim if self.tokens else int(np.prod(self.row_shape))) * \
+            np.dtype(self.shards[0]["latents"].dtype).itemsize if self.shards else 0
         return len(self) * (per_row * self.length + self.length if self.tokens else per_row)
 
     def __getitem__(self, idx) -> torch.Tensor | Tokens:
@@ -96,7 +98,7 @@ class LatentTable:
             values = np.zeros((len(idx), self.length, self.dim), dtype)
             mask = np.zeros((len(idx), self.length), np.bool_)
         else:
-            values = np.empty((len(idx), self.dim), dtype)
+            values = np.empty((len(idx), *self.row_shape), dtype)
         for k in np.unique(shard):
             sel = np.nonzero(shard == k)[0]
             rows = row[sel]
@@ -118,7 +120,7 @@ class LatentTable:
         if self.tokens:
             return Tokens.cat(parts) if parts else Tokens(torch.zeros(0, 0, self.dim, dtype=self.dtype),
                                                           torch.zeros(0, 0, dtype=torch.bool))
-        return torch.cat(parts) if parts else torch.zeros(0, self.dim, dtype=self.dtype)
+        return torch.cat(parts) if parts else torch.zeros(0, *self.row_shape, dtype=self.dtype)
 
 
 class LatentStore:

@@ -387,7 +387,7 @@ def test_composed_objectives_train_with_a_teacher_and_log_each_term(tmp_path, ti
                        {"name": "distillation", "weight": 0.5, "options": {"queue_size": 16}}]}))
     result = CliRunner().invoke(cli, ["train", str(recipe)])
     assert result.exit_code == 0, result.output
-    assert "teacher/train: cached 24 latents" in result.output
+    assert "teacher/train: cached 24 new latents" in result.output
     rows_ = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
     last = rows_[-1]
     assert {"loss/infonce", "loss/siglip", "loss/distillation", "temperature", "siglip_temperature",

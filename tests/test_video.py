@@ -182,7 +182,7 @@ def test_fuse_train_aligns_video_with_text_and_exports(tmp_path, tiny_text_model
     }
     result = CliRunner().invoke(cli, ["train", str(write_recipe(tmp_path / "r.yaml", recipe))])
     assert result.exit_code == 0, result.output
-    assert "video/train: cached 16 latents" in result.output
+    assert "video/train: cached 16 new latents" in result.output
     run = tmp_path / "run"
     assert set(json.loads((run / "eval.json").read_text())) >= {"before", "after"}
     config = json.loads((run / "export" / "fuse_model.json").read_text())
