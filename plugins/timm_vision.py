@@ -14,6 +14,8 @@ Folding changes latents in the last bits, so it is part of `preprocessing_signat
 
 from __future__ import annotations
 
+import contextlib
+
 import copy
 from pathlib import Path
 from typing import Any, Literal
@@ -47,7 +49,9 @@ class TimmEncoder(fuse.Encoder):
         pretrained = options.pretrained and options.checkpoint is None and not random_init
         kwargs = dict(options.model_kwargs)  # ViTs at another size also need model_kwargs: {img_size: N}
         try:
-            with torch.random.fork_rng():   # a seeded random init leaves the global RNG as it was
+            # A seeded random init leaves the global RNG as it was; otherwise building draws from it as
+            # it always did (so runs, and the heads initialised after it, keep their numbers).
+            with torch.random.fork_rng() if random_init else contextlib.nullcontext():
                 if random_init:
                     torch.manual_seed(options.init_seed)
                 self.model = timm.create_model(options.model, pretrained=pretrained, num_classes=0, **kwargs)

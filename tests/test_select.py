@@ -20,7 +20,8 @@ def _candidates(tmp_path: Path, text_model: Path, **extra) -> Path:
     path = tmp_path / "candidates.yaml"
     path.write_text(yaml.safe_dump({
         "candidates": {
-            "image": [{"label": "effnet", "name": "timm", "options": {"model": "test_efficientnet", "pretrained": False}},
+            "image": [{"label": "effnet", "name": "timm",
+                       "options": {"model": "test_efficientnet", "pretrained": False, "init_seed": 0}},
                       {"label": "effnet-seed1", "name": "timm",
                        "options": {"model": "test_efficientnet", "pretrained": False, "init_seed": 1}}],
             "text": [{"label": "bert", "name": "hf-text", "options": {"model": str(text_model)}},
@@ -52,7 +53,7 @@ def test_select_ranks_every_cross_modal_pair_and_writes_json_heatmap_and_a_recip
     # the score is linear CKA of the candidates' own latents, by the feature-space formula
     row = next(r for r in rows if r["candidates"] == ["effnet", "bert"])
     latents = {}
-    for m, name, opts in (("image", "timm", {"model": "test_efficientnet", "pretrained": False}),
+    for m, name, opts in (("image", "timm", {"model": "test_efficientnet", "pretrained": False, "init_seed": 0}),
                           ("text", "hf-text", {"model": str(tiny_text_model)})):
         enc = resolve_spec("encoder", name, opts).build()
         lines = [json.loads(line) for line in shapes_data["train"].read_text().splitlines()]
