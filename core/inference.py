@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import DataError, FuseError, decode_utf8
+from .manifest import jsonl_records
 from .inputs import input_kind
 
 LIST_SUFFIXES = (".txt", ".lst")  # a file-kind INPUT with one of these suffixes lists paths, one per line
@@ -183,15 +184,7 @@ def manifest_values(path: Path, modality: str, kind_name: str) -> list[str]:
     kind = input_kind(kind_name)
     values: dict[str, None] = {}
     fields: dict[str, None] = {}
-    for line_no, line in enumerate(decode_utf8(path.read_bytes(), path, DataError).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg}). Each line must be one JSON object.") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}.")
+    for line_no, record in jsonl_records(path):
         fields.update(dict.fromkeys(record))
         items = record.get(modality, [])
         for v in items if isinstance(items, list) else [items]:

@@ -86,6 +86,23 @@ class PairCollector:
                           digest, self.n_records)
 
 
+
+def jsonl_records(path: Path, raw: bytes | None = None):
+    """(line number, record) for each non-blank line of a JSONL file; a line that is not one JSON
+    object is a DataError naming ``path:line``. The one reader of every manifest fuse takes."""
+    for line_no, line in enumerate(decode_utf8(path.read_bytes() if raw is None else raw, path, DataError)
+                                   .splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg}). Each line must be one JSON object.") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}.")
+        yield line_no, record
+
+
 def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: tuple[str, ...] = (),
                check_files: bool = True) -> PairedData:
     """Read a manifest; ``file_modalities`` are the modalities whose values are file paths."""
@@ -97,16 +114,8 @@ def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: t
     collector = PairCollector(modalities)
     lacking = 0
     seen_fields: dict[str, None] = {}
-    for line_no, line in enumerate(decode_utf8(raw, path, DataError).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for line_no, record in jsonl_records(path, raw):
         where = f"{path}:{line_no}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg}). Each line must be one JSON object.") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}.")
         seen_fields.update(dict.fromkeys(record))
         if any(m not in record for m in modalities):
             lacking += 1

@@ -16,22 +16,15 @@ import tarfile
 from pathlib import Path
 
 from .atomic import atomic_path
-from .errors import DataError, decode_utf8
+from .errors import DataError
+from .manifest import jsonl_records
 
 
 def _records(manifest: Path) -> list[dict]:
     if not manifest.is_file():
         raise DataError(f"Manifest not found: {manifest}. Build it first (e.g. fuse data build emoji).")
     records = []
-    for line_no, line in enumerate(decode_utf8(manifest.read_bytes(), manifest, DataError).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{manifest}:{line_no}: not valid JSON ({exc.msg}).") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{manifest}:{line_no}: expected a JSON object, got {type(record).__name__}.")
+    for _, record in jsonl_records(manifest):
         records.append(record)
     if not records:
         raise DataError(f"Manifest is empty: {manifest}; nothing to pack.")

@@ -45,7 +45,7 @@ class HFTextEncoder(fuse.Encoder):
                 self.model = AutoModel.from_config(fuse.load_hf(AutoConfig, src, options.revision))
         fuse.truncate_layers(self.model, options.num_layers)
         if options.gradient_checkpointing:
-            enable_hf_checkpointing(self.model, options.model)
+            fuse.enable_hf_checkpointing(self.model, options.model)
         cfg = self.model.config
         self.info = fuse.EncoderInfo(modality="text", input="text", dim=cfg.hidden_size, source=options.model,
                                 license=str(getattr(cfg, "license", "") or ""))
@@ -78,18 +78,6 @@ class HFTextEncoder(fuse.Encoder):
         # The saved config already has the truncated depth.
         return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None,
                 "gradient_checkpointing": False, "init_seed": None}
-
-
-def enable_hf_checkpointing(model, name: str) -> None:
-    """transformers' gradient checkpointing, non-reentrant (the RNG state is replayed, so dropout
-    masks match, and layers whose inputs need no gradient still train)."""
-    if not getattr(model, "supports_gradient_checkpointing", False):
-        raise fuse.RecipeError(f"gradient_checkpointing: {name} ({type(model).__name__}) does not support "
-                               "gradient checkpointing in transformers; remove the option.")
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x renamed it
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 @fuse.hookimpl

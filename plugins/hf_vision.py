@@ -37,13 +37,7 @@ class HFVisionEncoder(fuse.Encoder):
         self.model = getattr(model, "vision_model", model)
         fuse.truncate_layers(self.model, options.num_layers)
         if options.gradient_checkpointing:  # on the full model: a CLIP vision tower is not a PreTrainedModel
-            if not getattr(model, "supports_gradient_checkpointing", False):
-                raise fuse.RecipeError(f"gradient_checkpointing: {options.model} ({type(model).__name__}) does not "
-                                       "support gradient checkpointing in transformers; remove the option.")
-            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x renamed it
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            fuse.enable_hf_checkpointing(model, options.model)
         cfg = getattr(self.model, "config", model.config)
         size = getattr(cfg, "image_size", None)
         self.info = fuse.EncoderInfo(modality="image", input="image", dim=cfg.hidden_size, source=options.model,

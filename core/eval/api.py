@@ -6,15 +6,14 @@ both towers' latents have the same size, the raw encoder latents compared direct
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError, FuseError, decode_utf8
+from ..errors import DataError, FuseError
 from ..inputs import input_kind
-from ..manifest import load_pairs
+from ..manifest import jsonl_records, load_pairs
 from ..screening import drop_bad_media
 from .retrieval import evaluate_retrieval, ranks_of_best_positive
 from .zeroshot import class_embeddings, load_templates, true_class_ranks, zeroshot_metrics
@@ -86,13 +85,7 @@ def read_classification_manifest(path: str | Path, modality: str, label_field: s
     if not path.exists():
         raise DataError(f"Manifest not found: {path}")
     values, labels = [], []
-    for n, line in enumerate(decode_utf8(path.read_bytes(), path, DataError).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{n}: not valid JSON ({exc.msg}).") from None
+    for n, record in jsonl_records(path):
         for field in (modality, label_field):
             if field not in record:
                 raise DataError(f"{path}:{n}: record has no '{field}' field (fields: {', '.join(record)}).")
