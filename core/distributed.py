@@ -6,6 +6,8 @@ process every helper is a no-op, so the training loop reads the same either way.
 
 from __future__ import annotations
 
+import gc
+
 import os
 
 import torch
@@ -49,6 +51,8 @@ def setup(device: torch.device) -> torch.device:
 def cleanup() -> None:
     """Leave the process group at the end of a run (no-op on one process)."""
     if is_distributed():
+        dist.barrier()  # every rank's collectives are done before the group goes
+        gc.collect()    # DDP reducers still referencing the group go first (see train's cleanup)
         dist.destroy_process_group()
 
 

@@ -308,6 +308,10 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
         print(f"run dir: {run_dir}  (metrics.jsonl, metrics.png, eval.json, checkpoints/, export/)")
 
     # ------------------------------------------------------------------ cleanup
+    # The DDP reducer holds the process group: let it go while the group still lives. Freed after
+    # destroy_process_group, the group's destructor joins gloo's worker threads with the GIL held
+    # while a worker may need the GIL to free a finished collective's tensors (a hang at exit).
+    del trainer, backward
     distributed.cleanup()
     return run_dir
 
