@@ -8,25 +8,17 @@ does not read its weights twice. ``verify_files(path, files, full=True)`` hashes
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from .atomic import file_sha256
 from .errors import ModelFileError
 
 HASH_LIMIT = 64 * 2**20
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def record_files(root: Path, skip: tuple[str, ...]) -> dict[str, dict]:
     """{relative posix path: {"size", "sha256"}} of every file under ``root`` but the ``skip`` names."""
-    return {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": sha256(p)}
+    return {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)}
             for p in sorted(root.rglob("*")) if p.is_file() and p.relative_to(root).as_posix() not in skip}
 
 
@@ -42,6 +34,6 @@ def verify_files(root: Path, files: dict[str, dict], full: bool = False) -> None
         if size != rec["size"]:
             raise ModelFileError(f"{path} is {size} bytes but was exported as {rec['size']}: the file is truncated "
                                  "or was replaced; copy the whole folder again or re-export.")
-        if (full or size <= HASH_LIMIT) and sha256(path) != rec["sha256"]:
+        if (full or size <= HASH_LIMIT) and file_sha256(path) != rec["sha256"]:
             raise ModelFileError(f"{path} does not match its sha256 in fuse_model.json: the file was changed after "
                                  "export; copy the whole folder again or re-export.")

@@ -202,8 +202,7 @@ def update_index(model, modality: str, values: list[str], folder: Path, rebuild:
         bar = tqdm(total=len(todo), desc=f"{desc} {modality}", unit="item", disable=not progress or not todo)
         for start in range(0, len(todo), shard_rows):
             chunk = todo[start:start + shard_rows]
-            emb = embed_values(model, modality, [v for v, _ in chunk], batch_size, cache_dir,
-                               label=f"{modality} index", progress=progress)
+            emb = embed_values(model, modality, [v for v, _ in chunk], batch_size, cache_dir, progress=progress)
             name = f"shard-{next_shard:05d}.safetensors"
             save_tensors({"embeddings": emb.contiguous()}, folder / name)
             shards[name] = {"rows": len(chunk), "sha256": tensors_hash({"embeddings": emb.contiguous()})}

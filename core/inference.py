@@ -80,7 +80,7 @@ def model_fingerprint(model) -> str:
 
 
 def embed_values(model, modality: str, values: list, batch_size: int = 32, cache_dir: Path | None = None,
-                 num_workers: int = 0, label: str = "", progress: bool = False) -> torch.Tensor:
+                 num_workers: int = 0, progress: bool = False) -> torch.Tensor:
     """Embeddings [N, D] on the CPU. With ``cache_dir`` and values that are all paths or text, the
     encoder's latents come from (and go to) the latent cache training uses, keyed by its weights
     and preprocessing, so inputs a run already encoded are not encoded again."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import save_tensors, write_text
+from .atomic import file_sha256, save_tensors, write_text
 from .errors import DataError
 from .latents import Tokens
 
@@ -36,15 +36,6 @@ _NUMPY = {"F32": np.float32, "F16": np.float16, "BOOL": np.bool_}
 def value_key(identity: str) -> str:
     """The key a value's row is stored under: a digest of its identity (fixed length, no paths kept)."""
     return hashlib.blake2b(identity.encode(), digest_size=12).hexdigest()
-
-
-def file_hash(path: Path) -> str:
-    """sha256 of a file, read in chunks (not mapped, so checking a shard adds nothing to our RSS)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def mapped_tensors(path: Path) -> dict[str, np.ndarray]:
@@ -160,7 +151,7 @@ class LatentStore:
         save_tensors(tensors, file)
         values = tensors["latents"]
         record = {"keys": keys, "bytes": file.stat().st_size, "shape": list(values.shape),
-                  "dtype": str(values.dtype).replace("torch.", ""), "sha256": file_hash(file),
+                  "dtype": str(values.dtype).replace("torch.", ""), "sha256": file_sha256(file),
                   "finite": bool(torch.isfinite(values).all())}
         write_text(self.folder / f"{name}.json", json.dumps(record))
         _VERIFIED.add((str(file), record["bytes"], file.stat().st_mtime_ns))  # hashed just now
@@ -198,7 +189,7 @@ class LatentStore:
             return f"{file.name} is {size} bytes, not {record['bytes']} (truncated)"
         stamp = (str(file), size, file.stat().st_mtime_ns)
         if verify_hash and stamp not in _VERIFIED:
-            if file_hash(file) != record["sha256"]:
+            if file_sha256(file) != record["sha256"]:
                 return f"{file.name} does not match its recorded hash"
             _VERIFIED.add(stamp)
         return None
