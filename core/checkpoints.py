@@ -15,6 +15,7 @@ from torch import nn
 
 from .atomic import copy_file, save_tensors
 from .errors import ModelFileError
+from .sharding import full, local_state
 
 HASH_KEY = "fuse_sha256"
 
@@ -34,11 +35,16 @@ def _frozen_prefixes(step_module: nn.Module) -> tuple[str, ...]:
     return tuple(f"model.encoders.{m}." for m in step_module.frozen)
 
 
-def save_weights(step_module: nn.Module, path: Path) -> None:
-    """Trainable weights only (heads, objectives, unfrozen encoders), as safetensors with their hash."""
+def trainable_state(step_module: nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable weights only (heads, objectives, unfrozen encoders), whole, on the CPU. Under FSDP
+    the sharded ones are gathered from every rank: then every rank must call it (``fuse.sharding``)."""
     frozen = _frozen_prefixes(step_module)
-    state = {k: v.detach().cpu().contiguous() for k, v in step_module.state_dict().items()
-             if not k.startswith(frozen)}
+    return {k: full(v).detach().cpu().contiguous() for k, v in step_module.state_dict().items()
+            if not k.startswith(frozen)}
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """A ``trainable_state`` as safetensors with its content hash, written atomically."""
     save_tensors(state, path, metadata={HASH_KEY: tensors_hash(state)})
 
 
@@ -61,7 +67,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 def load_weights(step_module: nn.Module, path: Path) -> None:
     """Trainable weights saved by ``save_weights`` (hash verified); a file from another recipe is an error."""
-    result = step_module.load_state_dict(read_checkpoint(path), strict=False)
+    result = step_module.load_state_dict(local_state(step_module, read_checkpoint(path)), strict=False)
     frozen = _frozen_prefixes(step_module)
     missing = [k for k in result.missing_keys if not k.startswith(frozen)]
     if result.unexpected_keys or missing:

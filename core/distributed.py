@@ -76,9 +76,12 @@ def average_grads(params: list[torch.Tensor]) -> None:
     """Average the accumulated gradients over ranks in one all-reduce (DDP's sync, done once by hand).
 
     Parameters without a gradient keep none (as DDP leaves unused ones): every rank runs the
-    same model and objectives, so the same parameters have gradients everywhere.
+    same model and objectives, so the same parameters have gradients everywhere. FSDP-sharded
+    parameters are skipped: their gradients were reduce-scattered in backward.
     """
-    params = [p for p in params if p.grad is not None]
+    from .sharding import is_sharded
+
+    params = [p for p in params if p.grad is not None and not is_sharded(p.grad)]  # FSDP reduces its own
     if not is_distributed() or not params:
         return
     grads = [p.grad for p in params]

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from . import distributed
+from .sharding import is_sharded, total_norm
 
 
 class NonFiniteGuard:
@@ -32,7 +33,10 @@ class NonFiniteGuard:
         names = [f"loss term '{k}'" for k in terms] + ["the total loss"]
         grads = [p.grad for p in params if p.grad is not None]
         if self.check_grads and grads:
-            flags.append(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+            if any(is_sharded(g) for g in grads):  # FSDP: the norm over every rank's shards
+                flags.append(torch.isfinite(total_norm(grads)))
+            else:
+                flags.append(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
             names.append("the gradients")
         each = torch.stack(flags)
         ok = each.all()

@@ -91,25 +91,29 @@ class Backward:
     (``scale`` = 1 / grad_accum; ``last`` marks the one whose backward synchronises ranks).
     """
 
-    def __init__(self, step_module: nn.Module, trainer: nn.Module, precision, chunk_size: int | None):
+    def __init__(self, step_module: nn.Module, trainer: nn.Module, precision, chunk_size: int | None,
+                 sharded: list[nn.Module] = ()):
         self.step_module, self.trainer, self.precision = step_module, trainer, precision
         self.chunk_size = chunk_size
         self.online = {m for p in step_module.pairs for m in p.modalities if m not in step_module.frozen}
         self.chunked = chunk_size is not None and bool(self.online)
+        self.sharded = list(sharded)  # FSDP encoders (train.fsdp): they reduce-scatter their own gradients
         self.params = [p for p in step_module.parameters() if p.requires_grad]
 
     def __call__(self, batches: dict, scale: float, last: bool = True):
+        for encoder in self.sharded:  # FSDP's no_sync: reduce-scatter only in the step's last micro-batch
+            encoder.set_requires_gradient_sync(last)
         if self.chunked:
             loss, terms = self.chunked_backward(batches, scale)
-            if last:
-                distributed.average_grads(self.params)
-            return loss, terms
-        # DDP reduces gradients during backward: only the last micro-batch of a step needs to.
-        sync = contextlib.nullcontext() if last or not hasattr(self.trainer, "no_sync") else self.trainer.no_sync()
-        with sync:
-            with self.precision.autocast():
-                loss, terms = self.trainer(batches)
-            self.precision.backward(loss * scale)
+        else:
+            # DDP reduces gradients during backward: only the last micro-batch of a step needs to.
+            sync = contextlib.nullcontext() if last or not hasattr(self.trainer, "no_sync") else self.trainer.no_sync()
+            with sync:
+                with self.precision.autocast():
+                    loss, terms = self.trainer(batches)
+                self.precision.backward(loss * scale)
+        if last and (self.chunked or self.sharded):  # no DDP: the replicated parameters' gradients, averaged once
+            distributed.average_grads(self.params)
         return loss, terms
 
     def chunked_backward(self, batches: dict, scale: float):

@@ -12,6 +12,8 @@ import contextlib
 
 import torch
 
+from .sharding import clip_grad_norm, is_sharded, total_norm
+
 
 class Precision:
     """The run's numeric precision: autocast, loss scaling and the optimiser step, in one object the loop calls."""
@@ -41,10 +43,16 @@ class Precision:
         if self.scaler:
             self.scaler.unscale_(optimizer)
         total = None
-        if grad_clip:
+        grads = [p.grad for p in params if p.grad is not None]
+        if any(is_sharded(g) for g in grads):  # FSDP: torch's helpers refuse sharded and plain in one call
+            if grad_clip:
+                total = clip_grad_norm(params, grad_clip)
+            elif norm:
+                total = total_norm(grads)
+        elif grad_clip:
             total = torch.nn.utils.clip_grad_norm_(params, grad_clip)
         elif norm:
-            total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            total = torch.nn.utils.get_total_norm(grads)
         if self.scaler:
             self.scaler.step(optimizer)
             self.scaler.update()

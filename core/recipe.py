@@ -141,6 +141,9 @@ class TrainSpec(Strict):
     # GradCache: online encoders run this many rows (per process) at a time, the loss still sees
     # the whole batch_size (docs/large-batches.md). None: the whole batch at once.
     chunk_size: int | None = pydantic.Field(None, gt=0)
+    # FSDP2 under torchrun: each rank keeps 1/world of every unfrozen encoder's weights, gradients
+    # and AdamW moments (fuse.sharding, docs/scale.md). No effect on one process or frozen towers.
+    fsdp: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     log_every: int = pydantic.Field(10, gt=0)
     eval_every: int = pydantic.Field(1, gt=0)  # epochs
@@ -156,6 +159,13 @@ class TrainSpec(Strict):
     # skip_step (drop that step's update, count it in metrics.jsonl; one host sync per step).
     on_nonfinite: Literal["stop", "skip_step"] = "stop"
     export_on_failure: bool = True  # on stop, export the best good checkpoint to <output_dir>/export
+
+    @pydantic.model_validator(mode="after")
+    def _fsdp_precision(self):
+        if self.fsdp and self.precision == "fp16":
+            raise ValueError("train.fsdp with precision fp16: fp16's loss scaler cannot unscale FSDP-sharded "
+                             "gradients here; use precision bf16 (or fp32, or auto)")
+        return self
 
 
 class EvalSpec(Strict):

@@ -24,6 +24,7 @@ import yaml
 
 from .atomic import atomic_path
 from .errors import ModelFileError, RecipeError
+from .sharding import local_optimizer_state
 
 STATE_FILE = "state.pt"
 
@@ -70,15 +71,16 @@ def module_states(root: torch.nn.Module) -> dict[str, dict]:
 
 
 def save_state(ckpt_dir: Path, *, weights: Path, epoch: int, step: int, best: float, best_epoch: int | None,
-               optimizer, scheduler, precision, modules: torch.nn.Module) -> None:
+               optimizer_state: dict, scheduler, precision, modules: torch.nn.Module) -> None:
     """Write state.pt atomically once ``weights`` (already written) hold step ``step``: what the next
-    step depends on besides the weights. ``epoch`` counts the epochs completed. Step files that
-    state.pt no longer names are deleted afterwards."""
+    step depends on besides the weights. ``epoch`` counts the epochs completed; ``optimizer_state``
+    has whole tensors (``fuse.sharding.full_optimizer_state``). Step files that state.pt no longer
+    names are deleted afterwards."""
     # Test hook (tests/test_preemption.py): a pause here lets a kill -9 land between the two writes.
     time.sleep(float(os.environ.get("FUSE_TEST_PAUSE_BEFORE_STATE", "0")))
     state = {"epoch": epoch, "step": step, "weights_file": Path(weights).name, "best": best, "best_epoch": best_epoch,
              "modules": module_states(modules),
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
              "scaler": precision.scaler.state_dict() if precision.scaler else None,
              "rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -119,7 +121,7 @@ def restore(state: dict, optimizer, scheduler, precision, modules: torch.nn.Modu
         except ValueError as exc:
             raise ModelFileError(f"state.pt does not fit '{name}': {exc}. Resume with the recipe the run "
                                  "was started with.") from None
-    optimizer.load_state_dict(state["optimizer"])
+    optimizer.load_state_dict(local_optimizer_state(optimizer, state["optimizer"]))  # FSDP: this rank's shards
     scheduler.load_state_dict(state["scheduler"])
     if precision.scaler and state["scaler"]:
         precision.scaler.load_state_dict(state["scaler"])

@@ -25,7 +25,8 @@ from torch import nn
 from . import distributed
 from .batches import PairStream, first_micro_step
 from .cache import cached_latents, encode_values
-from .checkpoints import epoch_file, keep_best, load_weights, prune_checkpoints, save_weights, step_file
+from .checkpoints import (epoch_file, keep_best, load_weights, prune_checkpoints, save_weights, step_file,
+                          trainable_state)
 from .store import LatentTable
 from .data import describe, load_data
 from .datasets import default_cache_root
@@ -47,6 +48,7 @@ from .preempt import Preempted, Preemption
 from .recipe import Recipe
 from .resume import restore, save_state
 from .rundir import open_run_dir
+from .sharding import full_optimizer_state, shard_encoders, unshard_encoders
 from .step import TrainStep
 
 
@@ -155,6 +157,22 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
     per_epoch = steps_per_epoch(plan, streams)
     total_steps = recipe.train.max_steps or per_epoch * recipe.train.epochs
     epochs = math.ceil(total_steps / per_epoch)
+    # GradCache and FSDP steps average the replicated parameters' gradients once by hand (fuse.gradcache);
+    # plain ones use DDP. train.fsdp shards unfrozen encoders before the optimiser sees their parameters.
+    chunked = recipe.train.chunk_size is not None and bool(online)
+    sharded = recipe.train.fsdp and bool(online) and world > 1
+    if chunked or sharded:
+        distributed.broadcast_params(step_module)
+    if sharded:
+        for m, units in shard_encoders(online).items():
+            mine = sum(p.to_local().numel() for p in online[m].parameters())
+            total = sum(p.numel() for p in online[m].parameters())
+            print(f"{m} encoder: fully sharded (FSDP) over {world} ranks, {units} blocks + the rest as units; "
+                  f"this rank holds {mine / 1e6:.2f}M of its {total / 1e6:.2f}M parameters")
+    elif recipe.train.fsdp:
+        print("train.fsdp has no effect: " + ("every tower is frozen" if not online else
+                                              "one process (launch with torchrun to shard encoders)"))
+    gathers = main or sharded  # ranks that evaluate and gather whole weights (all of them under FSDP)
     trainable = [model.heads, objectives] + ([model.fusion] if model.fusion is not None else [])
     groups = param_groups({"heads": trainable, "encoders": list(online.values())},
                           recipe.optim.lr, recipe.optim.encoder_lr or recipe.optim.lr / 10,
@@ -162,12 +180,9 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
     optimizer = make_optimizer(groups, recipe.optim.betas, recipe.optim.eps)
     scheduler = warmup_cosine(optimizer, recipe.schedule.warmup_steps, total_steps, recipe.schedule.min_lr_ratio)
     precision = Precision(recipe.train.precision, device)
-    # GradCache steps run their own backward passes and average gradients once (fuse.gradcache); plain ones use DDP.
-    chunked = recipe.train.chunk_size is not None and bool(online)
-    if chunked:
-        distributed.broadcast_params(step_module)
-    trainer = step_module if chunked else distributed.wrap(step_module, device)
-    backward = Backward(step_module, trainer, precision, recipe.train.chunk_size)
+    trainer = step_module if chunked or sharded else distributed.wrap(step_module, device)
+    backward = Backward(step_module, trainer, precision, recipe.train.chunk_size,
+                        list(online.values()) if sharded else [])
     params = [p for g in groups for p in g["params"]]
     guard = NonFiniteGuard(recipe.train.on_nonfinite, device, check_grads=precision.scaler is None)
     log = MetricsLog(run_dir / "metrics.jsonl", state["step"] if state else None) if main else None
@@ -187,9 +202,9 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
                               recipe.data.encode_batch_size)
 
     results: dict[str, dict] = {}
-    if "val" in splits and main:
+    if "val" in splits and gathers:
         results["before"] = validate()
-        if state is None:
+        if main and state is None:
             log.write({"kind": "val", "step": 0, "epoch": 0, **results["before"]})
 
     step, best, best_epoch, start_epoch = 0, -math.inf, None, 1
@@ -200,6 +215,16 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
         done = step - state["epoch"] * per_epoch  # steps of start_epoch already taken (a mid-epoch checkpoint)
         print(f"resuming after epoch {state['epoch']} (step {step}) from {state['weights']}" if not done else
               f"resuming at step {step} ({done} of {per_epoch} steps into epoch {start_epoch}) from {state['weights']}")
+
+    def checkpoint(weights_file: Path, epochs_done: int, weights_written: bool = False) -> None:
+        """Weights (unless written already) and state.pt after ``step``; every rank calls it (FSDP gathers)."""
+        weights = trainable_state(step_module) if gathers and not weights_written else None
+        optimizer_state = full_optimizer_state(optimizer) if gathers else None
+        if main:
+            if not weights_written:
+                save_weights(weights, weights_file)
+            save_state(ckpt_dir, weights=weights_file, epoch=epochs_done, step=step, best=best, best_epoch=best_epoch,
+                       optimizer_state=optimizer_state, scheduler=scheduler, precision=precision, modules=step_module)
 
     # ------------------------------------------------------------------ train
     from tqdm.auto import tqdm
@@ -228,7 +253,7 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
                 optimizer.zero_grad(set_to_none=True)
                 grad_norm = None
             else:  # the gradient norm only when clipping or logging: a tensor or None
-                grad_norm = precision.step(optimizer, params, recipe.optim.grad_clip, norm=main and log_step)
+                grad_norm = precision.step(optimizer, params, recipe.optim.grad_clip, norm=gathers and log_step)
             scheduler.step()
             step += 1
             bar.update(1)
@@ -252,11 +277,7 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
             if (stop or (every and step % every == 0)) and step % per_epoch:  # an epoch's end checkpoints below
                 if guard.failure():
                     break  # a non-finite step never reaches a checkpoint
-                if main:
-                    save_weights(step_module, step_file(ckpt_dir, step))
-                    save_state(ckpt_dir, weights=step_file(ckpt_dir, step), epoch=epoch - 1, step=step, best=best,
-                               best_epoch=best_epoch, optimizer=optimizer, scheduler=scheduler, precision=precision,
-                               modules=step_module)
+                checkpoint(step_file(ckpt_dir, step), epoch - 1)
                 if stop:
                     bar.close()
                     distributed.barrier()  # rank 0 has written the checkpoint
@@ -265,12 +286,16 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
         failed = guard.failure()
         if failed:
             bar.close()
+            if sharded:  # rank 0 rolls back and exports whole encoders
+                unshard_encoders(model.encoders, list(online), lambda m: plan.towers[m].encoder.build(), keep=main)
             stop_diverged(failed, recipe, recipe_path, run_dir, step_module, model, log, trained, main)
-        # Evaluate, checkpoint, keep the best by the recipe's metric.
+        # Evaluate, checkpoint, keep the best by the recipe's metric (under FSDP every rank evaluates).
+        weights = trainable_state(step_module) if gathers else None
+        due = "val" in splits and (epoch % recipe.train.eval_every == 0 or step >= total_steps)
+        metrics = validate() if due and gathers else None
         if main:
-            save_weights(step_module, epoch_file(ckpt_dir, epoch))
-            if "val" in splits and (epoch % recipe.train.eval_every == 0 or step >= total_steps):
-                metrics = validate()
+            save_weights(weights, epoch_file(ckpt_dir, epoch))
+            if metrics is not None:
                 log.write({"kind": "val", "step": step, "epoch": epoch, **metrics})
                 if recipe.train.best_metric not in metrics:
                     raise RecipeError(f"train.best_metric: '{recipe.train.best_metric}' is not a val metric; "
@@ -278,9 +303,8 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
                 if score(recipe.train.best_metric, metrics[recipe.train.best_metric]) > best:
                     best, best_epoch = score(recipe.train.best_metric, metrics[recipe.train.best_metric]), epoch
                     keep_best(ckpt_dir, epoch)
-            save_state(ckpt_dir, weights=epoch_file(ckpt_dir, epoch), epoch=epoch, step=step, best=best,
-                       best_epoch=best_epoch, optimizer=optimizer, scheduler=scheduler, precision=precision,
-                       modules=step_module)
+        checkpoint(epoch_file(ckpt_dir, epoch), epoch, weights_written=True)
+        if main:
             prune_checkpoints(ckpt_dir, recipe.train.keep_checkpoints)
         if step >= total_steps:
             break
@@ -291,6 +315,8 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
     bar.close()
 
     # ------------------------------------------------------------------ save
+    if sharded:  # whole encoders on rank 0 for the final evaluation and the export
+        unshard_encoders(model.encoders, list(online), lambda m: plan.towers[m].encoder.build(), keep=main)
     if main:
         if best_epoch is not None:
             load_weights(step_module, ckpt_dir / "best.safetensors")

@@ -62,7 +62,7 @@ def tiny_text_model(tmp_path_factory) -> Path:
     return make_tiny_text_model(tmp_path_factory.mktemp("tiny-bert"))
 
 
-def make_tiny_text_model(d: Path) -> Path:
+def make_tiny_text_model(d: Path, dropout: float = 0.1) -> Path:
     """A 2-layer BERT with a word-level vocabulary, saved as a local HF directory."""
     from transformers import BertConfig, BertModel, BertTokenizer
 
@@ -71,7 +71,8 @@ def make_tiny_text_model(d: Path) -> Path:
     tok = BertTokenizer(vocab={w: i for i, w in enumerate(words)})
     tok.save_pretrained(str(d))
     cfg = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
+                     intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                     attention_probs_dropout_prob=dropout)
     import torch
 
     torch.manual_seed(0)

@@ -74,6 +74,7 @@ ROWS = [
     Row("modalities.image.encoder.name=dinov3", R + ["modalities.image.encoder.name=dinov3"],
         "Unknown encoder 'dinov3'"),
     Row("trainable without frozen: false", R + ["modalities.image.encoder.trainable=[x]"], "it needs frozen: false"),
+    Row("train.fsdp with fp16", R + ["train.fsdp=true", "train.precision=fp16"], "use precision bf16"),
     # -- recipe and manifest files
     Row("recipe file missing", ["train", "{tmp}/missing.yaml"], "Recipe file not found"),
     Row("recipe with a non-UTF-8 byte", ["train", "{bad_utf8_recipe}"], "line 2, byte offset 24: byte 0xff is not UTF-8"),
@@ -85,6 +86,9 @@ ROWS = [
         "run dir: recipe.yaml only"),
     Row("data.train names a missing file", R + ["data.train={tmp}/missing.jsonl"], "not found",
         "run dir: recipe.yaml only"),
+    Row("tar shard with an image but no caption", R + ["data.train={lonely_shard}"],
+        "key lonely has image but no text", "run dir: recipe.yaml only"),
+    Row("truncated tar shard", R + ["data.train={cut_shard}"], "is truncated", "run dir: recipe.yaml only"),
     Row("eval --data with a non-UTF-8 byte", ["eval", "{export}", "--data", "{bad_utf8_manifest}"], "byte offset"),
     # -- model files
     Row("pkg:nosuch/x", R + ["modalities.text.encoder.options.model=pkg:nosuch/x"],
@@ -164,6 +168,13 @@ def world(tmp_path_factory, tiny_text_model, shapes_data):
     for f in pickle_dir.glob("*.safetensors"):
         f.unlink()
     torch.save({"w": torch.zeros(1)}, pickle_dir / "pytorch_model.bin")
+    png = next((shapes_data["train"].parent / "img").glob("train-*.png")).read_bytes()
+    members = {f"k{i}.{ext}": (png if ext == "png" else f"a red circle {i}".encode())
+               for i in range(4) for ext in ("png", "txt")}
+    _tar(tmp / "whole-000000.tar", members)
+    data = (tmp / "whole-000000.tar").read_bytes()
+    (tmp / "cut-000000.tar").write_bytes(data[:len(data) // 2])
+    _tar(tmp / "lonely-000000.tar", {**members, "lonely.png": png})
     fresh = tiny_recipe(tmp, tiny_text_model, shapes_data, **{"train.epochs": 1, "output_dir": str(tmp / "fresh")})
     write_recipe(tmp / "recipe.yaml", fresh)
     for name in ("bad_utf8.jsonl", "bad_json.jsonl"):  # relative image paths resolve beside the manifest
@@ -173,8 +184,21 @@ def world(tmp_path_factory, tiny_text_model, shapes_data):
               "bad_utf8_recipe": tmp / "bad_utf8_recipe.yaml", "bad_yaml": tmp / "bad_yaml.yaml",
               "list_recipe": tmp / "list_recipe.yaml", "pickle_dir": pickle_dir,
               "bad_utf8_manifest": shapes_data["train"].parent / "bad_utf8.jsonl",
-              "bad_json_manifest": shapes_data["train"].parent / "bad_json.jsonl"}
+              "bad_json_manifest": shapes_data["train"].parent / "bad_json.jsonl",
+              "lonely_shard": tmp / "lonely-000000.tar", "cut_shard": tmp / "cut-000000.tar"}
     return {k: str(v) for k, v in places.items()}
+
+
+def _tar(path: Path, members: dict[str, bytes]) -> None:
+    """A WebDataset-style shard holding ``members`` (name -> bytes)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
 
 
 def _state(tmp: Path) -> dict:
