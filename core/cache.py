@@ -29,6 +29,7 @@ from .atomic import locked
 from .errors import DataError
 from .inputs import input_kind, read_value
 from .latents import Tokens
+from .sharding import any_sharded
 from .store import STORE_FORMAT, LatentStore, LatentTable, value_key
 
 SHARD_ROWS = 65536
@@ -103,7 +104,8 @@ def encode_batches(encoder, values: list, device: torch.device, batches: list[li
                    desc: str | None = None, tokens: bool = False):
     """Yield the encoder's output for each index batch: float32 [B, D] on the CPU, or fp16 Tokens.
 
-    Encoding runs under ``torch.inference_mode`` (no autograd bookkeeping at all), with pinned
+    Encoding runs under ``torch.inference_mode`` (no autograd bookkeeping at all; ``no_grad`` for an
+    FSDP-sharded encoder), with pinned
     host batches and bf16 autocast on CUDA (see ``encode_autocast``; part of the identity)."""
     from tqdm.auto import tqdm
 
@@ -114,11 +116,14 @@ def encode_batches(encoder, values: list, device: torch.device, batches: list[li
                         collate_fn=encoder.preprocess, generator=torch.Generator(),
                         pin_memory=device.type == "cuda")
     dtype = encode_autocast(device)
+    # An FSDP-sharded encoder (train.fsdp, validated during training) reuses its all-gather buffers:
+    # made inside inference_mode they could not be written by a training step again.
+    no_grad = torch.no_grad if any_sharded(encoder) else torch.inference_mode
     was_training = encoder.training
     encoder.eval()
     try:
         for batch in tqdm(loader, desc=desc, disable=desc is None, unit="batch"):
-            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            with no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 if tokens:
                     values_, mask = encoder.forward_tokens(batch)

@@ -56,13 +56,16 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """DDP-wrap a module that has trainable parameters (no-op on one process)."""
+def wrap(module: torch.nn.Module, device: torch.device, find_unused: bool = False) -> torch.nn.Module:
+    """DDP-wrap a module that has trainable parameters (no-op on one process). ``find_unused``: some
+    trainable parameters may get no gradient (an unfrozen encoder's pooler that mean pooling skips);
+    DDP then looks for them after each forward instead of waiting for them forever."""
     if not is_distributed() or not any(p.requires_grad for p in module.parameters()):
         return module
     ids = [device.index] if device.type == "cuda" else None
     # Frozen encoders' buffers (BatchNorm statistics) are never updated: no need to broadcast them.
-    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False,
+                                                     find_unused_parameters=find_unused)
 
 
 def broadcast_params(module: torch.nn.Module) -> None:
@@ -149,29 +152,7 @@ def gather_all(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(x.contiguous()), dim=0)
 
 
-def all_reduce_mean(value: float, device: torch.device) -> float:
-    """The mean of a number over ranks (the number itself on one process)."""
-    if not is_distributed():
-        return value
-    t = torch.tensor([value], device=device, dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t.item()) / world_size()
-
-
 def barrier() -> None:
     """Wait for every rank (no-op on one process)."""
     if is_distributed():
         dist.barrier()
-
-
-class main_first:
-    """Context: rank 0 runs the block first (e.g. writes a cache), the others after it."""
-
-    def __enter__(self):
-        if is_distributed() and not is_main():
-            dist.barrier()
-
-    def __exit__(self, *exc):
-        if is_distributed() and is_main():
-            dist.barrier()
-        return False

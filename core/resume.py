@@ -71,14 +71,16 @@ def module_states(root: torch.nn.Module) -> dict[str, dict]:
 
 
 def save_state(ckpt_dir: Path, *, weights: Path, epoch: int, step: int, best: float, best_epoch: int | None,
-               optimizer_state: dict, scheduler, precision, modules: torch.nn.Module) -> None:
+               optimizer_state: dict, scheduler, precision, modules: torch.nn.Module, skipped_steps: int = 0) -> None:
     """Write state.pt atomically once ``weights`` (already written) hold step ``step``: what the next
     step depends on besides the weights. ``epoch`` counts the epochs completed; ``optimizer_state``
-    has whole tensors (``fuse.sharding.full_optimizer_state``). Step files that state.pt no longer
+    has whole tensors (``fuse.sharding.full_optimizer_state``); ``skipped_steps`` counts the steps
+    ``train.on_nonfinite: skip_step`` dropped so far. Step files that state.pt no longer
     names are deleted afterwards."""
     # Test hook (tests/test_preemption.py): a pause here lets a kill -9 land between the two writes.
     time.sleep(float(os.environ.get("FUSE_TEST_PAUSE_BEFORE_STATE", "0")))
     state = {"epoch": epoch, "step": step, "weights_file": Path(weights).name, "best": best, "best_epoch": best_epoch,
+             "skipped_steps": skipped_steps,
              "modules": module_states(modules),
              "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
              "scaler": precision.scaler.state_dict() if precision.scaler else None,

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .inputs import input_kind
+from .atomic import write_text
 from .cache import values_fingerprint
 from .errors import DataError
 from .manifest import PairedData
@@ -36,8 +37,7 @@ def find_bad_files(kind: str, paths: list[str], cache_dir: Path | None = None, l
         except DataError as exc:
             bad[path] = re.sub(r" \(or leave such files out.*\)", "", str(exc))
     if verdict is not None:
-        verdict.parent.mkdir(parents=True, exist_ok=True)
-        verdict.write_text(json.dumps(bad, indent=1))
+        write_text(verdict, json.dumps(bad, indent=1))  # atomic: under torchrun every rank screens at once
     return bad
 
 

@@ -107,9 +107,10 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
     ckpt_dir = run_dir / "checkpoints"
     state = open_run_dir(run_dir, recipe, resume, main)  # checks first: a refused resume writes nothing
     cache_dir = Path(recipe.data.cache_dir or default_cache_root()).expanduser()
-    with distributed.main_first():  # rank 0 builds datasets and screens files; the others then read
-        splits = load_data(plan, {m: t.input_kinds[0] for m, t in plan.towers.items()}, cache_dir,
-                           run_dir / "skipped_media.txt" if main else None)
+    # Every rank reads its data at once, none waiting in a collective (NCCL's timeout): a dataset build is
+    # locked (one rank builds, the others wait on the lock), screening verdicts and shard indexes are atomic.
+    splits = load_data(plan, {m: t.input_kinds[0] for m, t in plan.towers.items()}, cache_dir,
+                       run_dir / "skipped_media.txt" if main else None)
     print(describe(splits))
     model = model_from_plan(plan).to(device)
     names = model.modalities
@@ -180,7 +181,7 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
     optimizer = make_optimizer(groups, recipe.optim.betas, recipe.optim.eps)
     scheduler = warmup_cosine(optimizer, recipe.schedule.warmup_steps, total_steps, recipe.schedule.min_lr_ratio)
     precision = Precision(recipe.train.precision, device)
-    trainer = step_module if chunked or sharded else distributed.wrap(step_module, device)
+    trainer = step_module if chunked or sharded else distributed.wrap(step_module, device, find_unused=bool(online))
     backward = Backward(step_module, trainer, precision, recipe.train.chunk_size,
                         list(online.values()) if sharded else [])
     params = [p for g in groups for p in g["params"]]
@@ -212,6 +213,7 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
         load_weights(step_module, state["weights"])
         restore(state, optimizer, scheduler, precision, step_module)
         step, best, best_epoch, start_epoch = state["step"], state["best"], state["best_epoch"], state["epoch"] + 1
+        guard.skipped = state.get("skipped_steps", 0)  # state.pt files before this count was saved: 0
         done = step - state["epoch"] * per_epoch  # steps of start_epoch already taken (a mid-epoch checkpoint)
         print(f"resuming after epoch {state['epoch']} (step {step}) from {state['weights']}" if not done else
               f"resuming at step {step} ({done} of {per_epoch} steps into epoch {start_epoch}) from {state['weights']}")
@@ -224,7 +226,8 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
             if not weights_written:
                 save_weights(weights, weights_file)
             save_state(ckpt_dir, weights=weights_file, epoch=epochs_done, step=step, best=best, best_epoch=best_epoch,
-                       optimizer_state=optimizer_state, scheduler=scheduler, precision=precision, modules=step_module)
+                       optimizer_state=optimizer_state, scheduler=scheduler, precision=precision, modules=step_module,
+                       skipped_steps=guard.skipped)
 
     # ------------------------------------------------------------------ train
     from tqdm.auto import tqdm

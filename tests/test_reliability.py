@@ -223,6 +223,12 @@ def test_skip_step_drops_the_bad_update_and_counts_it(tmp_path, tiny_text_model,
     assert train_rows[1]["loss"] is None  # NaN is written as null: the file stays JSON
     for f in (tmp_path / "run" / "checkpoints").glob("*.safetensors"):
         assert all(torch.isfinite(t).all() for t in load_file(str(f)).values())
+    # The count is part of the resumable state: a resumed run keeps counting from it.
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "r.yaml"), "train.epochs=3", "train.on_nonfinite=skip_step",
+                                      "train.log_every=1", "--resume"])
+    assert result.exit_code == 0, result.output
+    train_rows = [r for r in _rows(tmp_path / "run") if r["kind"] == "train"]
+    assert [r["skipped_steps"] for r in train_rows] == [0, 1, 1, 1, 1, 1, 1, 1, 1]
 
 
 # ------------------------------------------------------------------ 5. resume guards

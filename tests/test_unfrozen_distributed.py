@@ -1,6 +1,7 @@
-"""train.fsdp: torchrun with 2 CPU processes (gloo) shards an unfrozen text encoder with FSDP2 and
-takes the same steps as one process on the global batch; checkpoints hold whole tensors, and a
-run resumed from one continues bit-identically (same rank layout)."""
+"""Unfrozen encoders under torchrun (2 CPU processes, gloo): with train.fsdp the text encoder is
+sharded with FSDP2, without it DDP holds it whole; either way the ranks take the same steps as
+one process on the global batch. FSDP checkpoints hold whole tensors, and a run resumed from
+one continues bit-identically (same rank layout)."""
 
 from __future__ import annotations
 
@@ -28,15 +29,16 @@ def _train(cmd, recipe, *extra):
 
 def _recipe(tmp_path, name, text_model, data, **extra):
     """An unfrozen BERT text tower (no dropout: ranks draw other masks than one process), grad clipping
-    (the norm spans sharded and replicated gradients) and a constant learning rate after warmup."""
-    common = {"train.batch_size": 8, "train.max_steps": 3, "data.val": None, "optim.weight_decay": 0.0,
+    (the norm spans sharded and replicated gradients), a constant learning rate after warmup, and
+    validation (every rank runs the sharded encoder, then rank 0 the whole one rebuilt for export)."""
+    common = {"train.batch_size": 8, "train.max_steps": 4, "optim.weight_decay": 0.0,
               "optim.grad_clip": 0.5, "optim.encoder_lr": 3e-3, "modalities.text.encoder.frozen": False,
               "schedule.min_lr_ratio": 1.0, "train.fsdp": True, **extra}
     return write_recipe(tmp_path / f"{name}.yaml", tiny_recipe(tmp_path / name, text_model, data, **common))
 
 
-def _weights(tmp_path, name):
-    files = sorted((tmp_path / name / "run" / "checkpoints").glob("epoch-*.safetensors"))
+def _weights(root: Path):
+    files = sorted((root / "run" / "checkpoints").glob("epoch-*.safetensors"))
     return load_file(str(files[-1]))
 
 
@@ -45,16 +47,28 @@ def still_bert(tmp_path_factory) -> Path:
     return make_tiny_text_model(tmp_path_factory.mktemp("still-bert"), dropout=0.0)
 
 
-@pytest.mark.parametrize("settings", [{}, {"train.grad_accum": 2, "train.chunk_size": 2}],
-                         ids=["plain", "accumulated-gradcache"])
-def test_fsdp_two_ranks_take_the_steps_of_one_process(tmp_path, still_bert, shapes_data, settings):
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory, still_bert, shapes_data) -> tuple[Path, str]:
+    """4 steps on 2 ranks with FSDP: its folder and rank 0's output (compared by both tests below)."""
+    tmp = tmp_path_factory.mktemp("fsdp")
+    return tmp / "two", _train(TORCHRUN, _recipe(tmp, "two", still_bert, shapes_data))
+
+
+@pytest.mark.parametrize("settings", [{}, {"train.grad_accum": 2, "train.chunk_size": 2}, {"train.fsdp": False}],
+                         ids=["fsdp", "fsdp-accumulated-gradcache", "ddp"])
+def test_two_ranks_take_the_steps_of_one_process(tmp_path, still_bert, shapes_data, fsdp_run, settings):
     """With grad_accum, FSDP reduce-scatters only in a step's last micro-batch; GradCache runs several
-    backward passes through the sharded encoder per micro-batch."""
+    backward passes through the sharded encoder per micro-batch. Without FSDP, DDP must cope with
+    BERT's pooler, which mean pooling leaves without a gradient."""
     one = _train([sys.executable], _recipe(tmp_path, "one", still_bert, shapes_data, **settings))
-    assert "train.fsdp has no effect: one process" in one
-    two = _train(TORCHRUN, _recipe(tmp_path, "two", still_bert, shapes_data, **settings))
-    assert two.count("text encoder: fully sharded (FSDP) over 2 ranks, 2 blocks") == 1  # only rank 0 prints
-    a, b = _weights(tmp_path, "one"), _weights(tmp_path, "two")
+    if settings:
+        two_dir, two = tmp_path / "two", _train(TORCHRUN, _recipe(tmp_path, "two", still_bert, shapes_data, **settings))
+    else:
+        two_dir, two = fsdp_run
+    if settings.get("train.fsdp", True):
+        assert "train.fsdp has no effect: one process" in one
+        assert two.count("text encoder: fully sharded (FSDP) over 2 ranks, 2 blocks") == 1  # only rank 0 prints
+    a, b = _weights(tmp_path / "one"), _weights(two_dir)
     assert a.keys() == b.keys() and any(k.startswith("model.encoders.text.") for k in a)
     assert all(a[k].shape == b[k].shape for k in a)  # whole tensors in the checkpoint, not one rank's shard
     start = load_file(str(still_bert / "model.safetensors"))
@@ -65,21 +79,21 @@ def test_fsdp_two_ranks_take_the_steps_of_one_process(tmp_path, still_bert, shap
     # summation order, so compare the bulk exactly and bound the rest by the steps' size.
     diff = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
     print(f"max {diff.max():.2e}, share equal {(diff < 1e-6).float().mean():.4f}")
-    assert (diff < 1e-6).float().mean() > 0.99 and diff.max() <= 3 * 2 * 3e-3
-    # The export holds the plain (whole) encoder that rank 0 rebuilt after training.
-    exported = load_file(str(tmp_path / "two" / "run" / "export" / "text" / "encoder" / "model.safetensors"))
+    assert (diff < 1e-6).float().mean() > 0.99 and diff.max() <= 4 * 2 * 3e-3
+    # The export holds the plain (whole) encoder that rank 0 rebuilt after training, with the best epoch's weights.
+    exported = load_file(str(two_dir / "run" / "export" / "text" / "encoder" / "model.safetensors"))
+    best = load_file(str(two_dir / "run" / "checkpoints" / "best.safetensors"))
     for k, v in exported.items():
-        assert torch.equal(v, b[f"model.encoders.text.model.{k}"]), k
+        assert torch.equal(v, best[f"model.encoders.text.model.{k}"]), k
 
 
-def test_fsdp_resume_continues_bit_identically(tmp_path, still_bert, shapes_data):
+def test_fsdp_resume_continues_bit_identically(tmp_path, still_bert, shapes_data, fsdp_run):
     """Sharded AdamW moments are gathered whole into state.pt and re-sharded on resume."""
-    _train(TORCHRUN, _recipe(tmp_path, "straight", still_bert, shapes_data, **{"train.max_steps": 4}))
     half = _recipe(tmp_path, "resumed", still_bert, shapes_data, **{"train.max_steps": 2})
     _train(TORCHRUN, half)
     out = _train(TORCHRUN, half, "--resume", "train.max_steps=4")
     assert "resuming" in out
-    a, b = _weights(tmp_path, "straight"), _weights(tmp_path, "resumed")
+    a, b = _weights(fsdp_run[0]), _weights(tmp_path / "resumed")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
