@@ -97,3 +97,41 @@ def test_fsdp_resume_continues_bit_identically(tmp_path, still_bert, shapes_data
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_sigterm_to_every_rank_checkpoints_and_resumes_bit_identically(tmp_path, still_bert, shapes_data, fsdp_run):
+    """SLURM's preemption under torchrun: SIGTERM reaches torchrun and both ranks. The ranks agree on
+    a step, gather the sharded state, rank 0 writes it, all exit 143; --resume ends where the
+    uninterrupted run did, byte for byte."""
+    import json
+    import os
+    import signal
+    import time
+
+    recipe = _recipe(tmp_path, "killed", still_bert, shapes_data, **{"train.checkpoint_every": 1,
+                                                                     "train.log_every": 1})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([*TORCHRUN, "-m", "fuse", "train", str(recipe)], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        target = tmp_path / "killed" / "run" / "checkpoints" / "step-00000001.safetensors"
+        deadline = time.monotonic() + 300
+        while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert target.exists(), proc.communicate()[0] if proc.poll() is not None else "timed out"
+        os.killpg(proc.pid, signal.SIGTERM)  # torchrun and both workers, as SLURM signals a job step
+        output = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "preempted: checkpointed step" in output, output[-3000:]
+    assert not (tmp_path / "killed" / "run" / "eval.json").exists()
+    out = _train(TORCHRUN, recipe, "--resume")
+    assert "resuming" in out
+    straight, killed = fsdp_run[0] / "run", tmp_path / "killed" / "run"
+    for name in ("epoch-002.safetensors", "best.safetensors"):
+        assert (killed / "checkpoints" / name).read_bytes() == (straight / "checkpoints" / name).read_bytes(), name
+    numbers = lambda run: [{k: v for k, v in json.loads(line).items() if k != "samples_per_s"}  # noqa: E731
+                           for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in numbers(killed) if r["kind"] == "val"] == [r for r in numbers(straight) if r["kind"] == "val"]
