@@ -15,7 +15,7 @@ from torch import nn
 
 from .atomic import copy_file, save_tensors
 from .errors import ModelFileError
-from .sharding import full, local_state
+from .sharding import local_state, whole_on_cpu
 
 HASH_KEY = "fuse_sha256"
 
@@ -35,12 +35,12 @@ def _frozen_prefixes(step_module: nn.Module) -> tuple[str, ...]:
     return tuple(f"model.encoders.{m}." for m in step_module.frozen)
 
 
-def trainable_state(step_module: nn.Module) -> dict[str, torch.Tensor]:
-    """Trainable weights only (heads, objectives, unfrozen encoders), whole, on the CPU. Under FSDP
-    the sharded ones are gathered from every rank: then every rank must call it (``fuse.sharding``)."""
+def trainable_state(step_module: nn.Module, keep: bool = True) -> dict[str, torch.Tensor]:
+    """Trainable weights only (heads, objectives, unfrozen encoders), whole, on the CPU where ``keep``
+    (else {}). Under FSDP the sharded ones are gathered: every rank must call it (``fuse.sharding``)."""
     frozen = _frozen_prefixes(step_module)
-    return {k: full(v).detach().cpu().contiguous() for k, v in step_module.state_dict().items()
-            if not k.startswith(frozen)}
+    state = {k: whole_on_cpu(v, keep) for k, v in step_module.state_dict().items() if not k.startswith(frozen)}
+    return state if keep else {}
 
 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:

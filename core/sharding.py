@@ -82,9 +82,17 @@ def full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if is_sharded(t) else t
 
 
-def full_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """``module.state_dict()`` with sharded entries gathered whole (a collective when any is sharded)."""
-    return {k: full(v) for k, v in module.state_dict().items()}
+def whole_on_cpu(t: torch.Tensor, keep: bool = True) -> torch.Tensor | None:
+    """The whole tensor, on the CPU, where ``keep`` (else None). A sharded one is gathered on every
+    rank (each must call this), one tensor at a time, so the device never holds more than one whole."""
+    whole = full(t)
+    return whole.detach().cpu().contiguous() if keep else None
+
+
+def full_state(module: nn.Module, keep: bool = True) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` whole and on the CPU where ``keep``; elsewhere {} (see ``whole_on_cpu``)."""
+    state = {k: whole_on_cpu(v, keep) for k, v in module.state_dict().items()}
+    return state if keep else {}
 
 
 def _shard_like(value: torch.Tensor, like) -> torch.Tensor:
@@ -107,11 +115,13 @@ def _indexed_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
-def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
-    """``optimizer.state_dict()`` with sharded moments gathered whole (a collective when any is sharded)."""
+def full_optimizer_state(optimizer: torch.optim.Optimizer, keep: bool = True) -> dict | None:
+    """``optimizer.state_dict()`` with whole moments on the CPU where ``keep``; elsewhere None (see
+    ``whole_on_cpu``: a collective when any parameter is sharded)."""
     state = optimizer.state_dict()
-    state["state"] = {i: {k: full(v) for k, v in s.items()} for i, s in state["state"].items()}
-    return state
+    moments = {i: {k: whole_on_cpu(v, keep) if torch.is_tensor(v) else v for k, v in s.items()}
+               for i, s in state["state"].items()}
+    return {**state, "state": moments} if keep else None
 
 
 def local_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> dict:
@@ -155,13 +165,13 @@ def unshard_encoders(encoders: nn.ModuleDict, names: list[str], build: Callable[
     rank must call it: gathering the weights is a collective. ``build(name)`` makes a new encoder
     of the same spec (its initial weights are overwritten)."""
     for name in names:
-        state = full_state(encoders[name])
+        device = next(encoders[name].parameters()).device
+        state = full_state(encoders[name], keep)
         if keep:
             info = encoders[name].info
             plain = build(name)
             plain.load_state_dict(state)
             plain.info = dataclasses.replace(plain.info, modality=info.modality)
             plain.requires_grad_(False)
-            device = next(iter(state.values())).device if state else torch.device("cpu")
             encoders[name] = plain.to(device)
         del state

@@ -220,8 +220,8 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
 
     def checkpoint(weights_file: Path, epochs_done: int, weights_written: bool = False) -> None:
         """Weights (unless written already) and state.pt after ``step``; every rank calls it (FSDP gathers)."""
-        weights = trainable_state(step_module) if gathers and not weights_written else None
-        optimizer_state = full_optimizer_state(optimizer) if gathers else None
+        weights = trainable_state(step_module, keep=main) if gathers and not weights_written else None
+        optimizer_state = full_optimizer_state(optimizer, keep=main) if gathers else None
         if main:
             if not weights_written:
                 save_weights(weights, weights_file)
@@ -293,7 +293,7 @@ def _train(recipe: Recipe, recipe_path: str | None, resume: bool, preemption: Pr
                 unshard_encoders(model.encoders, list(online), lambda m: plan.towers[m].encoder.build(), keep=main)
             stop_diverged(failed, recipe, recipe_path, run_dir, step_module, model, log, trained, main)
         # Evaluate, checkpoint, keep the best by the recipe's metric (under FSDP every rank evaluates).
-        weights = trainable_state(step_module) if gathers else None
+        weights = trainable_state(step_module, keep=main) if gathers else None
         due = "val" in splits and (epoch % recipe.train.eval_every == 0 or step >= total_steps)
         metrics = validate() if due and gathers else None
         if main:
