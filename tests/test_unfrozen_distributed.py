@@ -54,11 +54,16 @@ def fsdp_run(tmp_path_factory, still_bert, shapes_data) -> tuple[Path, str]:
     return tmp / "two", _train(TORCHRUN, _recipe(tmp, "two", still_bert, shapes_data))
 
 
-@pytest.mark.parametrize("settings", [{}, {"train.grad_accum": 2, "train.chunk_size": 2}, {"train.fsdp": False}],
-                         ids=["fsdp", "fsdp-accumulated-gradcache", "ddp"])
+COMBINED = {"train.grad_accum": 2, "train.chunk_size": 2, "modalities.text.encoder.options.gradient_checkpointing": True,
+            "objectives": [{"name": "infonce", "options": {"local_loss": True}}]}
+
+
+@pytest.mark.parametrize("settings", [{}, COMBINED, {"train.fsdp": False}],
+                         ids=["fsdp", "fsdp-accumulated-gradcache-checkpointed-local-loss", "ddp"])
 def test_two_ranks_take_the_steps_of_one_process(tmp_path, still_bert, shapes_data, fsdp_run, settings):
     """With grad_accum, FSDP reduce-scatters only in a step's last micro-batch; GradCache runs several
-    backward passes through the sharded encoder per micro-batch. Without FSDP, DDP must cope with
+    backward passes through the sharded encoder per micro-batch, here with its layers checkpointed
+    and open_clip's local loss. Without FSDP, DDP must cope with
     BERT's pooler, which mean pooling leaves without a gradient."""
     one = _train([sys.executable], _recipe(tmp_path, "one", still_bert, shapes_data, **settings))
     if settings:
