@@ -203,6 +203,22 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def held(path: str | Path) -> bool:
+    """Whether some live process holds ``locked(path)`` now (the kernel drops a dead one's lock)."""
+    lock_file = Path(path).with_name(f".{Path(path).name}.lock")
+    try:
+        fd = os.open(lock_file, os.O_RDWR)
+    except OSError:
+        return False  # never taken
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def locked(path: str | Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive ``fcntl`` lock on ``<path>.lock`` (the kernel releases it if we die).

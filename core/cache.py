@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed
-from .atomic import locked
+from .atomic import held, locked
 from .errors import DataError
 from .inputs import input_kind, read_value
 from .latents import Tokens
@@ -165,10 +165,26 @@ def _encode_into(store: LatentStore, prefix: str, encoder, values: list, keys: l
             parts, start = [], start + n
 
 
+def waiting_for(folder: Path, unique: list[str], missing: list[str], world: int) -> str:
+    """Which ranks' slices are still missing and whether each is encoding now (holds its writer lock):
+    under torchrun a dead rank stops the job, but other launchers may leave the rest waiting."""
+    gone = set(missing)
+    parts = []
+    for r in range(world):
+        todo = sum(k in gone for k in unique[r * len(unique) // world:(r + 1) * len(unique) // world])
+        if todo:
+            busy = held(folder / f"writer-r{r}of{world}")
+            parts.append(f"rank {r}: {todo} latents, {'encoding' if busy else 'NOT encoding'}")
+    idle = [p for p in parts if p.endswith("NOT encoding")]
+    advice = (" A rank that is not encoding may have died: if so, stop the run and start it again "
+              "(finished shards are kept)." if idle else "")
+    return f"still waiting for {'; '.join(parts)}.{advice}"
+
+
 def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, device: torch.device,
                    batch_size: int = 64, num_workers: int = 0, label: str = "", tokens: bool = False, *,
                    dtype: str = "float32", shard_rows: int = SHARD_ROWS, mapped: bool = False,
-                   poll_s: float = 1.0, verbose: bool = True):
+                   poll_s: float = 1.0, verbose: bool = True, report_s: float = 300.0):
     """Latents for ``values`` (pooled, or Tokens) from the latent store; only the values it lacks are
     encoded (by this rank: its slice of them) and published there.
 
@@ -176,7 +192,7 @@ def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, devi
     rows from the memory-mapped shards; ``verbose=False`` prints nothing. Shards that are truncated
     or do not match their record are dropped and re-encoded, with a message; a shard of NaN/Inf
     latents raises DataError. A rank whose slice is done polls the folder (every ``poll_s``) until
-    the other ranks' slices are there."""
+    the other ranks' slices are there, saying every ``report_s`` whose slices are missing."""
     if dtype not in DTYPES:
         raise DataError(f"latent dtype '{dtype}' is not one of {', '.join(DTYPES)} (data.latent_dtype)")
     if not values:
@@ -212,10 +228,14 @@ def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, devi
         waiting = store.missing(unique)
         if waiting:
             say(f"{label}: waiting for other ranks' {len(waiting)} latents in {folder}")
+        last_report = time.monotonic()
         while waiting:
             time.sleep(poll_s)
             store.refresh()
             waiting = store.missing(waiting)
+            if waiting and time.monotonic() - last_report >= report_s:  # a peer that died outside torchrun
+                say(f"{label}: {waiting_for(folder, unique, waiting, world)}")
+                last_report = time.monotonic()
         table, problems = store.table(keys, tokens)
         if table is not None:
             break

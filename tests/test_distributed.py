@@ -87,3 +87,47 @@ def test_two_ranks_encode_their_own_slices_into_one_store(tmp_path, tiny_text_mo
     # Batches differ between slicings (padding to each batch's longest caption changes the last bits).
     assert torch.allclose(r0, one, rtol=0, atol=1e-5), (r0 - one).abs().max()
     print(f"2 ranks vs 1: max |diff| {(r0 - one).abs().max():.1e}")
+
+
+WAITER = """
+import sys, torch
+from pathlib import Path
+import fuse.distributed as d
+from fuse.cache import cached_latents
+from fuse.plugin_manager import registry
+d.rank, d.world_size = (lambda: 0), (lambda: 2)   # rank 0 of 2, whose peer never comes
+enc = registry("encoder").create("hf-text", {"model": sys.argv[2]})
+values = [f"caption {i}" for i in range(8)]
+cached_latents(enc, {"name": "hf-text"}, values, Path(sys.argv[1]), torch.device("cpu"), batch_size=4, shard_rows=4,
+               label="text/train", poll_s=0.05, report_s=0.5)
+"""
+
+
+def test_a_rank_waiting_for_a_dead_peer_says_so(tmp_path, tiny_text_model):
+    """Outside torchrun nothing stops a rank whose peer died: it keeps polling, and says every
+    report_s which rank's slice is missing and whether that rank is encoding (holds its lock)."""
+    import os
+    import time
+
+    from fuse.atomic import locked
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-u", "-c", WAITER, str(tmp_path), str(tiny_text_model)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not any("NOT encoding" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        assert "still waiting for rank 1: 4 latents, NOT encoding. A rank that is not encoding may have died" \
+            in lines[-1]
+        folder = next((tmp_path / "latent-store").iterdir())
+        with locked(folder / "writer-r1of2"):  # rank 1 alive and encoding after all
+            deadline = time.monotonic() + 60
+            while "rank 1: 4 latents, encoding." not in line and time.monotonic() < deadline:
+                line = proc.stdout.readline()
+        assert "rank 1: 4 latents, encoding." in line and "may have died" not in line
+    finally:
+        proc.kill()
+        proc.wait()
