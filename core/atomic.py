@@ -203,11 +203,15 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def _lock_file(path: Path) -> Path:
+    """The file ``locked(path)`` locks: hidden, beside the folder it guards (where it stays)."""
+    return path.with_name(f".{path.name}.lock")
+
+
 def held(path: str | Path) -> bool:
     """Whether some live process holds ``locked(path)`` now (the kernel drops a dead one's lock)."""
-    lock_file = Path(path).with_name(f".{Path(path).name}.lock")
     try:
-        fd = os.open(lock_file, os.O_RDWR)
+        fd = os.open(_lock_file(Path(path)), os.O_RDWR)
     except OSError:
         return False  # never taken
     try:
@@ -223,8 +227,7 @@ def held(path: str | Path) -> bool:
 def locked(path: str | Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive ``fcntl`` lock on ``<path>.lock`` (the kernel releases it if we die).
     ``waiting`` is called once if another process holds it."""
-    path = Path(path)
-    lock_file = path.with_name(f".{path.name}.lock")  # hidden: it stays beside the folder it guards
+    lock_file = _lock_file(Path(path))
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())

@@ -165,13 +165,18 @@ def _encode_into(store: LatentStore, prefix: str, encoder, values: list, keys: l
             parts, start = [], start + n
 
 
+def rank_slice(keys: list[str], rank: int, world: int) -> list[str]:
+    """The contiguous share of ``keys`` that ``rank`` of ``world`` encodes."""
+    return keys[rank * len(keys) // world:(rank + 1) * len(keys) // world]
+
+
 def waiting_for(folder: Path, unique: list[str], missing: list[str], world: int) -> str:
     """Which ranks' slices are still missing and whether each is encoding now (holds its writer lock):
     under torchrun a dead rank stops the job, but other launchers may leave the rest waiting."""
     gone = set(missing)
     parts = []
     for r in range(world):
-        todo = sum(k in gone for k in unique[r * len(unique) // world:(r + 1) * len(unique) // world])
+        todo = sum(k in gone for k in rank_slice(unique, r, world))
         if todo:
             busy = held(folder / f"writer-r{r}of{world}")
             parts.append(f"rank {r}: {todo} latents, {'encoding' if busy else 'NOT encoding'}")
@@ -213,7 +218,7 @@ def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, devi
     for attempt in range(3):
         # Every rank takes a contiguous slice of the unique values; after damage, whoever found it
         # re-encodes everything missing (the slice's owner may have moved on).
-        mine = unique[rank * len(unique) // world:(rank + 1) * len(unique) // world] if attempt == 0 else unique
+        mine = rank_slice(unique, rank, world) if attempt == 0 else unique
         if store.missing(mine):
             prefix = f"r{rank}of{world}"
             with locked(folder / f"writer-{prefix}",

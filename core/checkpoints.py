@@ -15,7 +15,7 @@ from torch import nn
 
 from .atomic import copy_file, save_tensors
 from .errors import ModelFileError
-from .sharding import local_state, whole_on_cpu
+from .sharding import full_state, local_state
 
 HASH_KEY = "fuse_sha256"
 
@@ -38,9 +38,7 @@ def _frozen_prefixes(step_module: nn.Module) -> tuple[str, ...]:
 def trainable_state(step_module: nn.Module, keep: bool = True) -> dict[str, torch.Tensor]:
     """Trainable weights only (heads, objectives, unfrozen encoders), whole, on the CPU where ``keep``
     (else {}). Under FSDP the sharded ones are gathered: every rank must call it (``fuse.sharding``)."""
-    frozen = _frozen_prefixes(step_module)
-    state = {k: whole_on_cpu(v, keep) for k, v in step_module.state_dict().items() if not k.startswith(frozen)}
-    return state if keep else {}
+    return full_state(step_module, keep, skip=_frozen_prefixes(step_module))
 
 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:

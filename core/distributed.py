@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import RecipeError
+from .sharding import is_sharded
 
 
 def is_distributed() -> bool:
@@ -82,8 +83,6 @@ def average_grads(params: list[torch.Tensor]) -> None:
     same model and objectives, so the same parameters have gradients everywhere. FSDP-sharded
     parameters are skipped: their gradients were reduce-scattered in backward.
     """
-    from .sharding import is_sharded
-
     params = [p for p in params if p.grad is not None and not is_sharded(p.grad)]  # FSDP reduces its own
     if not is_distributed() or not params:
         return

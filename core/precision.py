@@ -12,7 +12,7 @@ import contextlib
 
 import torch
 
-from .sharding import clip_grad_norm, is_sharded, total_norm
+from .sharding import clip_grad_norm, total_norm
 
 
 class Precision:
@@ -43,16 +43,10 @@ class Precision:
         if self.scaler:
             self.scaler.unscale_(optimizer)
         total = None
-        grads = [p.grad for p in params if p.grad is not None]
-        if any(is_sharded(g) for g in grads):  # FSDP: torch's helpers refuse sharded and plain in one call
-            if grad_clip:
-                total = clip_grad_norm(params, grad_clip)
-            elif norm:
-                total = total_norm(grads)
-        elif grad_clip:
-            total = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        if grad_clip:  # torch's own for plain gradients; also FSDP's mix of sharded and plain (fuse.sharding)
+            total = clip_grad_norm(params, grad_clip)
         elif norm:
-            total = torch.nn.utils.get_total_norm(grads)
+            total = total_norm([p.grad for p in params if p.grad is not None])
         if self.scaler:
             self.scaler.step(optimizer)
             self.scaler.update()

@@ -89,9 +89,10 @@ def whole_on_cpu(t: torch.Tensor, keep: bool = True) -> torch.Tensor | None:
     return whole.detach().cpu().contiguous() if keep else None
 
 
-def full_state(module: nn.Module, keep: bool = True) -> dict[str, torch.Tensor]:
-    """``module.state_dict()`` whole and on the CPU where ``keep``; elsewhere {} (see ``whole_on_cpu``)."""
-    state = {k: whole_on_cpu(v, keep) for k, v in module.state_dict().items()}
+def full_state(module: nn.Module, keep: bool = True, skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` (less the names starting with a ``skip`` prefix) whole and on the CPU
+    where ``keep``; elsewhere {} (see ``whole_on_cpu``)."""
+    state = {k: whole_on_cpu(v, keep) for k, v in module.state_dict().items() if not k.startswith(skip)}
     return state if keep else {}
 
 
@@ -140,15 +141,17 @@ def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     """The 2-norm over all gradients, sharded ones included (their part is summed over ranks)."""
     plain = [g for g in grads if not is_sharded(g)]
     sharded = [g for g in grads if is_sharded(g)]
+    if not sharded:  # torch's own, unchanged
+        return torch.nn.utils.get_total_norm(plain)
     parts = [torch.nn.utils.get_total_norm(plain)] if plain else []
-    if sharded:
-        parts.append(full(torch.nn.utils.get_total_norm(sharded)))
+    parts.append(full(torch.nn.utils.get_total_norm(sharded)))
     return torch.linalg.vector_norm(torch.stack(parts))
 
 
 def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """``torch.nn.utils.clip_grad_norm_`` for a mix of sharded and plain gradients (torch's own
-    refuses to mix them in one call): one global norm, each kind scaled by the same factor."""
+    """``torch.nn.utils.clip_grad_norm_`` that also takes a mix of sharded and plain gradients (torch's
+    own refuses to mix them in one call): one global norm, each kind scaled by the same factor. With
+    plain gradients only it is torch's clip_grad_norm_ step for step."""
     params = [p for p in params if p.grad is not None]
     norm = total_norm([p.grad for p in params])
     for kind in (False, True):
