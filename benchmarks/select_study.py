@@ -60,7 +60,7 @@ def save(results: dict) -> None:
 
 def emoji_splits() -> dict[str, Path]:
     """Seeded subsets of the emoji train and val splits (absolute image paths), written once."""
-    from fuse.datasets import build_dataset, default_cache_root
+    from fuse.data.datasets import build_dataset, default_cache_root
 
     full = build_dataset("emoji", {"val_fraction": 0.2, "seed": 0}, default_cache_root(), where="emoji")
     out = {}
@@ -76,8 +76,8 @@ def emoji_splits() -> dict[str, Path]:
 
 
 def phase_select(results: dict) -> None:
-    from fuse.datasets import default_cache_root
-    from fuse.selection import load_candidates, select
+    from fuse.data.datasets import default_cache_root
+    from fuse.model.selection import load_candidates, select
 
     cfg = load_candidates(ROOT / "benchmarks" / "select_study_candidates.yaml")
     start = time.perf_counter()
@@ -89,8 +89,9 @@ def phase_select(results: dict) -> None:
 
 def train_once(modalities: dict, train: str | None, seed: int, tag: str, batch_size: int = 256) -> float:
     """Held-out (emoji val) mean R@1 of the quickstart recipe with these encoders and training pairs."""
-    from fuse.recipe import Recipe
-    from fuse.train import train as run
+    from fuse.recipes.plan import resolve
+    from fuse.recipes.recipe import Recipe
+    from fuse.training.loop import train as run
 
     data = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
     for m, spec in modalities.items():
@@ -101,7 +102,7 @@ def train_once(modalities: dict, train: str | None, seed: int, tag: str, batch_s
                     "encode_batch_size": 64}
     data.update(seed=seed, output_dir=str(RUNS / tag), device="cpu")
     data["train"].update(epochs=EPOCHS, eval_every=EPOCHS, batch_size=batch_size)
-    run_dir = run(Recipe.model_validate(data))
+    run_dir = run(resolve(Recipe.model_validate(data)))
     metrics = json.loads((run_dir / "eval.json").read_text())["after"]
     shutil.rmtree(run_dir, ignore_errors=True)
     return metrics["mean/R@1"]

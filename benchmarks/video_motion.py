@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from fuse.cache import cached_latents
-from fuse.datasets import build_dataset
-from fuse.manifest import load_pairs
-from fuse.model import model_from_plan
-from fuse.plan import resolve
-from fuse.recipe import load_recipe
+from fuse.data.cache import cached_latents
+from fuse.data.datasets import build_dataset
+from fuse.data.manifest import load_pairs
+from fuse.model.load import model_from_plan
+from fuse.recipes.plan import resolve
+from fuse.recipes.recipe import load_recipe
 
 MOTIONS = ("grows", "shrinks", "moves-right", "moves-left", "turns-counter-clockwise", "turns-clockwise")
 AXES = {"scale": ("grows", "shrinks"), "shift": ("moves-right", "moves-left"),

@@ -10,50 +10,50 @@ Public API::
 
 ``__all__`` is the whole plugin surface: built-in plugins import nothing else from fuse (a test
 checks it), so a third-party plugin can do everything they do. Plugins implement hooks declared
-in ``fuse.hookspecs`` with ``@fuse.hookimpl``.
+in ``fuse.api.hookspecs`` with ``@fuse.hookimpl``.
 """
 
 from __future__ import annotations
 
-from .datasets import DatasetBuilder
-from .distributed import gather_all, gather_with_grad
-from .errors import DataError, FuseError, ModelFileError, PluginError, RecipeError
-from .hf import enable_checkpointing as enable_hf_checkpointing, hf_source, load_hf, save_hf, truncate_layers
-from .hookspecs import hookimpl
-from .inputs import InputKind, input_kind, read_value
-from .interfaces import Encoder, EncoderInfo, Fusion, Head, Objective, Options, Step
-from .latents import Tokens, length_mask, masked_mean
-from .losses import LogitScale, info_nce
-from .paths import resolve_path
-from .shards import open_value
-from .plugin_manager import register_plugin, unregister_plugin
-from .weights import load_state_dict, save_state_dict
-from . import train as _loop  # noqa: E402  (before `def train` below, which must win the name `fuse.train`)
+from fuse.api.collectives import gather_all, gather_with_grad
+from fuse.api.errors import DataError, FuseError, ModelFileError, PluginError, RecipeError
+from fuse.api.hf import enable_checkpointing as enable_hf_checkpointing
+from fuse.api.hf import hf_source, load_hf, save_hf, truncate_layers
+from fuse.api.hookspecs import hookimpl
+from fuse.api.inputs import InputKind, input_kind, read_value
+from fuse.api.interfaces import Encoder, EncoderInfo, Fusion, Head, Objective, Step
+from fuse.api.latents import Tokens, length_mask, masked_mean
+from fuse.api.losses import LogitScale, info_nce
+from fuse.api.options import Options
+from fuse.api.paths import resolve_path
+from fuse.api.plugin_manager import register_plugin, unregister_plugin
+from fuse.api.shard_refs import open_value
+from fuse.api.weights import load_state_dict, save_state_dict
+from fuse.data.datasets import DatasetBuilder
+from fuse.training import loop as _loop
 
 __version__ = "0.1.0"
 
 
 def load(path, device: str = "cpu"):
     """Load an exported model directory (or a run directory) for embedding."""
-    from .export import load_aligned
+    from fuse.model.load import load_aligned
 
-    model = load_aligned(path, device=device)
-    model.path = str(path)  # recorded in the indexes it builds, to name it in messages
-    return model
+    return load_aligned(path, device=device)
 
 
 def train(recipe, overrides=(), resume: bool = False):
     """Run a recipe file (with ``key.sub=value`` overrides) end to end, as `fuse train` does;
     returns the run directory."""
-    from .recipe import load_recipe
+    from fuse.recipes.plan import load_plan
 
-    return _loop.train(load_recipe(recipe, list(overrides)), recipe_path=str(recipe), resume=resume)
+    return _loop.train(load_plan(recipe, list(overrides)), recipe_path=str(recipe), resume=resume)
 
 
 def create(kind: str, name: str, options: dict | None = None, where: str = "", **context):
     """Build a registered component by name (e.g. a video encoder building its per-frame image
     encoder): options are validated against its schema; errors name ``where``."""
-    from .plugin_manager import registry
+    from fuse.api.plugin_manager import registry
 
     return registry(kind).create(name, options, where, **context)
 

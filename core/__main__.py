@@ -1,5 +1,5 @@
 """`python -m fuse ...` (what torchrun launches) is the `fuse` command."""
 
-from .cli import main
+from fuse.cli import main
 
 main()

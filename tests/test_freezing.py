@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import tiny_recipe, write_recipe
 from safetensors.torch import load_file
 
+from fuse.api.errors import RecipeError
 from fuse.cli import cli
-from fuse.errors import RecipeError
-from fuse.recipe import load_recipe
-
-from conftest import tiny_recipe, write_recipe
+from fuse.recipes.plan import load_plan
 
 
 def _recipe(tmp_path, tiny_text_model, shapes_data, **encoder):
@@ -46,4 +45,4 @@ def test_a_pattern_matching_nothing_names_the_field_and_shows_the_names(tmp_path
 
 def test_trainable_on_a_frozen_encoder_is_a_recipe_error(tmp_path, tiny_text_model, shapes_data):
     with pytest.raises(RecipeError, match="trainable .* needs frozen: false"):
-        load_recipe(_recipe(tmp_path, tiny_text_model, shapes_data, trainable=["model.*"]))
+        load_plan(_recipe(tmp_path, tiny_text_model, shapes_data, trainable=["model.*"]))

@@ -9,15 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import tiny_recipe, write_recipe
 
 import fuse
-from fuse import plugin_manager
+from fuse.api import plugin_manager
+from fuse.api.errors import RecipeError
+from fuse.api.latents import Tokens
 from fuse.cli import cli
-from fuse.errors import RecipeError
-from fuse.latents import Tokens
-from fuse.recipe import load_recipe
-
-from conftest import tiny_recipe, write_recipe
+from fuse.recipes.plan import load_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +80,7 @@ def test_fusion_with_a_pooled_only_encoder_is_a_recipe_error(tmp_path, tiny_text
         recipe = write_recipe(tmp_path / "r.yaml", _fusion_recipe(
             tmp_path, tiny_text_model, shapes_data, **{"modalities.text.encoder": {"name": "char-ngrams"}}))
         with pytest.raises(RecipeError, match="modalities.text.encoder: 'char-ngrams' gives only pooled latents"):
-            load_recipe(recipe)
+            load_plan(recipe)
     finally:
         plugin_manager.unregister_plugin(module)
 

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 import fuse
-from fuse.gradcache import Backward, split_inputs
-from fuse.model import build_model
-from fuse.precision import Precision
-from fuse.step import TrainStep
+from fuse.model.aligned import build_model
+from fuse.training.gradcache import Backward, split_inputs
+from fuse.training.precision import Precision
+from fuse.training.step import TrainStep
 
 PAIR = ("image", "text")
 N = 12  # rows in the value tables
@@ -183,9 +183,9 @@ def test_two_gloo_ranks_equal_one_process_full_batch(tmp_path, tiny_text_model):
 def test_fuse_train_with_chunks_and_checkpointing(tmp_path, tiny_text_model, shapes_data):
     """The recipe options reach the loop: `fuse train` fine-tunes an unfrozen tower in chunks."""
     from click.testing import CliRunner
+    from conftest import tiny_recipe, write_recipe
     from safetensors.torch import load_file
 
-    from conftest import tiny_recipe, write_recipe
     from fuse.cli import cli
 
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from fuse.errors import RecipeError
-from fuse.latents import masked_mean
+from fuse.api.errors import RecipeError
+from fuse.api.latents import masked_mean
+from fuse.api.plugin_manager import registry
 from fuse.plugins.audio import AudioClip
-from fuse.plugin_manager import registry
 
 HIDDEN, PROJ = 16, 12  # HTSAT width after two stages (8 * 2), CLAP projection width
 

@@ -14,8 +14,7 @@ from click.testing import CliRunner
 
 import fuse
 from fuse.cli import cli
-from fuse.inference import read_embeddings_file
-
+from fuse.model.embed_file import read_embeddings_file
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +87,7 @@ def test_fuse_embed_writes_embeddings_and_ids_in_input_order(trained_export, sha
 
 def test_fuse_embed_resumes_an_interrupted_job(trained_export, shapes_data, tmp_path, monkeypatch):
     """A job killed after its first shard embeds only the rest when run again."""
-    import fuse.index as index_mod
+    import fuse.model.index as index_mod
 
     folder = shapes_data["val"].parent / "img"
     out = tmp_path / "e.safetensors"
@@ -109,7 +108,7 @@ def test_fuse_embed_resumes_an_interrupted_job(trained_export, shapes_data, tmp_
     calls.clear()
     monkeypatch.setattr(index_mod, "save_tensors", real)
     embedded = []
-    import fuse.inference as inf
+    import fuse.model.embed as inf
 
     orig = inf.embed_values
     monkeypatch.setattr(inf, "embed_values", lambda m, mod, values, *a, **k: embedded.append(len(values)) or

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fuse.batches import PairStream, first_micro_step
-from fuse.errors import RecipeError
+from fuse.api.errors import RecipeError
+from fuse.training.batches import PairStream, first_micro_step
 
 
 @pytest.mark.parametrize("accum", [1, 3, 4])
@@ -26,7 +26,7 @@ def test_grad_accum_epochs_are_passes(accum):
 
 
 def test_world_size_must_divide_the_batch(monkeypatch):
-    from fuse import distributed
+    from fuse.training import distributed
 
     monkeypatch.setattr(distributed, "world_size", lambda: 3)
     assert distributed.local_batch_size(12, "train.batch_size") == 4

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fuse.interfaces import Step
-from fuse.optim import make_optimizer, param_groups, warmup_cosine
-from fuse.plugin_manager import registry
-from fuse.precision import Precision
+from fuse.api.interfaces import Step
+from fuse.api.plugin_manager import registry
+from fuse.training.optim import make_optimizer, param_groups, warmup_cosine
+from fuse.training.precision import Precision
 
 
 def _setup(seed=0):

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from fuse.interfaces import Step
-from fuse.losses import LogitScale, info_nce
-from fuse.plugin_manager import registry
+from fuse.api.interfaces import Step
+from fuse.api.losses import LogitScale, info_nce
+from fuse.api.plugin_manager import registry
 
 
 def _reference_infonce(a, b, scale):
@@ -71,7 +71,7 @@ def test_residual_mlp_head_is_x_plus_mlp_of_ln_x():
 
 
 def test_weight_decay_skips_scalars_and_vectors():
-    from fuse.optim import param_groups
+    from fuse.training.optim import param_groups
 
     head = registry("head").create("residual-mlp", {"depth": 1}, in_dim=4, out_dim=2)
     obj = registry("objective").create("infonce", {}, modalities=("a", "b"), embed_dim=2)

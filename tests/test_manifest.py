@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from fuse.errors import DataError
-from fuse.manifest import load_pairs
+from fuse.api.errors import DataError
+from fuse.data.manifest import load_pairs
 
 
 def _write(path, records):

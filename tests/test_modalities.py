@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import COLORS, _draw, tiny_recipe, write_recipe
 from safetensors.torch import load_file
 
 import fuse
-from conftest import COLORS, _draw, tiny_recipe, write_recipe
 from fuse.cli import cli
-from fuse.recipe import load_recipe
+from fuse.recipes.plan import load_plan
 
 DATA = Path(__file__).parent / "data"
 
@@ -171,10 +171,10 @@ def test_recipes_that_cannot_work_are_one_line_naming_the_field(tmp_path, tiny_t
 
 
 def test_dry_run_lists_pairs_input_kinds_and_objective_pairs(tmp_path, tiny_text_model, three):
-    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", _three_recipe(tmp_path, tiny_text_model, three)))
-    from fuse.dryrun import dry_run_report
+    plan = load_plan(write_recipe(tmp_path / "r.yaml", _three_recipe(tmp_path, tiny_text_model, three)))
+    from fuse.training.dryrun import dry_run_report
 
-    report = dry_run_report(recipe)
+    report = dry_run_report(plan)
     assert [p["modalities"] for p in report["pairs"]] == [["image", "text"], ["grey", "text"]]
     assert report["modalities"]["grey"]["input_kinds"] == ["image"]
     assert report["eval_pairs"] == [["image", "grey"]]

@@ -12,9 +12,9 @@ import math
 import pytest
 import torch
 
-from fuse.errors import RecipeError
-from fuse.interfaces import Step
-from fuse.plugin_manager import registry
+from fuse.api.errors import RecipeError
+from fuse.api.interfaces import Step
+from fuse.api.plugin_manager import registry
 
 MODS = ("image", "text")
 
@@ -346,7 +346,8 @@ def test_distillation_in_eval_mode_leaves_the_bank_alone():
 
 def test_distillation_without_teacher_is_a_recipe_error(tmp_path, tiny_text_model, shapes_data):
     from conftest import tiny_recipe, write_recipe
-    from fuse.recipe import load_recipe
+
+    from fuse.recipes.plan import load_plan
 
     with pytest.raises(RecipeError, match="needs a `teacher:` section"):
         make("distillation")
@@ -359,26 +360,27 @@ def test_distillation_without_teacher_is_a_recipe_error(tmp_path, tiny_text_mode
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
         "objectives": [{"name": "infonce"}, {"name": "distillation", "weight": 0.5}]}))
     with pytest.raises(RecipeError, match=r"objectives.1 \(distillation\) needs 'teacher'"):
-        load_recipe(recipe)
+        load_plan(recipe)
 
 
 def test_fusemix_with_a_fusion_is_a_recipe_error(tmp_path, tiny_text_model, shapes_data):
     from conftest import tiny_recipe, write_recipe
-    from fuse.recipe import load_recipe
+
+    from fuse.recipes.plan import load_plan
 
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
         "objectives": [{"name": "fusemix"}],
         "fusion": {"name": "shared-transformer", "options": {"width": 16, "heads": 2}}}))
     with pytest.raises(RecipeError, match=r"objectives.0 \(fusemix\) works on pooled latents"):
-        load_recipe(recipe)
+        load_plan(recipe)
 
 
 def test_composed_objectives_train_with_a_teacher_and_log_each_term(tmp_path, tiny_text_model, shapes_data):
     from click.testing import CliRunner
-
     from conftest import tiny_recipe, write_recipe
+
     from fuse.cli import cli
-    from fuse.metrics import read_metrics
+    from fuse.training.metrics import read_metrics
 
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
         "train.epochs": 2, "train.log_every": 1,
@@ -401,10 +403,10 @@ def test_composed_objectives_train_with_a_teacher_and_log_each_term(tmp_path, ti
 
 def test_fusemix_trains_end_to_end(tmp_path, tiny_text_model, shapes_data):
     from click.testing import CliRunner
-
     from conftest import tiny_recipe, write_recipe
+
     from fuse.cli import cli
-    from fuse.metrics import read_metrics
+    from fuse.training.metrics import read_metrics
 
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
         "train.epochs": 1, "train.log_every": 1, "data.val": None,

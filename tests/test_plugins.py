@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 import fuse
-from fuse import plugin_manager
+from fuse.api import plugin_manager
+from fuse.api.errors import PluginError
 from fuse.cli import cli
-from fuse.errors import PluginError
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTINS = {("encoder", "timm"), ("encoder", "hf-text"), ("encoder", "hf-vision"), ("head", "linear"),

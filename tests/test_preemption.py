@@ -19,10 +19,9 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from conftest import tiny_recipe, write_recipe
 
 from fuse.cli import cli
-
-from conftest import tiny_recipe, write_recipe
 
 ONLINE = {"modalities.text.encoder.frozen": False, "data.num_workers": 1}
 FUSEMIX = {"objectives": [{"name": "fusemix", "options": {"pairing": "permutation"}}]}

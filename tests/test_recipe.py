@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-
-from fuse.cli import cli
-from fuse.errors import RecipeError
-from fuse.recipe import load_recipe
-
 from conftest import tiny_recipe, write_recipe
+
+from fuse.api.errors import RecipeError
+from fuse.cli import cli
+from fuse.recipes.plan import load_plan
+from fuse.recipes.recipe import load_recipe
 
 
 @pytest.fixture
@@ -42,14 +42,14 @@ def test_defaults_live_in_the_schema(recipe_file):
 ])
 def test_bad_recipes_name_the_field(recipe_file, override, expected):
     with pytest.raises(RecipeError) as err:
-        load_recipe(recipe_file, override)
+        load_plan(recipe_file, override)
     assert expected in str(err.value)
     assert str(recipe_file) in str(err.value)
 
 
 def test_all_errors_are_collected_into_one_message(recipe_file):
     with pytest.raises(RecipeError) as err:
-        load_recipe(recipe_file, ["modalities.image.encoder.name=nope", "objectives.0.name=also-nope"])
+        load_plan(recipe_file, ["modalities.image.encoder.name=nope", "objectives.0.name=also-nope"])
     msg = str(err.value)
     assert "Unknown encoder 'nope'" in msg and "Unknown objective 'also-nope'" in msg
     assert "timm (fuse-align" in msg  # lists what is available with its package
@@ -57,7 +57,7 @@ def test_all_errors_are_collected_into_one_message(recipe_file):
 
 def test_unknown_encoder_lists_registered_ones(recipe_file):
     with pytest.raises(RecipeError) as err:
-        load_recipe(recipe_file, ["modalities.image.encoder.name=dinov3"])
+        load_plan(recipe_file, ["modalities.image.encoder.name=dinov3"])
     for name in ("hf-text", "hf-vision", "timm"):
         assert name in str(err.value)
 
@@ -66,24 +66,24 @@ def test_invalid_yaml_names_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nmodalities: [unclosed\n")
     with pytest.raises(RecipeError, match=r"bad.yaml: invalid YAML \(line \d+, column \d+\)"):
-        load_recipe(bad)
+        load_plan(bad)
 
 
 def test_override_syntax_error(recipe_file):
     with pytest.raises(RecipeError, match="must look like key.sub=value"):
-        load_recipe(recipe_file, ["train.epochs"])
+        load_plan(recipe_file, ["train.epochs"])
 
 
 def test_recipe_cannot_name_an_import_path(recipe_file):
     with pytest.raises(RecipeError, match="Unknown encoder 'os.system'"):
-        load_recipe(recipe_file, ["modalities.image.encoder.name=os.system"])
+        load_plan(recipe_file, ["modalities.image.encoder.name=os.system"])
 
 
 def test_yaml_tags_that_construct_objects_are_refused(tmp_path):
     evil = tmp_path / "evil.yaml"
     evil.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(RecipeError, match="invalid YAML"):
-        load_recipe(evil)
+        load_plan(evil)
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -14,11 +14,10 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import tiny_recipe, write_recipe
 from safetensors.torch import load_file
 
 from fuse.cli import cli
-
-from conftest import tiny_recipe, write_recipe
 
 
 def _train(tmp_path, tiny_text_model, shapes_data, *args, name="r", **over):
@@ -106,7 +105,7 @@ def test_disk_full_during_export_leaves_nothing_and_keeps_the_old_export(run, tm
     out = tmp_path / "out"
     assert CliRunner().invoke(cli, ["export", str(run), str(out)]).exit_code == 0
     before = snapshot(out)
-    monkeypatch.setattr("fuse.atomic._fsync", _enospc)
+    monkeypatch.setattr("fuse.api.atomic._fsync", _enospc)
     for target, force in ((out, ["--force"]), (tmp_path / "new", [])):
         result = CliRunner().invoke(cli, ["export", str(run), str(target), *force])
         assert result.exit_code == 2 and "No space left on device" in result.output, result.output
@@ -117,10 +116,10 @@ def test_disk_full_during_export_leaves_nothing_and_keeps_the_old_export(run, tm
 # ------------------------------------------------------------------ 2. atomic files, verified checkpoints
 def test_disk_full_during_training_is_one_line_and_leaves_no_partial_file(tmp_path, tiny_text_model, shapes_data,
                                                                           monkeypatch):
-    import fuse.atomic
+    import fuse.api.atomic
 
     calls = {"n": 0}
-    real = fuse.atomic._fsync
+    real = fuse.api.atomic._fsync
 
     def full_after_a_while(fd):
         calls["n"] += 1
@@ -128,7 +127,7 @@ def test_disk_full_during_training_is_one_line_and_leaves_no_partial_file(tmp_pa
             _enospc(fd)
         real(fd)
 
-    monkeypatch.setattr("fuse.atomic._fsync", full_after_a_while)
+    monkeypatch.setattr("fuse.api.atomic._fsync", full_after_a_while)
     _, result = _train(tmp_path, tiny_text_model, shapes_data)
     assert result.exit_code == 2 and "No space left on device" in result.output and "free some space" in result.output
     assert not no_temp_files(tmp_path)
@@ -165,7 +164,7 @@ class _PoisonAt:
         self.steps, self.calls = set(steps), 0
 
     def install(self, monkeypatch):
-        from fuse.step import TrainStep
+        from fuse.training.step import TrainStep
 
         real = TrainStep.forward
 
@@ -250,7 +249,7 @@ def test_resume_refuses_model_changes_and_writes_nothing(tmp_path, tiny_text_mod
 # ------------------------------------------------------------------ 6. interrupts
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupt_says_how_to_resume(tmp_path, tiny_text_model, shapes_data, monkeypatch, how):
-    from fuse.step import TrainStep
+    from fuse.training.step import TrainStep
 
     def interrupted(module, batches):
         if how == "sigterm":

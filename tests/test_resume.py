@@ -7,12 +7,10 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import tiny_recipe, write_recipe
 from safetensors.torch import load_file
 
 from fuse.cli import cli
-
-from conftest import tiny_recipe, write_recipe
-
 
 FUSEMIX = {"objectives": [{"name": "fusemix", "options": {"pairing": "permutation"}}]}  # RNG: lambda, partners
 # The memory bank (16 rows: it wraps within an epoch) lives outside the weights, in state.pt.
@@ -65,7 +63,7 @@ def test_keep_checkpoints_bounds_the_epoch_files(tmp_path, tiny_text_model, shap
 
 
 def test_pruning_orders_epochs_by_number_past_999(tmp_path):
-    from fuse.train import prune_checkpoints
+    from fuse.training.loop import prune_checkpoints
 
     for epoch in (998, 999, 1000, 1001):
         (tmp_path / f"epoch-{epoch:03d}.safetensors").write_bytes(b"")

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-
-from fuse.cli import cli
-from fuse.errors import DataError
-from fuse.manifest import load_pairs
-from fuse.plugins.audio import read_audio
-from fuse.screening import drop_bad_media
-
 from conftest import tiny_recipe, write_recipe
+
+from fuse.api.errors import DataError
+from fuse.cli import cli
+from fuse.data.manifest import load_pairs
+from fuse.data.screening import drop_bad_media
+from fuse.plugins.audio import read_audio
 
 
 def _manifest(tmp_path, records):

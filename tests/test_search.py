@@ -10,18 +10,17 @@ import shutil
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import _draw
 
 import fuse
+from fuse.api.errors import FuseError, ModelFileError
 from fuse.cli import cli
-from fuse.errors import FuseError, ModelFileError
-
-from conftest import _draw
 
 
 @pytest.fixture(scope="module")
 def exports(trained_shapes_export, tmp_path_factory):
     """The trained tiny model, and a second model in another space (the same towers, fresh heads)."""
-    from fuse.export import export_model
+    from fuse.model.export import export_model
 
     other = fuse.load(trained_shapes_export).with_untrained_heads(seed=1)
     return [trained_shapes_export, export_model(other, tmp_path_factory.mktemp("other") / "export")]
@@ -60,7 +59,7 @@ def test_results_are_the_exact_cosine_ranking(exports, photos):
 
 
 def test_index_is_built_once_then_updated_incrementally(exports, photos, monkeypatch):
-    import fuse.inference as inf
+    import fuse.model.embed as inf
 
     embedded = []
     real = inf.embed_values
@@ -155,7 +154,7 @@ def test_similarity_rejects_non_embeddings(exports):
 
 
 def test_open_index_without_one(tmp_path):
-    from fuse.index import open_index
+    from fuse.model.index import open_index
 
     with pytest.raises(ModelFileError, match="No index in"):
         open_index(tmp_path)
@@ -187,7 +186,7 @@ def test_search_finds_named_emoji_from_val_captions(tmp_path):
 
 
 def test_default_index_locations(tmp_path):
-    from fuse.index import default_location
+    from fuse.model.index import default_location
 
     (tmp_path / "photos").mkdir()
     (tmp_path / "val.jsonl").write_text("{}\n")

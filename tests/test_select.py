@@ -33,9 +33,9 @@ def _candidates(tmp_path: Path, text_model: Path, **extra) -> Path:
 
 def test_select_ranks_every_cross_modal_pair_and_writes_json_heatmap_and_a_recipe(tmp_path, tiny_text_model,
                                                                                   shapes_data):
-    from fuse.cache import encode_values
-    from fuse.plan import resolve_spec
-    from fuse.recipe import load_recipe
+    from fuse.data.cache import encode_values
+    from fuse.recipes.plan import load_plan
+    from fuse.recipes.spec import resolve_spec
 
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["select", str(_candidates(tmp_path, tiny_text_model)), "--data",
@@ -64,7 +64,7 @@ def test_select_ranks_every_cross_modal_pair_and_writes_json_heatmap_and_a_recip
     assert row["linear_cka"] == pytest.approx(want, rel=1e-4)
 
     # the written recipe trains the top pair and validates as it stands
-    recipe = load_recipe(out / "recipe.yaml")
+    recipe = load_plan(out / "recipe.yaml").recipe
     top = {e["label"]: e["spec"] for es in report["encoders"].values() for e in es}
     a, b = rows[0]["candidates"]
     assert recipe.modalities["image"].encoder.options == top[a]["options"]
@@ -141,7 +141,7 @@ def test_curate_bad_input_is_one_clear_line(tmp_path, tiny_text_model, shapes_da
 
 
 def test_init_seed_gives_the_same_random_weights_and_leaves_the_global_rng_alone(tiny_text_model):
-    from fuse.plan import resolve_spec
+    from fuse.recipes.spec import resolve_spec
 
     def weights(**opts):
         enc = resolve_spec("encoder", "hf-text", {"model": str(tiny_text_model), **opts}).build()
@@ -157,7 +157,7 @@ def test_init_seed_gives_the_same_random_weights_and_leaves_the_global_rng_alone
 
 
 def test_pkgsplit_joins_the_parts_of_a_split_zip_from_installed_distributions(tmp_path, monkeypatch):
-    from fuse.paths import resolve_path
+    from fuse.api.paths import resolve_path
 
     model = tmp_path / "src" / "tiny-model"
     model.mkdir(parents=True)

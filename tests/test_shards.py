@@ -8,11 +8,10 @@ import tarfile
 
 import pytest
 from click.testing import CliRunner
+from conftest import tiny_recipe, write_recipe, write_shapes_manifest
 
 from fuse.cli import cli
-from fuse.shards import expand_braces
-
-from conftest import tiny_recipe, write_recipe, write_shapes_manifest
+from fuse.data.shards import expand_braces
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +107,9 @@ def test_a_truncated_shard_is_one_line_naming_it(packed, tmp_path, tiny_text_mod
 
 def test_a_record_with_several_images_packs_to_the_same_pairs(tmp_path, shapes_data):
     from fuse import input_kind
-    from fuse.manifest import load_pairs
-    from fuse.pack import pack_manifest
-    from fuse.shards import load_shard_pairs, shard_set
+    from fuse.data.manifest import load_pairs
+    from fuse.data.pack import pack_manifest
+    from fuse.data.shards import load_shard_pairs, shard_set
 
     pngs = sorted(p.name for p in (shapes_data["train"].parent / "img").glob("train-*.png"))[:5]
     for name in pngs:

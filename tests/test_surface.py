@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import fuse
-from fuse.plugin_manager import registries
-from fuse.recipe import Recipe
+from fuse.api.plugin_manager import registries
+from fuse.recipes.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
@@ -60,9 +60,9 @@ def test_no_plugin_imports_another():
 
 
 def test_fuse_train_and_load_stay_functions_after_their_modules_are_imported():
-    import fuse.cli  # noqa: F401  (imports fuse.train, the loop module, and fuse.export)
-    import fuse.export  # noqa: F401
-    import fuse.train  # noqa: F401
+    import fuse.cli  # noqa: F401  (imports the loop module and the exporter)
+    import fuse.model.export  # noqa: F401
+    import fuse.training.loop  # noqa: F401
 
     assert callable(fuse.train) and fuse.train.__module__ == "fuse" and callable(fuse.load)
 
@@ -114,7 +114,7 @@ def test_yaml_components_in_docs_validate():
     """Every `{name: X, options: {...}}` written in the docs validates against X's schema."""
     import yaml
 
-    from fuse.plugin_manager import registry
+    from fuse.api.plugin_manager import registry
 
     seen = 0
     for doc in sorted((ROOT / "docs").glob("*.md")):

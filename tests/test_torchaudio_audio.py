@@ -10,10 +10,10 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
+from fuse.api.errors import ModelFileError, RecipeError
+from fuse.api.plugin_manager import registry
 from fuse.cli import cli
-from fuse.errors import ModelFileError, RecipeError
 from fuse.plugins.audio import AudioClip
-from fuse.plugin_manager import registry
 
 # Every argument of torchaudio.models.wav2vec2_model, at a tiny size; dropouts off.
 TINY = dict(extractor_mode="layer_norm", extractor_conv_layer_config=[(16, 10, 5), (16, 8, 4)],

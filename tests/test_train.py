@@ -7,12 +7,11 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import tiny_recipe, write_recipe
 from safetensors.torch import load_file
 
 from fuse.cli import cli
-from fuse.metrics import read_metrics
-
-from conftest import tiny_recipe, write_recipe
+from fuse.training.metrics import read_metrics
 
 
 @pytest.fixture(scope="module")

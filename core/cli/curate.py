@@ -29,12 +29,20 @@ def curate_command(manifest, concepts, out, encoder, floor, dedup, per_concept, 
 
     import yaml
 
-    from ..atomic import write_text
-    from ..curate import (DEFAULT_ENCODER, CurateSettings, curate, embed_texts, plot_counts, read_concepts,
-                          read_records, write_curated)
-    from ..datasets import default_cache_root
-    from ..devices import resolve_device
-    from ..errors import RecipeError
+    from fuse.api.atomic import write_text
+    from fuse.api.devices import resolve_device
+    from fuse.api.errors import RecipeError
+    from fuse.data.datasets import default_cache_root
+    from fuse.model.curate import (
+        DEFAULT_ENCODER,
+        CurateSettings,
+        curate,
+        embed_texts,
+        plot_counts,
+        read_concepts,
+        read_records,
+        write_curated,
+    )
 
     if not -1 <= floor <= 1:
         raise click.BadParameter("a cosine similarity lies in [-1, 1]", param_hint="--floor")

@@ -19,8 +19,8 @@ def build_command(name, options, cache_dir, force):
     """Build dataset NAME (see `fuse plugins --kind dataset`) and print its manifest paths."""
     from pathlib import Path
 
-    from ..datasets import build_dataset, default_cache_root
-    from ..recipe import apply_override, parse_override
+    from fuse.data.datasets import build_dataset, default_cache_root
+    from fuse.recipes.recipe import apply_override, parse_override
 
     opts: dict = {}
     for text in options:
@@ -42,7 +42,7 @@ def build_command(name, options, cache_dir, force):
 def pack_command(manifest, out_dir, shard_size, files, force):
     """Write MANIFEST (JSONL) as uncompressed tar shards in OUT_DIR (WebDataset layout: KEY.png, KEY.txt,
     KEY.json) and print the data.train pattern naming them."""
-    from ..pack import brace_pattern, pack_manifest
+    from fuse.data.pack import brace_pattern, pack_manifest
 
     paths = pack_manifest(manifest, out_dir, shard_size, list(files) or None, force=force)
     click.echo(f"{len(paths)} shard(s): {brace_pattern(paths)}")

@@ -9,7 +9,7 @@ import click
 
 def cache_option(cache_dir: str | None, no_cache: bool) -> Path | None:
     """The latent cache to reuse: --cache-dir, else $FUSE_CACHE or ~/.cache/fuse; None with --no-cache."""
-    from ..datasets import default_cache_root
+    from fuse.data.datasets import default_cache_root
 
     return None if no_cache else Path(cache_dir or default_cache_root()).expanduser()
 
@@ -33,12 +33,12 @@ def embed_command(model_dir, inputs, modality, out, batch_size, shard_rows, devi
 
     INPUTS for file modalities (image, audio, ...): files, folders, globs, or a .txt list of paths.
     For text: strings, a text file with one string per line, or '-' / nothing for stdin."""
-    import fuse
+    from fuse.model.load import load_aligned
+    from fuse.api.devices import resolve_device
+    from fuse.model.collect import collect_inputs
+    from fuse.model.embed_file import embed_to_file
 
-    from ..devices import resolve_device
-    from ..inference import collect_inputs, embed_to_file
-
-    model = fuse.load(model_dir, device=str(resolve_device(device)))
+    model = load_aligned(model_dir, device=str(resolve_device(device)))
     values = collect_inputs(model.input_kind(modality), list(inputs))
     path = embed_to_file(model, modality, values, Path(out), cache_option(cache_dir, no_cache), batch_size,
                          shard_rows)

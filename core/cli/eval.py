@@ -41,11 +41,11 @@ import click
 def eval_command(model_dir, task, manifest, train, test, test_fraction, split_key, out, as_json, classes, label_field,
                  templates, modality, modalities, chunk_size, batch_size, device, no_baselines, skip_bad_media, cache_dir):
     """Evaluate MODEL (an export dir or a run dir) on a manifest."""
-    from ..devices import resolve_device
-    from ..errors import DataError, FuseError
-    from ..eval import run_probe, run_retrieval, run_zeroshot
-    from ..eval.report import format_table, plot_recall_curves, plot_worst_classes
-    from ..export import load_aligned
+    from fuse.api.devices import resolve_device
+    from fuse.api.errors import DataError, FuseError
+    from fuse.eval import run_probe, run_retrieval, run_zeroshot
+    from fuse.eval.report import format_table, plot_recall_curves, plot_worst_classes
+    from fuse.model.load import load_aligned
 
     if task == "probe" and (manifest or not train):
         raise FuseError("--task probe takes --train LABELS.jsonl and --test LABELS.jsonl (or --test-fraction), not --data.")

@@ -18,7 +18,7 @@ def export_command(run_dir, out_dir, checkpoint, force, tower):
     """Rebuild the run's model from its recipe.yaml, load a checkpoint, export it to OUT_DIR.
 
     OUT_DIR must be new, empty, or (with --force) a previous export; it is written atomically."""
-    from ..export import export_run
+    from fuse.model.export import export_run
 
     out = export_run(run_dir, out_dir, checkpoint, force=force, tower=tower)
     click.echo(f"exported to {out}")

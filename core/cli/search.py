@@ -30,13 +30,12 @@ import click
 def search_command(model_dir, source, queries, k, modality, query_modality, index_dir, rebuild, as_json, batch_size,
                    device, cache_dir, no_cache):
     """Search SOURCE with MODEL: each query's K nearest items (rank, cosine score, path or text)."""
-    import fuse
+    from fuse.model.load import load_aligned
+    from fuse.api.devices import resolve_device
+    from fuse.cli.embed import cache_option
+    from fuse.model.search import search
 
-    from ..devices import resolve_device
-    from ..search import search
-    from .embed import cache_option
-
-    model = fuse.load(model_dir, device=str(resolve_device(device)))
+    model = load_aligned(model_dir, device=str(resolve_device(device)))
     # with --json, stdout carries the JSON alone: progress notes (latent cache reads) go to stderr
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         results = search(model, list(queries), source, k, query_modality, modality, index_dir, rebuild,

@@ -21,10 +21,10 @@ def select_command(candidates, sample, out, k, rank_by, device, cache_dir):
     mutual k-NN) and print them ranked, with their cost."""
     from pathlib import Path
 
-    from ..datasets import default_cache_root
-    from ..devices import resolve_device
-    from ..selection import load_candidates, select
-    from ..selection_report import format_table, write_outputs
+    from fuse.api.devices import resolve_device
+    from fuse.data.datasets import default_cache_root
+    from fuse.model.selection import load_candidates, select
+    from fuse.model.selection_report import format_table, write_outputs
 
     cfg = load_candidates(candidates)
     if k is not None:

@@ -15,19 +15,19 @@ import click
               "(give the same recipe; train.epochs may be raised).")
 def train_command(recipe, overrides, dry_run, resume):
     """Train the heads of RECIPE; overrides look like train.epochs=3 or output_dir=runs/x."""
-    from ..recipe import load_recipe
+    from fuse.recipes.plan import load_plan
 
-    r = load_recipe(recipe, list(overrides))
+    plan = load_plan(recipe, list(overrides))
     if dry_run:
-        from ..dryrun import dry_run_report
+        from fuse.training.dryrun import dry_run_report
 
-        click.echo(json.dumps(dry_run_report(r), indent=2))
+        click.echo(json.dumps(dry_run_report(plan), indent=2))
         return
     import signal
     import sys
 
-    from ..preempt import EXIT_CODE, Preempted
-    from ..train import train
+    from fuse.training.loop import train
+    from fuse.training.preempt import EXIT_CODE, Preempted
 
     def on_term(signum, frame):
         raise KeyboardInterrupt  # SIGTERM (a scheduler's kill) ends like Ctrl-C, with the resume hint
@@ -35,13 +35,13 @@ def train_command(recipe, overrides, dry_run, resume):
     previous = signal.signal(signal.SIGTERM, on_term)
     resume_hint = f"fuse train {recipe}{''.join(' ' + o for o in overrides)} --resume"
     try:
-        train(r, recipe_path=recipe, resume=resume)
+        train(plan, recipe_path=recipe, resume=resume)
     except Preempted as stop:  # SIGTERM during the steps: a checkpoint was written, the run ends cleanly
         if stop.main:  # once, not once per rank
             click.echo(f"\n{stop}; continue with {resume_hint}", err=True)
         sys.exit(EXIT_CODE)
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: {r.output_dir} keeps its last checkpoint; continue with {resume_hint}", err=True)
+        click.echo(f"\ninterrupted: {plan.recipe.output_dir} keeps its last checkpoint; continue with {resume_hint}", err=True)
         sys.exit(130)
     finally:
         signal.signal(signal.SIGTERM, previous)

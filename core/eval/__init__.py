@@ -7,11 +7,11 @@
     report = fuse.eval.run_probe(model, "train.jsonl", "test.jsonl")   # linear probe of one tower
 """
 
-from .api import run_retrieval, run_zeroshot
-from .probe import fit_logistic, fit_probe, probe_latents, run_probe
-from .rank import topk
-from .retrieval import evaluate_retrieval, ranks_of_best_positive, retrieval_metrics
-from .zeroshot import class_embeddings, load_templates, zeroshot_metrics
+from fuse.eval.api import run_retrieval, run_zeroshot
+from fuse.eval.probe import fit_logistic, fit_probe, probe_latents, run_probe
+from fuse.eval.rank import topk
+from fuse.eval.retrieval import evaluate_retrieval, ranks_of_best_positive, retrieval_metrics
+from fuse.eval.zeroshot import class_embeddings, load_templates, zeroshot_metrics
 
 __all__ = ["class_embeddings", "evaluate_retrieval", "fit_logistic", "fit_probe", "load_templates", "probe_latents",
            "ranks_of_best_positive", "retrieval_metrics", "run_probe", "run_retrieval", "run_zeroshot", "topk",

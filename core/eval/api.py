@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError, FuseError
-from ..inputs import input_kind
-from ..manifest import jsonl_records, load_pairs
-from ..screening import drop_bad_media
-from .retrieval import evaluate_retrieval, ranks_of_best_positive
-from .zeroshot import class_embeddings, load_templates, true_class_ranks, zeroshot_metrics
+from fuse.api.errors import DataError, FuseError
+from fuse.api.inputs import input_kind
+from fuse.data.manifest import jsonl_records, load_pairs
+from fuse.data.screening import drop_bad_media
+from fuse.eval.retrieval import evaluate_retrieval, ranks_of_best_positive
+from fuse.eval.zeroshot import class_embeddings, load_templates, true_class_ranks, zeroshot_metrics
 
 
 def _file_modalities(model, modalities):

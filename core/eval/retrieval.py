@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .rank import ranks_of_best_positive
+from fuse.eval.rank import ranks_of_best_positive
 
 
 def retrieval_metrics(query: torch.Tensor, candidates: torch.Tensor, positives: torch.Tensor,

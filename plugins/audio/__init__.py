@@ -15,8 +15,10 @@ from __future__ import annotations
 import fuse
 
 from .clip import AudioClip, AudioInput, check_audio, prepare, read_audio, receptive_field
+from .clap import ClapAudioEncoder  # noqa: F401  (each family registers itself with HFAudioEncoder.families)
 from .hf import HFAudioEncoder
 from .ta import TorchaudioEncoder
+from .whisper import WhisperAudioEncoder  # noqa: F401
 
 __all__ = ["AudioClip", "AudioInput", "HFAudioEncoder", "TorchaudioEncoder", "check_audio", "prepare", "read_audio",
            "receptive_field"]

@@ -57,6 +57,14 @@ class HFAudioEncoder(Encoder):
     has_cls: ClassVar[bool] = False               # pooling: cls is allowed
     has_pooler: ClassVar[bool] = False            # pooling: pooler is allowed
     min_samples: int = 0                          # clips shorter than this are zero-padded (frame models)
+    formats: ClassVar[tuple[str, ...]] = ("transformers",)  # the Options.format values the family reads
+    # Every family class, added as it is defined (``__init_subclass__``), so that picking one needs no
+    # import of the family modules (which import this one). The package imports them all.
+    families: ClassVar[list[type["HFAudioEncoder"]]] = []
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        HFAudioEncoder.families.append(cls)
 
     def __new__(cls, options=None, *args, **kwargs):
         """`hf-audio` is one registered name: building it builds the family class the checkpoint needs
@@ -140,12 +148,9 @@ def load_transformers(options: HFAudioEncoder.Options, auto_cls=None) -> tuple[t
 def family(options: HFAudioEncoder.Options) -> type[HFAudioEncoder]:
     """The family class for ``options``: Whisper for the CTranslate2 and saved-encoder formats, otherwise
     the one that reads the checkpoint's ``model_type``."""
-    from .clap import ClapAudioEncoder
-    from .whisper import WhisperAudioEncoder
-
+    families = HFAudioEncoder.families
     if options.format != "transformers":
-        return WhisperAudioEncoder
-    families = (WhisperAudioEncoder, ASTEncoder, ClapAudioEncoder, FrameEncoder)
+        return next(cls for cls in families if options.format in cls.formats)
     model_type = model_config(options).model_type
     for cls in families:
         if model_type in cls.model_types:

@@ -32,6 +32,7 @@ class WhisperAudioEncoder(HFAudioEncoder):
 
     kind = "whisper"
     model_types = ("whisper",)
+    formats = ("transformers", "ctranslate2", "whisper-encoder")
     license = "MIT (Whisper)"
 
     def load(self, options: HFAudioEncoder.Options) -> None:

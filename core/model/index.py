@@ -1,0 +1,225 @@
+"""An embedding index: one modality's values embedded once by one model, kept up to date, searched exactly.
+
+    INDEX/index.json                 format, the model's fingerprint, modality, and every item:
+                                     [value, identity, shard, row] (identity: path|size|mtime, or the text)
+    INDEX/shard-NNNNN.safetensors    embeddings [rows, D], one file per batch of added items
+
+By default INDEX is ``<folder>/.fuse-index/<modality>`` (or ``<manifest dir>/.fuse-index/<manifest
+stem>-<modality>``). Updating embeds only values whose identity is new or changed and drops values
+that are gone; index.json is rewritten (atomically) after every shard, so an interrupted build
+resumes where it stopped. An index records the fingerprint of the model that built it: another
+model's index is refused (``rebuild=True`` starts it over) rather than searched with the wrong
+space. Nothing is unpickled: index.json is JSON and shards are safetensors, checked against their
+recorded hashes. Search is exact, through the same tiled top-k kernel as evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from fuse.api.atomic import locked, save_tensors, write_text
+from fuse.api.errors import ModelFileError
+from fuse.api.inputs import input_kind
+from fuse.api.weights import tensors_hash
+from fuse.eval.rank import topk
+
+FORMAT = "fuse-embedding-index"
+FORMAT_VERSION = 1
+INDEX_DIR = ".fuse-index"
+META = "index.json"
+SHARD_ROWS = 8192
+
+
+def default_location(source: Path, modality: str) -> Path:
+    """Where an index of ``source`` (a folder or a manifest file) lives unless the user names a folder."""
+    source = Path(source)
+    if source.is_dir():
+        return source / INDEX_DIR / modality
+    parts = source.parts
+    wild = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
+    if wild is not None:  # a glob: beside its fixed part, named by a hash of the pattern
+        import hashlib
+
+        tag = hashlib.sha256(str(source).encode()).hexdigest()[:8]
+        return Path(*parts[:wild]) / INDEX_DIR / f"glob-{tag}-{modality}"
+    return source.parent / INDEX_DIR / f"{source.stem}-{modality}"
+
+
+@dataclass
+class EmbeddingIndex:
+    """An index on disk: its folder, its metadata, and (loaded on first use) its embeddings."""
+
+    folder: Path
+    meta: dict
+    _embeddings: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def values(self) -> list[str]:
+        """The indexed values (absolute paths or text), in the order of ``embeddings``."""
+        return [item[0] for item in self.meta["items"]]
+
+    @property
+    def modality(self) -> str:
+        return self.meta["modality"]
+
+    def __len__(self) -> int:
+        return len(self.meta["items"])
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """[N, D] float32 on the CPU, read from the shards, each checked against its recorded hash."""
+        if self._embeddings is None:
+            self._embeddings = read_embeddings(self.folder, self.meta)
+        return self._embeddings
+
+    def search(self, query: torch.Tensor, k: int = 10) -> list[list[dict]]:
+        """For each query embedding, its ``k`` nearest items, best first: {rank, score, value}."""
+        emb = self.embeddings
+        if query.shape[-1] != emb.shape[-1]:
+            raise ModelFileError(f"Index {self.folder} holds {emb.shape[-1]}-d embeddings but the queries are "
+                                 f"{query.shape[-1]}-d; rebuild it with this model (--rebuild).")
+        scores, index = topk(query.float().cpu(), emb, k)
+        values = self.values
+        return [[{"rank": r + 1, "score": float(s), "value": values[i]}
+                 for r, (s, i) in enumerate(zip(srow.tolist(), irow.tolist()))]
+                for srow, irow in zip(scores, index)]
+
+
+def corrupt(folder: Path, what: str) -> ModelFileError:
+    return ModelFileError(f"Index {folder} is corrupt ({what}); rebuild it: run again with --rebuild "
+                          "(Python: rebuild=True), or delete the folder.")
+
+
+def read_meta(folder: Path) -> dict | None:
+    """index.json, checked; None when there is no index yet."""
+    file = folder / META
+    if not file.exists():
+        return None
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise corrupt(folder, f"{META} is unreadable: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise corrupt(folder, f"{META} is not a {FORMAT} file")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFileError(f"Index {folder} was written by a newer fuse; upgrade fuse-align, or --rebuild it.")
+    if not isinstance(meta.get("items"), list) or not isinstance(meta.get("shards"), dict):
+        raise corrupt(folder, f"{META} lacks its items or shards")
+    return meta
+
+
+def read_embeddings(folder: Path, meta: dict) -> torch.Tensor:
+    """Every item's embedding, in item order, from the shards (each verified by its sha256)."""
+    n, dim = len(meta["items"]), meta["embed_dim"]
+    out = torch.empty(n, dim)
+    by_shard: dict[str, tuple[list[int], list[int]]] = {}
+    for pos, (_, _, shard, row) in enumerate(meta["items"]):
+        by_shard.setdefault(shard, ([], []))
+        by_shard[shard][0].append(pos)
+        by_shard[shard][1].append(row)
+    for shard, (positions, rows) in by_shard.items():
+        entry = meta["shards"].get(shard)
+        if entry is None:
+            raise corrupt(folder, f"items point into {shard}, which {META} does not list")
+        try:
+            tensors = load_file(str(folder / shard))
+        except FileNotFoundError:
+            raise corrupt(folder, f"{shard} is missing") from None
+        except Exception as exc:
+            raise corrupt(folder, f"{shard} is unreadable: {str(exc).splitlines()[0]}") from None
+        if tensors_hash(tensors) != entry["sha256"]:
+            raise corrupt(folder, f"{shard} does not match its recorded hash")
+        emb = tensors["embeddings"]
+        if emb.shape[1] != dim or max(rows) >= emb.shape[0]:
+            raise corrupt(folder, f"{shard} has shape {list(emb.shape)}")
+        out[torch.tensor(positions)] = emb[torch.tensor(rows)].float()
+    return out
+
+
+def refuse_other_model(folder: Path, meta: dict, fingerprint: str, modality: str) -> None:
+    built = meta.get("model", {})
+    if built.get("fingerprint") != fingerprint:
+        raise ModelFileError(f"Index {folder} was built by another model ({built.get('path', 'unknown')}); its "
+                             "embeddings are in another space. Rebuild it for this model with --rebuild (Python: "
+                             "rebuild=True), or give another --index-dir.")
+    if meta.get("modality") != modality:
+        raise ModelFileError(f"Index {folder} holds {meta.get('modality')} embeddings, not {modality}; rebuild it "
+                             "with --rebuild or give another --index-dir.")
+
+
+def update_index(model, modality: str, values: list[str], folder: Path, rebuild: bool = False,
+                 cache_dir: Path | None = None, batch_size: int = 32, shard_rows: int = SHARD_ROWS,
+                 model_path: str = "", fingerprint: str | None = None, progress: bool = True,
+                 desc: str = "indexing") -> EmbeddingIndex:
+    """Bring the index in ``folder`` up to date with ``values`` (in that order) and return it.
+
+    Only values whose identity (file path, size and mtime; or the text) is new are embedded,
+    ``shard_rows`` at a time; each finished shard is recorded at once, so a killed update resumes."""
+    from tqdm.auto import tqdm
+
+    from fuse.model.embed import embed_values, model_fingerprint
+
+    folder = Path(folder)
+    model._encoder(modality)
+    values = list(dict.fromkeys(values))
+    kind = input_kind(model.input_kind(modality))
+    fingerprint = fingerprint or model_fingerprint(model)
+    with locked(folder):
+        meta = None
+        try:
+            meta = read_meta(folder)
+            if meta is not None:
+                refuse_other_model(folder, meta, fingerprint, modality)
+        except ModelFileError:
+            if not rebuild:
+                raise
+            meta = None
+        if rebuild:
+            meta = None
+        old = {} if meta is None else {item[0]: item for item in meta["items"]}
+        shards = {} if meta is None else dict(meta["shards"])
+        next_shard = 0 if meta is None else meta.get("next_shard", len(shards))
+        identities = [kind.identity(v) for v in values]
+        done = {v: old[v] for v, ident in zip(values, identities) if v in old and old[v][1] == ident}
+        todo = [(v, ident) for v, ident in zip(values, identities) if v not in done]
+        base = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": {"fingerprint": fingerprint,
+                "path": str(model_path)}, "modality": modality, "input": kind.name, "embed_dim": model.embed_dim}
+
+        def save(previous: dict | None = None) -> dict:
+            live = {item[2] for item in done.values()}
+            meta = {**base, "next_shard": next_shard, "shards": {s: e for s, e in shards.items() if s in live},
+                    "items": [done[v] for v in values if v in done]}
+            if meta != previous:  # an index that is up to date is not written again
+                write_text(folder / META, json.dumps(meta))
+            return meta
+
+        meta = save(meta)  # removed values are dropped even when nothing is new
+        bar = tqdm(total=len(todo), desc=f"{desc} {modality}", unit="item", disable=not progress or not todo)
+        for start in range(0, len(todo), shard_rows):
+            chunk = todo[start:start + shard_rows]
+            emb = embed_values(model, modality, [v for v, _ in chunk], batch_size, cache_dir, progress=progress)
+            name = f"shard-{next_shard:05d}.safetensors"
+            save_tensors({"embeddings": emb.contiguous()}, folder / name)
+            shards[name] = {"rows": len(chunk), "sha256": tensors_hash({"embeddings": emb.contiguous()})}
+            next_shard += 1
+            done.update({v: [v, ident, name, row] for row, (v, ident) in enumerate(chunk)})
+            meta = save()
+            bar.update(len(chunk))
+        bar.close()
+        for stale in folder.glob("shard-*.safetensors"):  # shards no item points into any more
+            if stale.name not in meta["shards"]:
+                stale.unlink(missing_ok=True)
+    return EmbeddingIndex(folder, meta)
+
+
+def open_index(folder: Path) -> EmbeddingIndex:
+    """An existing index, read as it is (no update)."""
+    meta = read_meta(Path(folder))
+    if meta is None:
+        raise ModelFileError(f"No index in {folder} ({META} missing); build one with fuse search or model.search().")
+    return EmbeddingIndex(Path(folder), meta)

@@ -1,0 +1,102 @@
+"""Search: which modality the index and the queries are, what to index, and the answer table.
+
+Used by `fuse search` and by ``model.search(...)``: the index (core/index.py) is built or
+updated first, then the queries are embedded by their own tower and ranked exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fuse.api.errors import DataError, FuseError
+from fuse.api.inputs import input_kind
+from fuse.model.collect import collect_inputs, manifest_values
+from fuse.model.embed import embed_values
+from fuse.model.index import EmbeddingIndex, default_location, update_index
+
+
+def is_manifest(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".jsonl"
+
+
+def pick(choices: list[str], what: str, option: str, model) -> str:
+    if len(choices) == 1:
+        return choices[0]
+    raise FuseError(f"Cannot tell the {what}: this model has towers {', '.join(model.modalities)}"
+                    f"{f' and {len(choices)} fit' if choices else ', none fits'}; name it with {option}.")
+
+
+def query_modality(model, queries: list, given: str | None = None) -> str:
+    """The tower that embeds the queries: ``given``, or the one tower whose input kind fits them
+    (a file the kind reads, or a string for an inline kind such as text)."""
+    if given:
+        model._encoder(given)
+        return given
+    fits = []
+    for m in model.modalities:
+        kind = input_kind(model.input_kind(m))
+        if all(isinstance(q, str) for q in queries):
+            if all((Path(q).is_file() and kind.accepts(q)) if kind.files else not Path(q).is_file() for q in queries):
+                fits.append(m)
+    return pick(fits, "query modality", "--query-modality (query_modality=)", model)
+
+
+def index_modality(model, source: Path, query_mod: str, given: str | None = None) -> str:
+    """The tower whose values are indexed: ``given``, a manifest's field, or the file tower that is not the query's."""
+    if given:
+        model._encoder(given)
+        return given
+    if is_manifest(source):
+        import json
+
+        first = next((line for line in source.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()), "{}")
+        try:
+            fields = set(json.loads(first)) if first.startswith("{") else set()
+        except ValueError:
+            fields = set()
+        fits = [m for m in model.modalities if m in fields and m != query_mod] or \
+               [m for m in model.modalities if m in fields]
+    else:
+        fits = [m for m in model.modalities if input_kind(model.input_kind(m)).files and m != query_mod] or \
+               [m for m in model.modalities if input_kind(model.input_kind(m)).files]
+    return pick(fits, "modality to index", "--modality (modality=)", model)
+
+
+def source_values(model, source: Path, modality: str) -> list[str]:
+    """What to index: a manifest's values of ``modality``, or the files of a folder (or glob)."""
+    if is_manifest(source):
+        return manifest_values(source, modality, model.input_kind(modality))
+    if not source.exists() and not any(c in str(source) for c in "*?["):
+        raise DataError(f"Index source not found: {source}. Give a folder of files or a .jsonl manifest.")
+    return collect_inputs(model.input_kind(modality), [str(source)])
+
+
+def build_index(model, source, modality: str | None = None, index_dir=None, rebuild: bool = False,
+                cache_dir=None, batch_size: int = 32, query_mod: str | None = None, progress: bool = True,
+                model_path: str = "") -> EmbeddingIndex:
+    """Build or update the index of ``source`` (a folder, glob or .jsonl manifest) for this model."""
+    source = Path(source).expanduser()
+    modality = index_modality(model, source, query_mod or "", modality)
+    folder = Path(index_dir) if index_dir else default_location(source, modality)
+    values = source_values(model, source, modality)
+    return update_index(model, modality, values, folder, rebuild=rebuild, cache_dir=cache_dir, batch_size=batch_size,
+                        model_path=model_path, progress=progress)
+
+
+def search(model, queries: list, index, k: int = 10, query_modality_: str | None = None,
+           modality: str | None = None, index_dir=None, rebuild: bool = False, cache_dir=None,
+           batch_size: int = 32, progress: bool = False, model_path: str = "") -> list[list[dict]]:
+    """Each query's ``k`` best items of ``index`` (an EmbeddingIndex, or a folder/manifest to index
+    first): lists of {rank, score, value}, best first."""
+    if isinstance(queries, str):
+        queries = [queries]
+    if not queries:
+        raise DataError("No queries given.")
+    qm = query_modality(model, list(queries), query_modality_)
+    if not isinstance(index, EmbeddingIndex):
+        index = build_index(model, index, modality, index_dir, rebuild, cache_dir, batch_size, qm, progress,
+                            model_path or getattr(model, "path", ""))
+    if len(index) == 0:
+        raise DataError(f"Index {index.folder} is empty: its source holds no {index.modality} values.")
+    q = embed_values(model, qm, list(queries), batch_size)
+    return index.search(q, k)
