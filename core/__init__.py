@@ -15,22 +15,51 @@ in ``fuse.api.hookspecs`` with ``@fuse.hookimpl``.
 
 from __future__ import annotations
 
-from fuse.api.collectives import gather_all, gather_with_grad
-from fuse.api.errors import DataError, FuseError, ModelFileError, PluginError, RecipeError
-from fuse.api.hf import enable_checkpointing as enable_hf_checkpointing
-from fuse.api.hf import hf_source, load_hf, save_hf, truncate_layers
-from fuse.api.hookspecs import hookimpl
-from fuse.api.inputs import InputKind, input_kind, read_value
-from fuse.api.interfaces import Encoder, EncoderInfo, Fusion, Head, Objective, Step
-from fuse.api.latents import Tokens, length_mask, masked_mean
-from fuse.api.losses import LogitScale, info_nce
-from fuse.api.options import Options
-from fuse.api.paths import resolve_path
-from fuse.api.plugin_manager import register_plugin, unregister_plugin
-from fuse.api.shard_refs import open_value
-from fuse.api.weights import load_state_dict, save_state_dict
-from fuse.data.datasets import DatasetBuilder
-from fuse.training import loop as _loop
+import importlib
+
+# name -> "module:attribute". Resolved on first use (PEP 562), so `import fuse` (and the `fuse`
+# command, which imports it) loads neither torch nor the training loop nor any plugin until a
+# name that needs them is touched; `from fuse import Encoder` works as before.
+_LAZY = {
+    "gather_all": "fuse.api.collectives:gather_all",
+    "gather_with_grad": "fuse.api.collectives:gather_with_grad",
+    **{name: f"fuse.api.errors:{name}" for name in ("DataError", "FuseError", "ModelFileError", "PluginError",
+                                                     "RecipeError")},
+    "enable_hf_checkpointing": "fuse.api.hf:enable_checkpointing",
+    **{name: f"fuse.api.hf:{name}" for name in ("hf_source", "load_hf", "save_hf", "truncate_layers")},
+    "hookimpl": "fuse.api.hookspecs:hookimpl",
+    **{name: f"fuse.api.inputs:{name}" for name in ("InputKind", "input_kind", "read_value")},
+    **{name: f"fuse.api.interfaces:{name}" for name in ("Encoder", "EncoderInfo", "Fusion", "Head", "Objective",
+                                                         "Step")},
+    **{name: f"fuse.api.latents:{name}" for name in ("Tokens", "length_mask", "masked_mean")},
+    "LogitScale": "fuse.api.losses:LogitScale",
+    "info_nce": "fuse.api.losses:info_nce",
+    "Options": "fuse.api.options:Options",
+    "resolve_path": "fuse.api.paths:resolve_path",
+    "register_plugin": "fuse.api.plugin_manager:register_plugin",
+    "unregister_plugin": "fuse.api.plugin_manager:unregister_plugin",
+    "open_value": "fuse.api.shard_refs:open_value",
+    "load_state_dict": "fuse.api.weights:load_state_dict",
+    "save_state_dict": "fuse.api.weights:save_state_dict",
+    "DatasetBuilder": "fuse.data.datasets:DatasetBuilder",
+}
+
+
+def __getattr__(name: str):
+    """Import a surface name's module on first use and keep the name (later lookups are plain)."""
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'fuse' has no attribute '{name}'")
+    module, attribute = target.split(":")
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The surface names, resolved or not, beside the module's own."""
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
@@ -46,8 +75,9 @@ def train(recipe, overrides=(), resume: bool = False):
     """Run a recipe file (with ``key.sub=value`` overrides) end to end, as `fuse train` does;
     returns the run directory."""
     from fuse.recipes.plan import load_plan
+    from fuse.training.loop import train as run_plan
 
-    return _loop.train(load_plan(recipe, list(overrides)), recipe_path=str(recipe), resume=resume)
+    return run_plan(load_plan(recipe, list(overrides)), recipe_path=str(recipe), resume=resume)
 
 
 def create(kind: str, name: str, options: dict | None = None, where: str = "", **context):

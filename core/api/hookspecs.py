@@ -49,4 +49,5 @@ def register_datasets(register):
 
 @hookspec
 def register_commands(cli):
-    """Add click commands to the `fuse` CLI group."""
+    """Add click commands to the `fuse` CLI group (``cli.add_command``). Asked when a command name is
+    not built-in, and by `fuse --help` whenever a plugin other than fuse's own is present."""

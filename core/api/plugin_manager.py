@@ -10,12 +10,15 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import inspect
+from typing import TYPE_CHECKING
 
 import pluggy
 
 from fuse.api import hookspecs
 from fuse.api.errors import PluginError
-from fuse.api.registry import Registry
+
+if TYPE_CHECKING:  # the registry pulls in pydantic; `fuse --help` asks foreign_plugins() without it
+    from fuse.api.registry import Registry
 
 KINDS = ("input", "encoder", "head", "fusion", "objective", "dataset")
 _HOOK_OF_KIND = {
@@ -58,6 +61,16 @@ def plugin_manager() -> pluggy.PluginManager:
     return _pm
 
 
+def foreign_plugins() -> bool:
+    """Whether a plugin other than fuse's built-in ones may be present: plugins are loaded already
+    (in-process ones register through them), or an entry point of group `fuse` comes from another
+    distribution. Read from metadata alone, so `fuse --help` can skip loading plugins (and torch)."""
+    if _pm is not None:
+        return True
+    own = importlib.metadata.distribution("fuse-align").name
+    return any(ep.dist is None or ep.dist.name != own for ep in importlib.metadata.entry_points(group="fuse"))
+
+
 def reset() -> None:
     """Forget the registries so they are rebuilt (after registering or removing a plugin)."""
     global _registries
@@ -85,6 +98,8 @@ def registries() -> dict[str, Registry]:
     """kind -> Registry, built from every registered plugin's register_* hooks."""
     global _registries
     if _registries is None:
+        from fuse.api.registry import Registry
+
         pm = plugin_manager()
         packages = _package_of(pm)
         regs = {kind: Registry(kind) for kind in KINDS}

@@ -1,11 +1,18 @@
 """The `fuse` command line. One module per command; plugins may add commands.
 
+Start-up is kept to click and this package: each command module imports only click at the top and
+its heavy modules (torch, the training loop) inside the command function, and plugins load only
+when a command needs them. Plugin commands (hook ``register_commands``) are asked for when a name
+is not built-in, and by `fuse --help` only when a plugin other than fuse's own is installed or
+registered in-process (the built-in plugins add no commands; tests/test_cli_start.py checks both).
+
 User errors (FuseError, and file-system errors such as a full disk) print as one line and exit with code 2; `fuse --debug ...` shows the
 traceback instead.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -13,8 +20,58 @@ import click
 from fuse.api.errors import FuseError
 
 
+# command name -> "module:attribute"; imported when the command is named or listed.
+BUILT_IN = {
+    "curate": "fuse.cli.curate:curate_command",
+    "data": "fuse.cli.data:data_group",
+    "embed": "fuse.cli.embed:embed_command",
+    "eval": "fuse.cli.eval:eval_command",
+    "export": "fuse.cli.export:export_command",
+    "plot": "fuse.cli.plot:plot_command",
+    "plugins": "fuse.cli.plugins:plugins_command",
+    "search": "fuse.cli.search:search_command",
+    "select": "fuse.cli.select:select_command",
+    "train": "fuse.cli.train:train_command",
+}
+
+
+def plugin_commands(listing: bool = False) -> dict[str, click.Command]:
+    """Commands plugins add through ``register_commands``, collected on a scratch group.
+
+    For a listing (``fuse --help``, shell completion) plugins are loaded only if one that is not
+    fuse's own could add a command, so the built-in case stays free of torch.
+    """
+    from fuse.api import plugin_manager as plugins
+
+    if listing and not plugins.foreign_plugins():
+        return {}
+    scratch = click.Group()
+    plugins.plugin_manager().hook.register_commands(cli=scratch)
+    clash = sorted(set(scratch.commands) & set(BUILT_IN))
+    if clash:
+        from fuse.api.errors import PluginError
+
+        raise PluginError(f"a plugin adds the command '{clash[0]}', which is built into fuse; "
+                          "rename the plugin's command (`fuse plugins` lists the installed plugins).")
+    return scratch.commands
+
+
 class FuseGroup(click.Group):
-    """The `fuse` click group: user errors become one line and exit code 2 instead of a traceback."""
+    """The `fuse` click group: commands load on first use; user errors become one line and exit code 2
+    instead of a traceback."""
+
+    def list_commands(self, ctx):
+        """Built-in commands, plus plugin commands when a non-built-in plugin is present."""
+        return sorted(set(BUILT_IN) | set(self.commands) | set(plugin_commands(listing=True)))
+
+    def get_command(self, ctx, name):
+        """Import a built-in command's module on first use; any other name is asked of the plugins."""
+        if name in BUILT_IN:
+            module, attribute = BUILT_IN[name].split(":")
+            return getattr(importlib.import_module(module), attribute)
+        if name in self.commands:
+            return self.commands[name]
+        return plugin_commands().get(name)
 
     def invoke(self, ctx):
         """Run the command; a FuseError prints as `error: ...` (exit 2) unless --debug asks for the trace."""
@@ -38,29 +95,6 @@ class FuseGroup(click.Group):
 def cli(ctx, debug):
     """Align pretrained unimodal encoders into a multimodal model."""
     ctx.obj = {"debug": debug}
-
-
-def _add_commands() -> None:
-    from fuse.cli.curate import curate_command
-    from fuse.cli.data import data_group
-    from fuse.cli.embed import embed_command
-    from fuse.cli.eval import eval_command
-    from fuse.cli.export import export_command
-    from fuse.cli.plot import plot_command
-    from fuse.cli.plugins import plugins_command
-    from fuse.cli.search import search_command
-    from fuse.cli.select import select_command
-    from fuse.cli.train import train_command
-
-    for cmd in (train_command, export_command, plugins_command, data_group, eval_command, plot_command,
-                embed_command, search_command, select_command, curate_command):
-        cli.add_command(cmd)
-    from fuse.api.plugin_manager import plugin_manager
-
-    plugin_manager().hook.register_commands(cli=cli)
-
-
-_add_commands()
 
 
 def main():
