@@ -75,8 +75,10 @@ def test_a_plugin_command_may_not_shadow_a_built_in():
     plugin = _command_plugin("train")
     fuse.register_plugin(plugin)
     try:
-        result = CliRunner().invoke(cli, ["nosuch"])
+        results = [CliRunner().invoke(cli, args) for args in (["nosuch"], ["--help"])]
     finally:
         fuse.unregister_plugin(plugin)
-    assert result.exit_code == 2
-    assert "a plugin adds the command 'train', which is built into fuse; rename" in result.output
+    for result in results:  # running an unknown name and listing (before invoke) alike
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: a plugin adds the command 'train', which is built into fuse; rename")
+        assert len(result.output.strip().splitlines()) == 1

@@ -61,8 +61,13 @@ class FuseGroup(click.Group):
     instead of a traceback."""
 
     def list_commands(self, ctx):
-        """Built-in commands, plus plugin commands when a non-built-in plugin is present."""
-        return sorted(set(BUILT_IN) | set(self.commands) | set(plugin_commands(listing=True)))
+        """Built-in commands, plus plugin commands when a non-built-in plugin is present (a plugin that
+        fails to load is one line here too: `--help` runs before invoke)."""
+        try:
+            plugins = plugin_commands(listing=True)
+        except FuseError as exc:
+            _fail(ctx, exc)
+        return sorted(set(BUILT_IN) | set(self.commands) | set(plugins))
 
     def get_command(self, ctx, name):
         """Import a built-in command's module on first use; any other name is asked of the plugins."""
@@ -78,14 +83,19 @@ class FuseGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (FuseError, OSError) as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            if isinstance(exc, OSError):  # the file system refused: name the path and the fix
-                from fuse.api.atomic import storage_error
+            _fail(ctx, exc)
 
-                exc = storage_error(exc)
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+
+def _fail(ctx, exc: Exception):
+    """Print a user error as `error: ...` and exit 2, unless --debug asks for the traceback."""
+    if ctx.obj and ctx.obj.get("debug"):
+        raise exc
+    if isinstance(exc, OSError):  # the file system refused: name the path and the fix
+        from fuse.api.atomic import storage_error
+
+        exc = storage_error(exc)
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
 
 
 @click.group(cls=FuseGroup)

@@ -1,3 +1,4 @@
+# fuse_char_ngrams.py
 """A complete fuse encoder plugin in one file: hashed character n-grams (fastText-style).
 
 It has no weights to download, so it also shows the smallest useful Encoder: options,
