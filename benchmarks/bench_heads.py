@@ -6,10 +6,11 @@ peak, and the lean step (fused AdamW, no per-step norm or read-back) against the
 The step is the quickstart's (recipes/quickstart.yaml): residual-MLP heads (depth 1, expansion
 2, dropout 0.5) from EfficientNet-Lite0 (1280) and MiniLM (384) latents to 256, InfoNCE with a
 learned temperature, AdamW with weight decay groups, warmup + cosine schedule, built from
-fuse's own registry, optimiser, schedule and Precision. FLOPs per step:
-  every Linear: 2*B*in*out forward + 4*B*in*out backward (weight and input gradients), except
-  the first Linear of each head, whose input (a frozen latent) needs no gradient: 4*B*in*out;
-  the similarity matrix: 2*B^2*D forward + 4*B^2*D backward = 6*B^2*D.
+fuse's own registry, optimiser, schedule and Precision. FLOPs per step are counted by torch
+(``torch.utils.flop_counter.FlopCounterMode`` over one whole step) and checked against the
+analytic count: every Linear 2*B*in*out forward + 4*B*in*out backward (weight and input
+gradients; even the first Linear's input needs its gradient, for the LayerNorm before it), and
+the similarity matrix 2*B^2*D forward + 4*B^2*D backward = 6*B^2*D.
 Variants run interleaved, one window of ``--steps`` steps each per round; ratios are medians.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import context, interleaved, matmul_peak, median, ratio, write  # noqa: E402
+from common import context, interleaved, matmul_peak, median, parse, ratio, write  # noqa: E402
 
 from fuse.api.interfaces import Step
 from fuse.api.plugin_manager import registry
@@ -33,13 +34,22 @@ DIMS = {"image": 1280, "text": 384}
 HEAD = {"depth": 1, "expansion": 2, "dropout": 0.5}
 
 
-def step_flops(heads, batch: int, embed_dim: int) -> int:
+def analytic_flops(heads, batch: int, embed_dim: int) -> int:
+    """The step's matmul FLOPs from the layer shapes (see the module docstring)."""
     flops = 6 * batch * batch * embed_dim
     for head in heads.values():
-        linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
-        for i, m in enumerate(linears):
-            flops += (4 if i == 0 else 6) * batch * m.in_features * m.out_features
+        flops += sum(6 * batch * m.in_features * m.out_features for m in head.modules()
+                     if isinstance(m, torch.nn.Linear))
     return flops
+
+
+def counted_flops(one_step) -> int:
+    """FLOPs torch counts in one whole step (forward, backward, optimiser), by operator."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        one_step()
+    return counter.get_total_flops()
 
 
 def build(variant: str, device, batch: int, pairs: int, embed_dim: int = 256, log_every: int = 10):
@@ -94,25 +104,28 @@ def main():
     p.add_argument("--pairs", type=int, default=3189)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--repeat", type=int, default=5)
-    args = p.parse_args()
+    args = parse(p, batch=32, pairs=64, steps=2, repeat=1)
     device = torch.device(args.device)
     steps = {}
     for variant in ("before", "lean"):
         heads, one = build(variant, device, args.batch, args.pairs)
         steps[variant] = (lambda one=one: [one() for _ in range(args.steps)])
-    flops = step_flops(heads, args.batch, 256)
+    flops = counted_flops(one)
+    analytic = analytic_flops(heads, args.batch, 256)
+    assert abs(flops - analytic) <= 0.01 * analytic, f"torch counts {flops} FLOPs per step, the shapes give {analytic}"
     peak = matmul_peak(device)
     times = interleaved(steps, args.repeat, device)
     peak_after = matmul_peak(device)
     per_step = {v: median(t) / args.steps for v, t in times.items()}
     result = {"batch": args.batch, "steps_per_window": args.steps, "repeat": args.repeat, "flops_per_step": flops,
+              "flops_counted_by": "torch.utils.flop_counter.FlopCounterMode", "flops_analytic": analytic,
               "peak_before": peak, "peak_after": peak_after, "seconds_per_window": times,
               "ms_per_step": {v: s * 1e3 for v, s in per_step.items()},
               "gflops": {v: flops / s / 1e9 for v, s in per_step.items()},
               "before_over_lean": ratio(times, "before", "lean")}
     pk = (peak["gflops_median"] + peak_after["gflops_median"]) / 2
     result["of_peak"] = {v: g / pk for v, g in result["gflops"].items()}
-    print(f"device {device}, batch {args.batch}, {flops / 1e9:.2f} GFLOP per step; matmul peak (4096², median of 7, "
+    print(f"device {device}, batch {args.batch}, {flops / 1e9:.2f} GFLOP per step; matmul peak ({peak['n']}², median of {peak['repeat']}, "
           f"before/after) {peak['gflops_median']:.0f}/{peak_after['gflops_median']:.0f} GFLOP/s {context()}")
     for v in ("before", "lean"):
         print(f"  {v:6s}: {result['ms_per_step'][v]:.1f} ms/step, {result['gflops'][v]:.1f} GFLOP/s = "

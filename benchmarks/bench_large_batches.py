@@ -81,16 +81,20 @@ def main():
     ap.add_argument("--max-length", type=int, default=16)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--worker")
-    args = ap.parse_args()
+    ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    from common import parse
+
+    args = parse(ap, batch=4, max_length=4, steps=1, configs=["plain", "chunk 8 + checkpointing"])
     if args.worker:
         print(json.dumps(worker(args.worker, args.batch, args.max_length, args.steps)))
         return
     from common import context, write
 
     rows = []
-    for name in CONFIGS:
+    for name in args.configs:
         out = subprocess.run([sys.executable, __file__, "--worker", name, "--batch", str(args.batch),
-                              "--max-length", str(args.max_length), "--steps", str(args.steps)],
+                              "--max-length", str(args.max_length), "--steps", str(args.steps)]
+                             + (["--smoke"] if args.smoke else []),
                              capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = rows[-1]

@@ -17,7 +17,6 @@ The store is deleted afterwards unless --keep.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import threading
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, context, machine  # noqa: E402
+from common import context, machine, parse, write  # noqa: E402
 
 from fuse.api.losses import LogitScale, info_nce
 from fuse.data.manifest import PairedData
@@ -84,7 +83,7 @@ def main():
     ap.add_argument("--shard-rows", type=int, default=65536)
     ap.add_argument("--root", default="/tmp/bench-mapped-store")
     ap.add_argument("--keep", action="store_true")
-    args = ap.parse_args()
+    args = parse(ap, pairs=2000, steps=4, batch=64, shard_rows=512, root="/tmp/bench-mapped-smoke")
     root = Path(args.root)
     t0 = time.perf_counter()
     if not (root / "done").exists():
@@ -149,8 +148,7 @@ def main():
           f"for the batch), batch {args.batch}; peak RssAnon {result['peak_rss_anon'] / 1e9:.2f} GB, peak RssFile "
           f"{result['peak_rss_file'] / 1e9:.2f} GB, store {size / 1e9:.2f} GB (before opening it: RssAnon "
           f"{baseline['RssAnon'] / 1e9:.2f} GB, RssFile {baseline['RssFile'] / 1e9:.2f} GB) {context()}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"bench_mapped_{args.pairs}.json").write_text(json.dumps(result, indent=2))
+    write(f"bench_mapped_{args.pairs}", result)
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
 

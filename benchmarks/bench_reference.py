@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import context, interleaved, machine, median, ratio, write  # noqa: E402
+from common import context, interleaved, machine, median, parse, ratio, write  # noqa: E402
 
 import fuse  # noqa: E402
 from fuse.api.plugin_manager import registry
@@ -93,13 +93,18 @@ def reference_loop(latents, device, steps, prof=None):
     return window
 
 
-def fuse_loop(latents, device, steps, log_every=10, compile_heads=False):
+def pair_rows(data, device):
+    """Endless [B, 2] batches of row indices from fuse's PairStream: the benchmark's one use of it."""
+    return (rows for rows, _online, _mapped in PairStream(data, data.pairs, BATCH, {}, device, seed=0).iterate())
+
+
+def fuse_loop(latents, device, steps, log_every=10, compile_heads=False, backend="inductor"):
     heads, obj = heads_and_objective(device)
-    run_heads = {m: torch.compile(h) for m, h in heads.items()} if compile_heads else heads
+    run_heads = {m: torch.compile(h, backend=backend) for m, h in heads.items()} if compile_heads else heads
     n = next(iter(latents.values())).shape[0]
     data = PairedData(path=None, modalities=("image", "text"), values={}, digest="", n_records=n,
                       pairs=torch.arange(n).repeat(2, 1).T.contiguous())
-    stream = PairStream(data, data.pairs, BATCH, {}, device, seed=0).iterate()
+    stream = pair_rows(data, device)
     groups = param_groups({"heads": [heads, obj]}, LR, LR / 10, WD)
     opt = make_optimizer(groups, (0.9, 0.999), 1e-8)
     sched = warmup_cosine(opt, 0, 10**6)
@@ -112,7 +117,7 @@ def fuse_loop(latents, device, steps, log_every=10, compile_heads=False):
         heads.train()
         for _ in range(steps):
             with torch.profiler.record_function("data"):
-                rows, _ = next(stream)
+                rows = next(stream)
                 step = fuse.Step(("image", "text"), {m: tables[m][rows[:, c]] for c, m in enumerate(DIMS)},
                                  embed=lambda z: {m: run_heads[m](v) for m, v in z.items()})
             with torch.profiler.record_function("forward"):
@@ -151,7 +156,7 @@ def main():
     p.add_argument("--steps", type=int, default=24)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = p.parse_args()
+    args = parse(p, pairs=[300], steps=1, repeat=1)
     device = torch.device(args.device)
     results = {}
     for n in args.pairs:

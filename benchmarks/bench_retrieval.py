@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import context, interleaved, machine, median, ratio, write  # noqa: E402
+from common import context, interleaved, machine, median, parse, ratio, write  # noqa: E402
 
 from fuse.eval.rank import CHUNK, QUERY_TILE, ranks_of_best_positive  # noqa: E402
 
@@ -78,7 +78,8 @@ def memory_child(args):
 
 def memory(kernel, args) -> int:
     cmd = [sys.executable, __file__, "--queries", str(args.queries), "--candidates", str(args.candidates),
-           "--dim", str(args.mem_dim or args.dim), "--device", args.device, "--memory-kernel", kernel]
+           "--dim", str(args.mem_dim or args.dim), "--device", args.device, "--memory-kernel", kernel] \
+        + (["--smoke"] if args.smoke else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     return json.loads(out)["bytes"]
 
@@ -94,7 +95,7 @@ def main():
     p.add_argument("--memory-only", action="store_true")
     p.add_argument("--mem-dim", type=int, help="embedding size for the memory runs (working memory does not depend on it)")
     p.add_argument("--memory-kernel", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = parse(p, queries=200, candidates=1000, dim=16, repeat=1)
     if args.memory_kernel:
         return memory_child(args)
     device = torch.device(args.device)

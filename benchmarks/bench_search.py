@@ -11,6 +11,7 @@ against a plain full matmul + sort. Peak RSS shows the search works in one tile 
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, context, machine  # noqa: E402
+from common import context, machine, parse, write  # noqa: E402
 
 from fuse.api.atomic import save_tensors, write_text
 from fuse.api.weights import tensors_hash
@@ -99,10 +100,13 @@ def main(n: int = 1_000_000, dim: int = 256, queries: int = 16, k: int = 10) -> 
           f"{base:.2f} -> {peak:.2f} GiB (before the reference sort) {context()}")
     if faiss_s is not None:
         print(f"faiss IndexFlatIP: add {faiss_build:.2f} s, search {faiss_s:.3f} s, same as a full sort: {faiss_same}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"bench_search_{n}x{dim}.json").write_text(json.dumps(out, indent=2))
+    write(f"bench_search_{n}x{dim}", out)
     return out
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:3]))
+    p = argparse.ArgumentParser()
+    p.add_argument("n", type=int, nargs="?", default=1_000_000)
+    p.add_argument("dim", type=int, nargs="?", default=256)
+    args = parse(p, n=5000, dim=16)
+    main(args.n, args.dim)

@@ -12,6 +12,23 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SMOKE = False   # set by parse(): tiny sizes, nothing written
+
+
+def parse(parser, **smoke):
+    """Parse the command line. ``--smoke`` swaps in the tiny sizes ``smoke``, forces the CPU and writes
+    no result file: seconds per benchmark, offline, so the test suite runs every one and none rots."""
+    global SMOKE
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes on the CPU, a few seconds, no result file (tests/test_benchmarks.py runs it)")
+    args = parser.parse_args()
+    if args.smoke:
+        SMOKE = True
+        for key, value in smoke.items():
+            setattr(args, key, value)
+        if hasattr(args, "device"):
+            args.device = "cpu"
+    return args
 
 
 def machine() -> dict:
@@ -61,6 +78,8 @@ def median(xs) -> float:
 
 def matmul_peak(device="cpu", n: int = 4096, repeat: int = 7, dtype=torch.float32) -> dict:
     """Median-of-N FLOP/s of an n x n matmul (the 'peak' every efficiency is quoted against)."""
+    if SMOKE:
+        n, repeat = 256, 2
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     out = torch.empty(n, n, device=device, dtype=dtype)
     t = interleaved({"mm": lambda: torch.mm(a, b, out=out)}, repeat, device)["mm"]
@@ -69,7 +88,10 @@ def matmul_peak(device="cpu", n: int = 4096, repeat: int = 7, dtype=torch.float3
 
 
 def write(name: str, payload: dict) -> Path:
-    """benchmarks/results/NAME.json with the machine context added."""
+    """benchmarks/results/NAME.json with the machine context added (not in a smoke run)."""
+    if SMOKE:
+        print(f"smoke run: {name}.json not written")
+        return RESULTS / f"{name}.json"
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
