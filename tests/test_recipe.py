@@ -108,7 +108,7 @@ def test_dry_run_resolves_everything_without_loading(recipe_file):
 
 
 @pytest.mark.parametrize("name", ["quickstart", "vision_text", "fusemix_vision_text", "freeze_align",
-                                  "shared_encoder_distill", "audio_quickstart", "audio_text", "audio_image"])
+                                  "shared_encoder_distill", "shared_encoder_distill_dino", "audio_quickstart", "audio_text", "audio_image"])
 def test_shipped_recipes_dry_run(name, tmp_path):
     import yaml
 

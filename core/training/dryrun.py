@@ -97,7 +97,7 @@ def _components(plan: Plan):
             yield f"modalities.{m}.encoder", t.encoder
         yield f"modalities.{m}.head", t.head
     for name, e in plan.extras.items():
-        yield f"extras.{name}.encoder", e.encoder
+        yield ("teacher" if name == "teacher" and plan.recipe.teacher is not None else f"extras.{name}") + ".encoder", e.encoder
     if plan.fusion:
         yield "fusion", plan.fusion
 
@@ -136,7 +136,6 @@ def check_files(plan: Plan) -> tuple[list[str], list[str]]:
     if plan.eval_pairs and not any(p.source is recipe.data for p in plan.pairs):
         _check_source(recipe.data, "data", checked, unchecked)
     for field, spec in _components(plan):
-        field = spec.where or field
         options = spec.as_dict().get("options") or {}
         for key in PATH_OPTIONS:
             value = options.get(key)
