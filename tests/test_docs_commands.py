@@ -181,6 +181,15 @@ def test_every_subcommand_and_flag_exists(documented):
     assert not problems, "\n".join(problems)
 
 
+def test_every_documented_subcommand_shows_its_help(documented):
+    """Each subcommand the docs use builds its --help (its module imports, its options are declared)."""
+    paths = sorted({c.path for c in documented[0] if c.path})
+    assert len(paths) >= 8
+    for path in paths:
+        result = CliRunner().invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0 and "Usage: " in result.output, (path, result.output[-500:])
+
+
 def test_documented_train_overrides_resolve(documented):
     """`fuse train <shipped recipe> overrides` resolves (schema, plugins, override paths), files aside."""
     from fuse.api.errors import FuseError
@@ -259,6 +268,7 @@ def counts() -> dict[str, int]:
     dry = [c for c in block if c.needs is None and c not in run and _shipped_train(c) is not None]
     return {"commands": len(commands), "in code blocks": len(block), "inline": len(commands) - len(block),
             "checked (subcommand and flags)": len(commands), "run as written": len(run),
+            "subcommands whose --help runs": len({c.path for c in commands if c.path}),
             "run as --dry-run": len(dry),
             "train recipes resolved": sum(_shipped_train(c) is not None and "reliability.md" not in c.where
                                           for c in commands),
