@@ -1,7 +1,10 @@
-"""Self-supervised distillation (Cares et al., shared encoder + distillation; ref. TimCares/EV-LP).
+"""Contrastive distillation towards a frozen teacher (Cares et al., shared encoder + distillation; ref. TimCares/EV-LP).
 
-A frozen self-supervised image model (the recipe's ``teacher:``, e.g. BEiTv2) embeds each
-image. Both students, the image and the text embedding, are pulled towards the teacher's
+A frozen image model (the recipe's ``teacher:``) embeds each image. The reference's teacher is a
+*self-supervised* BEiTv2, which timm does not host; recipes/shared_encoder_distill.yaml uses
+timm's BEiTv2 fine-tuned on ImageNet labels (a supervised teacher), and
+recipes/shared_encoder_distill_dino.yaml a self-supervised DINO ViT-B/16 that timm hosts. The
+objective is the same for any teacher: it is self-supervised only when the teacher is. Both students, the image and the text embedding, are pulled towards the teacher's
 embedding *of the image*: one learnable projection (LayerNorm + Linear, shared by the two
 students, as the reference's ``fc_norm`` + ``head``) maps a student embedding into the
 teacher's space, where it must pick its own image's teacher embedding out of the batch's

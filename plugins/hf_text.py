@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
 import fuse
 
@@ -27,6 +28,10 @@ class HFTextEncoder(fuse.Encoder):
         # (less memory, about one more forward of time; same gradients, dropout included).
         gradient_checkpointing: bool = False
         init_seed: int | None = None                        # random-init control: the architecture, random weights
+        # Every dropout probability of the checkpoint's config (hidden, attention, ...); 0 turns dropout
+        # off, so an unfrozen tower's chunked (GradCache) and multi-rank steps equal the plain one exactly.
+        # None keeps the checkpoint's own (e.g. 0.1 for BERT/MiniLM).
+        dropout: float | None = Field(None, ge=0.0, lt=1.0)
 
     def __init__(self, options: Options):
         super().__init__()
@@ -36,13 +41,14 @@ class HFTextEncoder(fuse.Encoder):
         src = fuse.hf_source(options.model)
         self.tokenizer = fuse.load_hf(AutoTokenizer, src, options.revision)
         if options.init_seed is None:
-            self.model = fuse.load_hf(AutoModel, src, options.revision)
+            self.model = fuse.load_hf(AutoModel, src, options.revision, dropout=options.dropout)
         else:
             from transformers import AutoConfig
 
             with torch.random.fork_rng():   # leaves the global RNG as it was
                 torch.manual_seed(options.init_seed)
-                self.model = AutoModel.from_config(fuse.load_hf(AutoConfig, src, options.revision))
+                self.model = AutoModel.from_config(fuse.load_hf(AutoConfig, src, options.revision,
+                                                                  dropout=options.dropout))
         fuse.truncate_layers(self.model, options.num_layers)
         if options.gradient_checkpointing:
             fuse.enable_hf_checkpointing(self.model, options.model)
@@ -77,7 +83,8 @@ class HFTextEncoder(fuse.Encoder):
         fuse.save_hf(directory, self.model, self.tokenizer)
         # The saved config already has the truncated depth.
         return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None,
-                "gradient_checkpointing": False, "init_seed": None}
+                "gradient_checkpointing": False, "init_seed": None,
+                "dropout": None}  # the saved config holds the dropout it trained with
 
 
 @fuse.hookimpl

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
 import fuse
 
@@ -24,6 +25,9 @@ class HFVisionEncoder(fuse.Encoder):
         revision: str | None = None
         num_layers: int | None = None                       # keep only the first k transformer layers
         gradient_checkpointing: bool = False                # unfrozen: recompute activations in backward
+        # Every dropout probability of the config (0 also turns drop-path off): 0 makes an unfrozen tower's
+        # chunked and multi-rank steps equal the plain one exactly; None keeps the checkpoint's own.
+        dropout: float | None = Field(None, ge=0.0, lt=1.0)
 
     def __init__(self, options: Options):
         super().__init__()
@@ -32,7 +36,7 @@ class HFVisionEncoder(fuse.Encoder):
         self.options = options
         src = fuse.hf_source(options.model)
         self.processor = fuse.load_hf(AutoImageProcessor, src, options.revision)
-        model = fuse.load_hf(AutoModel, src, options.revision)
+        model = fuse.load_hf(AutoModel, src, options.revision, dropout=options.dropout)
         # Dual-encoder checkpoints (CLIP, SigLIP): keep only the vision tower.
         self.model = getattr(model, "vision_model", model)
         fuse.truncate_layers(self.model, options.num_layers)
@@ -69,7 +73,7 @@ class HFVisionEncoder(fuse.Encoder):
         fuse.save_hf(directory, self._full_model, self.processor)
         # The saved config already has the truncated depth.
         return {**self.options.model_dump(), "model": "./", "revision": None, "num_layers": None,
-                "gradient_checkpointing": False}
+                "gradient_checkpointing": False, "dropout": None}
 
 
 @fuse.hookimpl

@@ -27,12 +27,14 @@ N = 12  # rows in the value tables
 WORDS = ["red", "green", "blue", "yellow", "circle", "square", "triangle", "white", "on", "the", "a"]
 
 
-def build(text_model, objective: str, options: dict | None = None, online_image: bool = False) -> TrainStep:
-    """Image (a table of frozen latents, or an online timm net with BatchNorm) + online tiny BERT (dropout 0.1)."""
+def build(text_model, objective: str, options: dict | None = None, online_image: bool = False,
+          dropout: float | None = None) -> TrainStep:
+    """Image (a table of frozen latents, or an online timm net with BatchNorm) + online tiny BERT (dropout 0.1,
+    or hf-text's `dropout` option)."""
     torch.manual_seed(0)
     towers = {"image": {"encoder": {"name": "timm", "options": {"model": "test_efficientnet", "pretrained": False}},
                         "head": {"name": "linear"}},
-              "text": {"encoder": {"name": "hf-text", "options": {"model": str(text_model)}},
+              "text": {"encoder": {"name": "hf-text", "options": {"model": str(text_model), "dropout": dropout}},
                        "head": {"name": "residual-mlp", "options": {"depth": 1, "expansion": 2}}}}
     model = build_model(towers, 16)
     obj = fuse.create("objective", objective, options or {}, modalities=PAIR, embed_dim=16,
@@ -131,6 +133,48 @@ def test_without_dropout_equals_the_plain_step(tiny_text_model):
     got_loss, got = chunked(step, batch_of(step, idx), 3, 0)
     torch.testing.assert_close(got_loss, loss.detach())
     assert_same(got, want)
+
+
+def _plain(step: TrainStep, idx: list[int], seed: int):
+    torch.manual_seed(seed)
+    loss = step(batch_of(step, idx))[0]
+    loss.backward()
+    return loss.detach(), grads(step)
+
+
+def test_dropout_option_off_chunked_equals_plain_in_train_mode(tiny_text_model):
+    """hf-text `dropout: 0`: in train mode, other seeds, the chunked step is the plain step (exact up to float
+    summation order: rtol 1e-4, atol 1e-6 on every gradient; the loss to torch's float32 default)."""
+    idx = list(range(10))
+    want_loss, want = _plain(build(tiny_text_model, "infonce", dropout=0.0), idx, 1)
+    step = build(tiny_text_model, "infonce", dropout=0.0)
+    assert step.model.encoders["text"].training and step.model.encoders["text"].model.config.hidden_dropout_prob == 0.0
+    got_loss, got = chunked(step, batch_of(step, idx), 3, 2)
+    torch.testing.assert_close(got_loss, want_loss)
+    assert_same(got, want)
+
+
+@pytest.mark.slow
+def test_dropout_on_chunked_matches_plain_in_expectation_only(tiny_text_model):
+    """The checkpoint's dropout (0.1): one chunked step differs from the plain step of the same seed (the
+    masks are drawn chunk by chunk), but both draw i.i.d. masks, so the loss has one distribution:
+    the means over 16 seeds agree within 4 standard errors."""
+    idx = list(range(10))
+    plain_step, chunk_step = build(tiny_text_model, "infonce"), build(tiny_text_model, "infonce")
+    plain, chunk = [], []
+    batch = batch_of(plain_step, idx)
+    for seed in range(16):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            plain.append(plain_step(batch)[0])
+        chunk_step.zero_grad()
+        chunk.append(chunked(chunk_step, batch, 3, seed)[0])
+    plain, chunk = torch.stack(plain), torch.stack(chunk)
+    assert (plain - chunk).abs().max() > 1e-3  # not equal step by step
+    stderr = ((plain.var() + chunk.var()) / len(plain)).sqrt()
+    print(f"plain {plain.mean():.4f}, chunked {chunk.mean():.4f}, standard error {stderr:.4f}, "
+          f"largest step difference {(plain - chunk).abs().max():.4f}")
+    assert (plain.mean() - chunk.mean()).abs() < 4 * stderr, (plain.mean(), chunk.mean(), stderr)
 
 
 # ------------------------------------------------------------------ two gloo ranks

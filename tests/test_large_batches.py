@@ -80,3 +80,33 @@ def test_gradient_checkpointing_gives_the_plain_gradients(encoder, tiny_text_mod
     assert got.keys() == want.keys() and want
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-5, atol=1e-7, msg=n)
+
+
+@pytest.mark.parametrize("encoder", ["hf-text", "hf-vision"])
+def test_dropout_option_overrides_the_checkpoint_and_survives_export(encoder, tiny_text_model, tiny_vit, tmp_path):
+    """`dropout: 0`: a train-mode forward is deterministic (the checkpoint's 0.1 is not); `dropout: 0.3` sets
+    every dropout field of the config; the export's saved config keeps what it trained with."""
+    import fuse
+    from PIL import Image
+
+    images = [Image.new("RGB", (32, 32), (40 * i, 100, 30)) for i in range(4)]
+    source, raw = {"hf-text": (tiny_text_model, ["a red circle", "the blue square on white", "green", "a"]),
+                   "hf-vision": (tiny_vit, images)}[encoder]
+
+    def two_forwards(dropout):
+        enc = fuse.create("encoder", encoder, {"model": str(source), "dropout": dropout}).train()
+        batch = enc.preprocess(raw)
+        with torch.no_grad():
+            return enc, enc(batch), enc(batch)
+
+    _, a, b = two_forwards(None)
+    assert not torch.allclose(a, b)  # the checkpoint's dropout draws new masks
+    enc, a, b = two_forwards(0.0)
+    assert torch.equal(a, b)
+    enc = fuse.create("encoder", encoder, {"model": str(source), "dropout": 0.3})
+    fields = {k: v for k, v in enc.model.config.to_dict().items() if "dropout" in k and isinstance(v, float)}
+    assert fields and set(fields.values()) == {0.3}, fields
+    options = enc.save(tmp_path / "export")
+    assert options["dropout"] is None
+    again = fuse.create("encoder", encoder, {**options, "model": str(tmp_path / "export")})
+    assert again.model.config.hidden_dropout_prob == 0.3

@@ -13,8 +13,37 @@ def hf_source(model: str) -> str:
     return str(resolve_path(model)) if is_local(model) else model
 
 
-def load_hf(auto_cls, source: str, revision: str | None = None, **kwargs):
-    """auto_cls.from_pretrained with one clear error when the hub is unreachable or files are bad."""
+def set_dropout(config, p: float) -> None:
+    """Every dropout probability in a transformers config (sub-configs too: CLIP's vision_config) to p.
+
+    Names differ by architecture (BERT's hidden_dropout_prob, DistilBERT's attention_dropout, T5's
+    dropout_rate), so every numeric field named *dropout* is set. With p == 0 the other random
+    layers, stochastic depth (drop_path_rate) and layerdrop, are turned off too: a tower with
+    dropout 0 computes the same function in train and eval mode, which is what makes a chunked
+    (GradCache) or multi-rank step equal the plain single-process one.
+    """
+    from transformers import PretrainedConfig
+
+    for name, value in list(vars(config).items()):
+        if isinstance(value, PretrainedConfig):
+            set_dropout(value, p)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if "dropout" in name or (p == 0 and name in ("drop_path_rate", "layerdrop")):
+                setattr(config, name, float(p))
+
+
+def load_hf(auto_cls, source: str, revision: str | None = None, dropout: float | None = None, **kwargs):
+    """auto_cls.from_pretrained with one clear error when the hub is unreachable or files are bad.
+
+    dropout (not None) overrides the checkpoint's dropout probabilities (set_dropout)."""
+    if dropout is not None:
+        from transformers import AutoConfig
+
+        config = load_hf(AutoConfig, source, revision)
+        set_dropout(config, dropout)
+        if auto_cls is AutoConfig:
+            return config
+        kwargs["config"] = config
     local = Path(source)
     if local.is_dir() and not list(local.glob("*.safetensors")) and \
             [p.name for p in local.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]:

@@ -10,7 +10,8 @@ import click
 @click.command("train")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
-@click.option("--dry-run", is_flag=True, help="Resolve every plugin, option and data source, then stop (no downloads).")
+@click.option("--dry-run", is_flag=True, help="Resolve every plugin and option and check that data and local model files exist, "
+              "then stop (loads and downloads nothing).")
 @click.option("--resume", is_flag=True, help="Continue the run in output_dir from its last checkpoint "
               "(give the same recipe; train.epochs may be raised).")
 def train_command(recipe, overrides, dry_run, resume):
@@ -19,9 +20,11 @@ def train_command(recipe, overrides, dry_run, resume):
 
     plan = load_plan(recipe, list(overrides))
     if dry_run:
-        from fuse.training.dryrun import dry_run_report
+        from fuse.training.dryrun import check_files, dry_run_report, summary
 
+        checked = check_files(plan)  # a missing file: one error line, exit 2
         click.echo(json.dumps(dry_run_report(plan), indent=2))
+        click.echo(summary(*checked), err=True)
         return
     import signal
     import sys
