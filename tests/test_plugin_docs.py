@@ -50,7 +50,7 @@ def test_the_page_runs_as_pasted(tmp_path):
     blocks = _blocks()
     (tmp_path / "fuse_char_ngrams.py").write_text(blocks["fuse_char_ngrams.py"])
     (tmp_path / "char_ngrams.yaml").write_text(blocks["char_ngrams.yaml"])
-    command = blocks["console"].strip().removeprefix("$ ").split()
+    command = blocks["console"].strip().removeprefix("$ ").split("#")[0].split()
     assert command == ["fuse", "train", "char_ngrams.yaml", "--dry-run"]
     spec = importlib.util.spec_from_file_location("fuse_char_ngrams_from_docs", tmp_path / "fuse_char_ngrams.py")
     module = importlib.util.module_from_spec(spec)
@@ -64,6 +64,6 @@ def test_the_page_runs_as_pasted(tmp_path):
     finally:
         fuse.unregister_plugin(module)
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads(result.stdout[result.stdout.index("{"):])  # stderr carries the summary line
     text = json.dumps(report)
     assert '"char-ngrams"' in text and '"dim": 512' in text and '"lowercase": true' in text, text[:2000]
