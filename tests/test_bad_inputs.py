@@ -224,7 +224,7 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(world, row, monkeypatch)
     assert len(errors) == 1 and "Traceback" not in result.output, result.output
     assert row.expect in errors[0], errors[0]
     assert _state(tmp) == before
-    assert not [p for p in tmp.rglob(".*") if ".tmp" in p.name or ".old-" in p.name]
+    assert not [p for p in tmp.rglob(".*") if ".tmp" in p.name or ".old-" in p.name or "fuse-tmp-" in p.name]
     assert not (tmp / "out").exists()
 
 
