@@ -23,9 +23,9 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from fuse.api.atomic import storage_error, umask, write_text
+from fuse.api.atomic import TEMP_TAG, storage_error, umask, write_text
 from fuse.api.errors import FuseError, StorageError
 
 MARKER = ".fuse-owned.json"
@@ -72,9 +72,11 @@ def listing(names: list[str]) -> str:
     return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
-def claim(folder: str | Path, kind: str, what: str, **identity) -> bool:
+def claim(folder: str | Path, kind: str, what: str, legacy: Callable[[Path], bool] | None = None,
+          **identity) -> bool:
     """Make ``folder`` fuse's for ``kind``: mark it when absent or empty (True: new), accept it when
     marked for ``kind`` already (False), refuse a file or a non-empty folder that is not fuse's.
+    ``legacy(folder)`` recognises one fuse wrote before it wrote markers (it is marked now).
     ``what`` names the option the user gave (for the error line)."""
     folder = Path(folder)
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
@@ -84,10 +86,28 @@ def claim(folder: str | Path, kind: str, what: str, **identity) -> bool:
         mark(folder, kind, **identity)
         return True
     found = owner(folder)
+    if found is None and legacy is not None and legacy(folder):
+        mark(folder, kind, **identity)
+        return False
     if found is None or found["kind"] != kind:
         raise StorageError(f"{what} {folder} is not empty ({listing(names)}) and is not a fuse {kind} folder, so fuse "
                            "will not write into it; choose a new or empty folder.")
     return False
+
+
+def sweep_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files and folders a killed fuse process left in ``folder`` (fuse's names
+    only: ``.<name>.fuse-tmp-*``); call only while holding the folder's lock."""
+    import shutil
+
+    gone = []
+    for stale in folder.glob(f".*.{TEMP_TAG}*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        gone.append(stale)
+    return gone
 
 
 def move_aside(folder: Path) -> Path:

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import yaml
 
-from fuse.api.atomic import TEMP_TAG, storage_error, write_text
+from fuse.api.atomic import storage_error, write_text
 from fuse.api.errors import ModelFileError, StorageError
 from fuse.api.weights import read_checkpoint
-from fuse.api.owned import contents, exclusive, listing, mark, move_aside, owner
+from fuse.api.owned import contents, exclusive, listing, mark, move_aside, owner, sweep_temporaries
 from fuse.training.resume import check_resume_recipe, load_state
 
 
@@ -96,20 +95,6 @@ def settle(run_dir: Path, resume: bool, overwrite: bool, name: str) -> None:
     print(f"--overwrite: moved the earlier run {run_dir} aside to {aside} (nothing deleted)")
 
 
-def sweep_temporaries(run_dir: Path) -> list[Path]:
-    """Remove the temporary files and folders a killed run left in its folder (fuse's names only:
-    ``.<name>.fuse-tmp-*``); call only under the run's lock."""
-    gone = []
-    for folder in (run_dir, run_dir / "checkpoints"):
-        for stale in folder.glob(f".*.{TEMP_TAG}*"):
-            if stale.is_dir() and not stale.is_symlink():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                stale.unlink(missing_ok=True)
-            gone.append(stale)
-    return gone
-
-
 @contextlib.contextmanager
 def owned_run(run_dir: Path, resume: bool, overwrite: bool, name: str) -> Iterator[None]:
     """Hold the run's lock for the block, with the folder settled as this run's (see the module doc).
@@ -120,7 +105,7 @@ def owned_run(run_dir: Path, resume: bool, overwrite: bool, name: str) -> Iterat
         return
     with exclusive(run_dir, "output_dir"):
         settle(run_dir, resume, overwrite, name)
-        gone = sweep_temporaries(run_dir)
+        gone = sweep_temporaries(run_dir) + sweep_temporaries(run_dir / "checkpoints")
         if gone:
             print(f"removed {len(gone)} temporary file(s) an interrupted run left in {run_dir}")
         yield
