@@ -99,7 +99,7 @@ ROWS = [
     # -- the file system
     Row("output_dir is a file", R + ["output_dir={file}"], "is a file, not a folder", "the file"),
     Row("output_dir below a file", R + ["output_dir={file}/run"], "is a file, not a folder", "the file"),
-    Row("output_dir not writable (/sys)", R + ["output_dir=/sys/fuse-run"], "Cannot write /sys/fuse-run"),
+    Row("output_dir not writable (/sys)", R + ["output_dir=/sys/fuse-run"], "Cannot write /sys/"),
     Row("disk full when the run starts", R, "No space left on device", "no partial file", enospc=True),
     # -- resume
     Row("--resume with embed_dim=32", R + ["output_dir={run}", "embed_dim=32", "--resume"],

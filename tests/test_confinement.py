@@ -84,3 +84,98 @@ def test_embed_never_replaces_a_file_or_parts_folder_it_did_not_write(trained_sh
     assert embed(trained_shapes_export, photos, out).exit_code == 0
     assert embed(trained_shapes_export, photos, out).exit_code == 0  # its own output it replaces
     assert not parts.exists()
+
+
+# ---------------------------------------------------------------- nothing leaves through a side door
+
+def test_pack_refuses_a_file_that_is_not_the_media_its_name_says(tmp_path, shapes_data):
+    from fuse.data.pack import pack_manifest
+
+    png = sorted((shapes_data["train"].parent / "img").glob("*.png"))[0]
+    (tmp_path / "ok.png").write_bytes(png.read_bytes())
+    (tmp_path / "secrets.png").write_text("AWS_SECRET_ACCESS_KEY=abc\n")
+    (tmp_path / "notes.sensor").write_text("password: hunter2\n")  # a kind's own extension: text is no media
+    for bad, line in (("secrets.png", 2), ("notes.sensor", 2)):
+        records = [{"image": "ok.png", "text": "a"}, {"image": bad, "text": "b"}]
+        (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        result = CliRunner().invoke(cli, ["data", "pack", str(tmp_path / "m.jsonl"), str(tmp_path / "out")])
+        assert result.exit_code == 2, result.output
+        assert f"m.jsonl:{line}: image file" in result.output and "is not a" in result.output
+        assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    records = [{"image": "ok.png", "text": "a"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert pack_manifest(tmp_path / "m.jsonl", tmp_path / "out", 10)
+
+
+def test_pack_sniffs_headers_only(tmp_path, monkeypatch):
+    """Checking a file reads its first bytes, not the file (packing stays fast at millions of items)."""
+    from fuse.data.sniff import HEAD, header_matches
+
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * (1 << 20))
+    reads = []
+    real = open
+
+    def spy(path, mode="r", *a, **kw):
+        f = real(path, mode, *a, **kw)
+        original = f.read
+        f.read = lambda n=-1: reads.append(n) or original(n)
+        return f
+
+    monkeypatch.setattr("builtins.open", spy)
+    assert header_matches(big, "mp4") and reads == [HEAD]
+    assert not header_matches(big, "flac")
+
+
+@pytest.fixture
+def export_copy(trained_shapes_export, tmp_path):
+    out = tmp_path / "export"
+    shutil.copytree(trained_shapes_export, out)
+    return out
+
+
+def edit_config(export: Path, change) -> None:
+    cfg = json.loads((export / "fuse_model.json").read_text())
+    change(cfg)
+    (export / "fuse_model.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("where", ["../outside.safetensors", "ABS", "./../../../outside.safetensors"])
+def test_export_loads_no_weights_from_outside_its_folder(export_copy, tmp_path, where):
+    import fuse
+    from fuse.api.errors import ModelFileError
+
+    outside = tmp_path / "outside.safetensors"
+    shutil.copyfile(export_copy / "image" / "encoder" / "model.safetensors", outside)
+    value = str(outside) if where == "ABS" else where
+    edit_config(export_copy, lambda c: c["modalities"]["image"]["encoder"]["options"].update(checkpoint=value))
+    with pytest.raises(ModelFileError, match="points outside the export"):
+        fuse.load(export_copy)
+
+
+def test_export_loads_only_listed_files(export_copy, tmp_path):
+    import fuse
+    from fuse.api.errors import ModelFileError
+
+    (export_copy / "image" / "encoder" / "extra.safetensors").write_bytes(
+        (export_copy / "image" / "encoder" / "model.safetensors").read_bytes())
+    edit_config(export_copy, lambda c: c["modalities"]["image"]["encoder"]["options"].update(
+        checkpoint="./extra.safetensors"))
+    with pytest.raises(ModelFileError, match="files list does not record"):
+        fuse.load(export_copy)
+
+
+def test_export_files_list_cannot_name_a_path_outside(export_copy, tmp_path):
+    import fuse
+    from fuse.api.errors import ModelFileError
+
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(b"x")
+    edit_config(export_copy, lambda c: c["files"].update({"../outside.safetensors": {"size": 1, "sha256": "0"}}))
+    with pytest.raises(ModelFileError, match="outside the export"):
+        fuse.load(export_copy)
+    (export_copy / "image" / "head.safetensors").unlink()
+    (export_copy / "image" / "head.safetensors").symlink_to(outside)  # a link out of the folder
+    edit_config(export_copy, lambda c: c["files"].pop("../outside.safetensors"))
+    with pytest.raises(ModelFileError, match="outside the export"):
+        fuse.load(export_copy)
