@@ -203,3 +203,23 @@ def test_lock_file_with_a_dead_pid_is_taken_over(tmp_path):
         assert (tmp_path / ".run.lock").read_text().startswith(f"{os.getpid()} {socket.gethostname()} ")
     assert not (tmp_path / "run").exists()  # the lock is beside the folder, never in it
 
+
+
+def test_make_demo_twice_moves_the_earlier_run_aside(tmp_path, tiny_text_model, shapes_data):
+    """The Makefile's demo command, run twice (on the tiny recipe): the second says where the first went."""
+    import shlex
+
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    line = next(ln for ln in makefile.splitlines() if "fuse train recipes/quickstart.yaml" in ln)
+    args = shlex.split(line.split("/fuse ", 1)[1])
+    r = tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{"train.epochs": 1, "data.val": None})
+    recipe = str(write_recipe(tmp_path / "quickstart.yaml", r))
+    args = [recipe if a == "recipes/quickstart.yaml" else a for a in args]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "moved the earlier run" not in first.output
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    aside = next(p for p in tmp_path.iterdir() if p.name.startswith("run.old-"))
+    assert f"moved the earlier run {tmp_path / 'run'} aside to {aside}" in second.output
+    assert (aside / "export" / "fuse_model.json").is_file() and (tmp_path / "run" / "export" / "fuse_model.json").is_file()
