@@ -112,6 +112,7 @@ def sweep_temporaries(folder: Path) -> list[Path]:
 
 def move_aside(folder: Path) -> Path:
     """Rename ``folder`` to ``<folder>.old-<time>`` beside it (one atomic rename; nothing deleted)."""
+    folder = Path(os.path.abspath(folder)) if not Path(folder).name else Path(folder)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         aside = folder.with_name(f"{folder.name}.old-{stamp}" + (f"-{n}" if n else ""))
@@ -125,7 +126,8 @@ def move_aside(folder: Path) -> Path:
 
 
 def lock_file(folder: Path) -> Path:
-    """The lock ``exclusive`` takes: hidden, beside the folder it guards."""
+    """The lock ``exclusive`` takes: hidden, beside the folder it guards (``.`` is named by its absolute path)."""
+    folder = Path(os.path.abspath(folder))
     return folder.with_name(f".{folder.name}.lock")
 
 

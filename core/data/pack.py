@@ -19,7 +19,7 @@ from pathlib import Path
 from fuse.api.atomic import atomic_path
 from fuse.api.errors import DataError
 from fuse.data.manifest import jsonl_records
-from fuse.data.sniff import header_matches
+from fuse.data.sniff import header_ok
 
 
 def _records(manifest: Path) -> list[dict]:
@@ -74,10 +74,11 @@ def _members(i: int, record: dict, files: list[str], base: Path,
                 raise DataError(f"{where}: fields {exts[ext]} and {f} are both .{ext} files; one key can hold only "
                                 "one member per extension.")
             exts[ext] = f
-            if not header_matches(path, ext):
+            data = path.read_bytes()  # read once, as packing does anyway: the check costs no extra I/O
+            if not header_ok(data, ext):
                 raise DataError(f"{where}: {f} file {path} is not a .{ext} file (its first bytes say otherwise), so it "
                                 "is not packed; fix the manifest or the file.")
-            out.append((ext, path.read_bytes()))
+            out.append((ext, data))
         if "text" in inline and isinstance(_as_list(inline["text"])[0], str):
             out.append(("txt", _as_list(inline["text"])[0].encode("utf-8")))
         out.append(("json", json.dumps(inline, ensure_ascii=False).encode("utf-8")))
