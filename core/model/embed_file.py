@@ -63,13 +63,15 @@ def check_embed_target(out: Path, parts: Path) -> None:
     """fuse replaces only what it wrote: ``out`` must be new or an embeddings file fuse embed wrote, and
     ``OUT.parts`` new or fuse embed's own resume folder (marked; ``fuse.api.owned``)."""
     from fuse.api.owned import owner
+    from fuse.model.index import fuse_index_files
 
     if out.is_symlink() or (out.exists() and not out.is_file()):
         raise FuseError(f"--out {out} exists and is not a file; choose a new file name.")
     if out.exists() and not _written_by_embed(out):
         raise FuseError(f"--out {out} exists and is not an embeddings file fuse embed wrote, so fuse will not "
                         "replace it; choose a new file name.")
-    if parts.exists() and any(parts.iterdir()) and (owner(parts) or {}).get("kind") != "index":
+    if parts.exists() and any(parts.iterdir()) and (owner(parts) or {}).get("kind") != "index" \
+            and not fuse_index_files(parts):  # an unfinished job of a fuse from before markers
         raise FuseError(f"{parts} exists and is not fuse embed's resume folder (no fuse marker), so fuse will not "
                         "use or remove it; move it away or choose another --out.")
 
