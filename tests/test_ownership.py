@@ -176,21 +176,23 @@ def test_a_second_process_is_refused_naming_the_holder_then_a_dead_holders_lock_
 
 
 def test_two_real_training_processes_one_refused(tmp_path, tiny_text_model, shapes_data):
-    """Two `fuse train` processes into one output_dir: the one that comes second is refused at once."""
+    """A real `fuse train` process holds output_dir; a second `fuse train` (this process) is refused at once."""
     r = tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{"train.epochs": 1})
     recipe = write_recipe(tmp_path / "r.yaml", r)
-    env = {**os.environ, "FUSE_TEST_PAUSE_BEFORE_STATE": "20", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "FUSE_TEST_PAUSE_BEFORE_STATE": "60", "HF_HUB_OFFLINE": "1"}
     first = subprocess.Popen([sys.executable, "-m", "fuse", "train", str(recipe)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = tmp_path / ".run.lock"
     try:
         deadline = time.time() + 60
-        while not (tmp_path / "run" / "checkpoints" / "epoch-001.safetensors").exists():
+        while not (lock.exists() and lock.read_text().startswith(f"{first.pid} ")):
             assert first.poll() is None and time.time() < deadline
-            time.sleep(0.2)
-        second = subprocess.run([sys.executable, "-m", "fuse", "train", str(recipe), "--overwrite"],
-                                env={**env, "FUSE_TEST_PAUSE_BEFORE_STATE": "0"}, capture_output=True, text=True)
-        assert second.returncode == 2
-        assert f"in use by pid {first.pid} on host {socket.gethostname()}" in one_line(second.stdout + second.stderr)
+            time.sleep(0.1)
+        for flags in ([], ["--overwrite"]):
+            second = CliRunner().invoke(cli, ["train", str(recipe), *flags])
+            assert second.exit_code == 2
+            assert f"in use by pid {first.pid} on host {socket.gethostname()}" in one_line(second.output)
+        assert first.poll() is None  # the first one trains on
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
