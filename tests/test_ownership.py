@@ -225,3 +225,20 @@ def test_make_demo_twice_moves_the_earlier_run_aside(tmp_path, tiny_text_model, 
     aside = next(p for p in tmp_path.iterdir() if p.name.startswith("run.old-"))
     assert f"moved the earlier run {tmp_path / 'run'} aside to {aside}" in second.output
     assert (aside / "export" / "fuse_model.json").is_file() and (tmp_path / "run" / "export" / "fuse_model.json").is_file()
+
+
+def test_under_torchrun_rank_0_holds_the_run_lock_for_every_rank(tmp_path, monkeypatch):
+    from fuse.api.owned import Busy
+    from fuse.training.rundir import owned_run
+
+    run = tmp_path / "run"
+    monkeypatch.setenv("RANK", "0")
+    with owned_run(run, resume=False, overwrite=False, name="r"):
+        monkeypatch.setenv("RANK", "1")  # another rank of the same run: no lock of its own, nothing written
+        with owned_run(run, resume=False, overwrite=False, name="r"):
+            pass
+        monkeypatch.setenv("RANK", "0")  # rank 0 of a second torchrun job into the same folder: refused
+        with pytest.raises(Busy, match=f"pid {os.getpid()}"):
+            with owned_run(run, resume=False, overwrite=False, name="r"):
+                pass
+    assert sorted(p.name for p in run.iterdir()) == [".fuse-owned.json"]
