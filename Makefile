@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine (see README.md):
-#   make demo   create .venv, install pinned dependencies, run the offline quickstart
+#   make demo   create .venv, install pinned dependencies, run the offline quickstart (again: the earlier
+#               runs/quickstart is moved aside to runs/quickstart.old-<time>, never deleted)
 #   make test   create .venv, install pinned dependencies, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +17,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	HF_HUB_OFFLINE=1 $(BIN)/fuse train recipes/quickstart.yaml
+	HF_HUB_OFFLINE=1 $(BIN)/fuse train recipes/quickstart.yaml --overwrite
 
 test: $(BIN)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

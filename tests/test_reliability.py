@@ -39,7 +39,7 @@ def one_line(output: str) -> str:
 
 
 def no_temp_files(root):
-    return [str(p) for p in root.rglob(".*") if ".tmp" in p.name or ".old-" in p.name]
+    return [str(p) for p in root.rglob(".*") if ".tmp" in p.name or ".old-" in p.name or "fuse-tmp-" in p.name]
 
 
 @pytest.fixture(scope="module")
@@ -294,12 +294,12 @@ def test_kill_9_during_training_and_export_loses_nothing(tmp_path, tiny_text_mod
     assert result.exit_code == 0 and f"resuming after epoch {done}" in result.output, result.output
     out = tmp_path / "out"
     proc = _spawn("export", str(tmp_path / "run"), str(out))
-    _wait_for(lambda: list(tmp_path.glob(".out.tmp-*")), proc)
+    _wait_for(lambda: list(tmp_path.glob(".out.fuse-tmp-*")), proc)
     proc.kill()
     proc.wait()
     assert not out.exists() or (out / "fuse_model.json").exists()  # absent, or complete
     assert CliRunner().invoke(cli, ["export", str(tmp_path / "run"), str(out), "--force"]).exit_code == 0
-    assert not list(tmp_path.glob(".out.tmp-*"))  # the killed export's temp folder was swept
+    assert not list(tmp_path.glob(".out.fuse-tmp-*"))  # the killed export's temp folder was swept
 
 
 def test_kill_9_while_encoding_leaves_a_store_the_next_run_completes(tmp_path, tiny_text_model, shapes_data):

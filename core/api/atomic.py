@@ -27,6 +27,10 @@ from typing import Callable, Iterator
 
 from fuse.api.errors import StorageError
 
+# Every temporary file or folder fuse makes is named ``.<name>.fuse-tmp-<random>[...]`` beside its
+# target, so a run, an index or an embed job can find and sweep its own stale ones and nothing else.
+TEMP_TAG = "fuse-tmp-"
+
 FIXES = {
     errno.ENOSPC: "free some space or point the path (output_dir, data.cache_dir, $FUSE_CACHE) at a bigger disk",
     errno.EDQUOT: "free some space or point the path at a disk with quota left",
@@ -90,7 +94,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{TEMP_TAG}", suffix=".tmp")
         os.close(fd)
     except OSError as exc:
         raise storage_error(exc, path) from None
@@ -154,11 +158,11 @@ def finish_tree(root: Path) -> None:
         fsync_dir(Path(dirpath))
 
 
-def temp_dir_beside(path: Path, tag: str = "tmp") -> Path:
+def temp_dir_beside(path: Path, tag: str = "new") -> Path:
     """A new, unique, empty folder beside ``path`` (hidden; removed by whoever made it)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{tag}-"))
+        return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{TEMP_TAG}{tag}-"))
     except OSError as exc:
         raise storage_error(exc, path) from None
 
@@ -178,10 +182,11 @@ def publish_dir(tmp: Path, path: Path) -> None:
 
 def sweep_stale(path: Path) -> None:
     """Remove temp folders a killed writer left beside ``path``; call only while holding ``locked(path)``."""
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    for stale in path.parent.glob(f".{path.name}.old-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in path.parent.glob(f".{path.name}.{TEMP_TAG}*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,9 @@ class InputKind:
     # File suffixes without the dot, first preferred: what `fuse embed`/`fuse search` keep when listing
     # a folder, and which tar shard members the kind reads (KEY.jpg: "jpg"). Empty: every file.
     extensions: ClassVar[tuple[str, ...]] = ()
+    # Limits a recipe sets for every kind (``set_limits``; data.max_image_pixels): a kind reads the ones
+    # it knows as ``self.limits[...]`` and refuses a value over them before decoding it.
+    limits: ClassVar[dict[str, int]] = {"max_image_pixels": 89_478_485}  # PIL's own default (~9460x9460)
 
     def read(self, value: Any) -> Any:
         """The raw input an encoder's ``preprocess`` takes; a bad value raises DataError naming it.
@@ -59,6 +62,11 @@ class InputKind:
         """Batch raw inputs for an encoder that has no ``preprocess`` of its own."""
         raise NotImplementedError(f"input kind '{self.name}' cannot batch raw inputs by itself; the encoder must "
                                   "implement preprocess()")
+
+
+def set_limits(**limits: int | None) -> None:
+    """Set the media limits every input kind reads (``InputKind.limits``); None keeps a limit's default."""
+    InputKind.limits = {**InputKind.limits, **{k: v for k, v in limits.items() if v is not None}}
 
 
 def input_kind(name: str, where: str = "") -> InputKind:

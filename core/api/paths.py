@@ -46,3 +46,20 @@ def resolve_path(value: str, base: Path | None = None, must_exist: bool = True) 
     if must_exist and not path.exists():
         raise ModelFileError(f"File or folder not found: {path} (from '{value}'). Check the path.")
     return path.resolve()
+
+
+def check_locations(options, where: str) -> None:
+    """Every location in a component's options (``pkg:``, ``/``, ``./``, ``../``, ``~``) resolves: the
+    package is installed, the file or folder exists. Cheap (nothing is loaded), so a command that will
+    build several components checks them all before the first expensive one; one line naming the option."""
+    if isinstance(options, dict):
+        for k, v in options.items():
+            check_locations(v, f"{where}.{k}")
+    elif isinstance(options, list):
+        for i, v in enumerate(options):
+            check_locations(v, f"{where}.{i}")
+    elif isinstance(options, str) and options.startswith((PKG_PREFIX, "/", "./", "../", "~")):
+        try:
+            resolve_path(options)
+        except ModelFileError as exc:
+            raise ModelFileError(f"{where}: {exc}") from None

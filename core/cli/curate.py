@@ -59,6 +59,12 @@ def curate_command(manifest, concepts, out, encoder, floor, dedup, per_concept, 
             spec = None
         if not isinstance(spec, dict) or "name" not in spec:
             raise RecipeError(f"--encoder: expected a spec like {json.dumps(DEFAULT_ENCODER)}, got {encoder!r}.")
+    # Before reading or encoding anything: the encoder resolves (plugin, options, packages, files).
+    from fuse.api.paths import check_locations
+    from fuse.recipes.spec import resolve_spec
+
+    resolve_spec("encoder", spec.get("name", ""), spec.get("options"), "--encoder")
+    check_locations(spec.get("options") or {}, "--encoder.options")
     names = read_concepts(concepts)
     records, captions = read_records(manifest, text_field)
     dev = resolve_device(device)

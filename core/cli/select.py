@@ -26,7 +26,10 @@ def select_command(candidates, sample, out, k, rank_by, device, cache_dir):
     from fuse.model.selection import load_candidates, select
     from fuse.model.selection_report import format_table, write_outputs
 
+    from fuse.api.owned import claim
+
     cfg = load_candidates(candidates)
+    claim(Path(out), "select", "--out")  # before any encoding: new, empty or an earlier select's folder
     if k is not None:
         if k < 1:
             raise click.BadParameter("k must be at least 1", param_hint="--k")

@@ -14,10 +14,14 @@ import click
               "then stop (loads and downloads nothing).")
 @click.option("--resume", is_flag=True, help="Continue the run in output_dir from its last checkpoint "
               "(give the same recipe; train.epochs may be raised).")
-def train_command(recipe, overrides, dry_run, resume):
+@click.option("--overwrite", is_flag=True, help="Start afresh in an output_dir that holds an earlier run: it is moved "
+              "aside to OUTPUT_DIR.old-<time> first (nothing is deleted).")
+def train_command(recipe, overrides, dry_run, resume, overwrite):
     """Train the heads of RECIPE; overrides look like train.epochs=3 or output_dir=runs/x."""
     from fuse.recipes.plan import load_plan
 
+    if resume and overwrite:
+        raise click.UsageError("--resume continues the run in output_dir and --overwrite moves it aside; give one.")
     plan = load_plan(recipe, list(overrides))
     if dry_run:
         from fuse.training.dryrun import check_files, dry_run_report, summary
@@ -38,7 +42,7 @@ def train_command(recipe, overrides, dry_run, resume):
     previous = signal.signal(signal.SIGTERM, on_term)
     resume_hint = f"fuse train {recipe}{''.join(' ' + o for o in overrides)} --resume"
     try:
-        train(plan, recipe_path=recipe, resume=resume)
+        train(plan, recipe_path=recipe, resume=resume, overwrite=overwrite)
     except Preempted as stop:  # SIGTERM during the steps: a checkpoint was written, the run ends cleanly
         if stop.main:  # once, not once per rank
             click.echo(f"\n{stop}; continue with {resume_hint}", err=True)

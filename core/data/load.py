@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from fuse.api.errors import DataError
-from fuse.api.inputs import input_kind
+from fuse.api.inputs import input_kind, set_limits
 from fuse.data.datasets import build_dataset
 from fuse.data.manifest import PairedData, load_pairs
 from fuse.data.screening import drop_bad_media
@@ -84,6 +84,7 @@ def source_manifests(source: Source, cache_dir: Path, where: str) -> dict[str, P
 def load_data(plan: Plan, kinds: dict[str, str], cache_dir: Path, skipped_log: Path | None) -> dict[str, SplitData]:
     """Every trained (and evaluated) pair's data per split, screened for bad media when the recipe says so."""
     recipe = plan.recipe
+    set_limits(max_image_pixels=recipe.data.max_image_pixels)
     files = {m: input_kind(k).files for m, k in kinds.items()}
     splits: dict[str, SplitData] = {"train": SplitData()}
     jobs = [(p.modalities, p.source, "data" if p.source is recipe.data else f"data.pairs[{p.key}]", ("train", "val"))

@@ -4,7 +4,8 @@ Record ``i`` becomes key ``{i:09d}`` (a record listing several files of one fiel
 per file, ``{i:09d}_{j}``, each with all of its other values: the same pairs). Each file value is
 copied byte for byte as ``KEY.<its extension>``; the inline fields (captions, ids) go to
 ``KEY.json`` as they are (lists included), and a ``text`` field also to ``KEY.txt`` (its first
-caption, as img2dataset writes it). Shards are uncompressed (members must be seekable), written
+caption, as img2dataset writes it). A file is packed only when its header is what its extension
+says (``fuse.data.sniff``): a manifest cannot smuggle a text file into a shard. Shards are uncompressed (members must be seekable), written
 atomically with fixed metadata, so packing the same manifest twice gives the same bytes.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from fuse.api.atomic import atomic_path
 from fuse.api.errors import DataError
 from fuse.data.manifest import jsonl_records
+from fuse.data.sniff import header_ok
 
 
 def _records(manifest: Path) -> list[dict]:
@@ -72,7 +74,11 @@ def _members(i: int, record: dict, files: list[str], base: Path,
                 raise DataError(f"{where}: fields {exts[ext]} and {f} are both .{ext} files; one key can hold only "
                                 "one member per extension.")
             exts[ext] = f
-            out.append((ext, path.read_bytes()))
+            data = path.read_bytes()  # read once, as packing does anyway: the check costs no extra I/O
+            if not header_ok(data, ext):
+                raise DataError(f"{where}: {f} file {path} is not a .{ext} file (its first bytes say otherwise), so it "
+                                "is not packed; fix the manifest or the file.")
+            out.append((ext, data))
         if "text" in inline and isinstance(_as_list(inline["text"])[0], str):
             out.append(("txt", _as_list(inline["text"])[0].encode("utf-8")))
         out.append(("json", json.dumps(inline, ensure_ascii=False).encode("utf-8")))

@@ -31,13 +31,14 @@ def embed_to_file(model, modality: str, values: list[str], out: Path, cache_dir:
     if out.suffix.lower() not in (".safetensors", ".npy"):
         raise FuseError(f"--out {out}: the file must end in .safetensors or .npy.")
     parts = out.with_name(out.name + ".parts")
+    check_embed_target(out, parts)
     fingerprint = model_fingerprint(model)
     try:
         meta = read_meta(parts)
         if meta is not None and (meta["model"]["fingerprint"] != fingerprint or meta["modality"] != modality):
-            shutil.rmtree(parts)  # an unfinished job of another model or modality: nothing to reuse
+            shutil.rmtree(parts)  # an unfinished job (ours) of another model or modality: nothing to reuse
     except FuseError:
-        shutil.rmtree(parts, ignore_errors=True)  # a damaged unfinished job: start over
+        shutil.rmtree(parts, ignore_errors=True)  # a damaged unfinished job of ours: start over
     index = update_index(model, modality, values, parts, cache_dir=cache_dir, batch_size=batch_size,
                          shard_rows=shard_rows, model_path=getattr(model, "path", ""), fingerprint=fingerprint,
                          progress=progress, desc="embedding")
@@ -56,6 +57,34 @@ def embed_to_file(model, modality: str, values: list[str], out: Path, cache_dir:
     shutil.rmtree(parts, ignore_errors=True)
     (parts.parent / f".{parts.name}.lock").unlink(missing_ok=True)
     return out
+
+
+def check_embed_target(out: Path, parts: Path) -> None:
+    """fuse replaces only what it wrote: ``out`` must be new or an embeddings file fuse embed wrote, and
+    ``OUT.parts`` new or fuse embed's own resume folder (marked; ``fuse.api.owned``)."""
+    from fuse.api.owned import owner
+    from fuse.model.index import fuse_index_files
+
+    if out.is_symlink() or (out.exists() and not out.is_file()):
+        raise FuseError(f"--out {out} exists and is not a file; choose a new file name.")
+    if out.exists() and not _written_by_embed(out):
+        raise FuseError(f"--out {out} exists and is not an embeddings file fuse embed wrote, so fuse will not "
+                        "replace it; choose a new file name.")
+    if parts.exists() and any(parts.iterdir()) and (owner(parts) or {}).get("kind") != "index" \
+            and not fuse_index_files(parts):  # an unfinished job of a fuse from before markers
+        raise FuseError(f"{parts} exists and is not fuse embed's resume folder (no fuse marker), so fuse will not "
+                        "use or remove it; move it away or choose another --out.")
+
+
+def _written_by_embed(out: Path) -> bool:
+    """An embeddings file fuse embed wrote: .safetensors with its ids; .npy with its ids file beside."""
+    if out.suffix.lower() == ".npy":
+        return out.with_name(out.name + ".ids.json").is_file()
+    try:
+        read_embeddings_file(out)
+        return True
+    except DataError:
+        return False
 
 
 def read_embeddings_file(path: Path) -> tuple[torch.Tensor, list[str]]:

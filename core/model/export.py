@@ -23,6 +23,7 @@ from pathlib import Path
 
 from fuse.api.atomic import atomic_dir, locked, sweep_stale, write_text
 from fuse.api.errors import FuseError, ModelFileError, StorageError
+from fuse.api.owned import exclusive
 from fuse.api.plugin_manager import installed_version
 from fuse.api.weights import read_checkpoint, save_state_dict
 from fuse.model.aligned import AlignedModel
@@ -136,6 +137,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best
     in the model card. Nothing is written until every check has passed."""
     run_dir = Path(run_dir)
     check_export_target(Path(out_dir), force, run_dir)
+    with exclusive(run_dir, "run"):  # not while a training run or another export holds it
+        return _export_run(run_dir, out_dir, checkpoint, force, tower)
+
+
+def _export_run(run_dir: Path, out_dir: str | Path, checkpoint: str, force: bool, tower: str | None) -> Path:
     recipe_file = run_dir / "recipe.yaml"
     if not recipe_file.exists():
         raise ModelFileError(f"{run_dir} is not a fuse run dir: no recipe.yaml.")

@@ -24,9 +24,14 @@ def record_files(root: Path, skip: tuple[str, ...]) -> dict[str, dict]:
 
 def verify_files(root: Path, files: dict[str, dict], full: bool = False) -> None:
     """Every recorded file exists with its size (and hash, below HASH_LIMIT or with ``full``); one
-    ModelFileError naming the first file that does not."""
+    ModelFileError naming the first file that does not. A listed path must stay inside ``root``
+    (no ``..``, no absolute path, no link out of it)."""
+    inside = Path(root).resolve()
     for rel, rec in files.items():
         path = root / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or not path.resolve().is_relative_to(inside):
+            raise ModelFileError(f"{root / 'fuse_model.json'}: its files list names {rel}, outside the export; an "
+                                 "export loads only files inside its folder. Re-export the model.")
         if not path.is_file():
             raise ModelFileError(f"{path} is missing from the export (fuse_model.json lists it); copy the whole "
                                  "folder again or re-export.")

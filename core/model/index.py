@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from fuse.api.atomic import locked, save_tensors, write_text
 from fuse.api.errors import ModelFileError
 from fuse.api.inputs import input_kind
+from fuse.api.owned import claim, sweep_temporaries
 from fuse.api.weights import tensors_hash
 from fuse.eval.rank import topk
 
@@ -152,6 +153,28 @@ def refuse_other_model(folder: Path, meta: dict, fingerprint: str, modality: str
                              "with --rebuild or give another --index-dir.")
 
 
+def fuse_index_files(folder: Path) -> bool:
+    """An index fuse wrote before it marked its folders: a valid index.json beside its shards only."""
+    try:
+        meta = read_meta(folder)
+    except ModelFileError:
+        return False
+    return meta is not None and all(p.name == META or p.name.startswith((".", "shard-")) for p in folder.iterdir())
+
+
+def claim_index(folder: Path) -> set[str]:
+    """Make ``folder`` this index's (``fuse.api.owned``): a non-empty folder that is not a fuse index
+    is refused, --rebuild or not; its own stale temporaries are swept. Returns the shards it may
+    delete: those its index.json lists (fuse wrote them)."""
+    claim(folder, "index", "--index-dir", legacy=fuse_index_files)
+    sweep_temporaries(folder)
+    try:
+        meta = read_meta(folder)
+    except ModelFileError:
+        return set()
+    return set(meta["shards"]) if meta else set()
+
+
 def update_index(model, modality: str, values: list[str], folder: Path, rebuild: bool = False,
                  cache_dir: Path | None = None, batch_size: int = 32, shard_rows: int = SHARD_ROWS,
                  model_path: str = "", fingerprint: str | None = None, progress: bool = True,
@@ -170,6 +193,7 @@ def update_index(model, modality: str, values: list[str], folder: Path, rebuild:
     kind = input_kind(model.input_kind(modality))
     fingerprint = fingerprint or model_fingerprint(model)
     with locked(folder):
+        ours = claim_index(folder)
         meta = None
         try:
             meta = read_meta(folder)
@@ -211,9 +235,8 @@ def update_index(model, modality: str, values: list[str], folder: Path, rebuild:
             meta = save()
             bar.update(len(chunk))
         bar.close()
-        for stale in folder.glob("shard-*.safetensors"):  # shards no item points into any more
-            if stale.name not in meta["shards"]:
-                stale.unlink(missing_ok=True)
+        for stale in ours - set(meta["shards"]):  # shards it wrote that no item points into any more
+            (folder / stale).unlink(missing_ok=True)
     return EmbeddingIndex(folder, meta)
 
 

@@ -35,7 +35,11 @@ def load_aligned(path: str | Path, device: str = "cpu") -> AlignedModel:
     weights = [(model.heads[m], path / m / "head.safetensors") for m in model.heads]
     if model.fusion is not None:
         weights.append((model.fusion, path / "fusion.safetensors"))
+    listed = config.get("files") or {}
     for module, file in weights:
+        if listed and file.relative_to(path).as_posix() not in listed:
+            raise ModelFileError(f"{file} is not in {path / CONFIG}'s files list, so it is not loaded; re-export the "
+                                 "model.")
         try:
             module.load_state_dict(load_file(str(file)))
         except Exception as exc:

@@ -35,6 +35,7 @@ from fuse.api.errors import DataError, RecipeError, decode_utf8
 from fuse.api.validation import format_validation_error
 from fuse.model.similarity import linear_cka, median_bandwidth, minibatch_cka, mutual_knn
 from fuse.recipes.recipe import EncoderSpec
+from fuse.recipes.strict_yaml import load_strict
 
 METRICS = ("linear_cka", "rbf_cka", "mutual_knn")
 
@@ -62,7 +63,7 @@ def load_candidates(path: str | Path) -> CandidatesFile:
     if not path.exists():
         raise RecipeError(f"Candidates file not found: {path}")
     try:
-        data = yaml.safe_load(decode_utf8(path.read_bytes(), path, RecipeError)) or {}
+        data = load_strict(decode_utf8(path.read_bytes(), path, RecipeError)) or {}
         cfg = CandidatesFile.model_validate(data)
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
@@ -108,6 +109,19 @@ def sample_fields(path: Path) -> set[str]:
             except (ValueError, TypeError):
                 raise DataError(f"{path}: not a JSONL manifest (a line is not a JSON object).") from None
     return fields
+
+
+def check_candidates(cfg: CandidatesFile, where: str) -> None:
+    """Every candidate resolves (its plugin registered, its options valid, its packages installed and
+    its weight files present) before the first one is encoded: a missing package fails in a second,
+    not after every other candidate has been encoded."""
+    from fuse.api.paths import check_locations
+    from fuse.recipes.spec import resolve_spec
+
+    for m, items in cfg.candidates.items():
+        for i, c in enumerate(items):
+            resolve_spec("encoder", c.name, c.options, f"{where}: candidates.{m}[{i}]")
+            check_locations(c.options, f"{where}: candidates.{m}[{i}].options")
 
 
 def encode_candidate(cand: Candidate, modality: str, sample: Path, cache_dir: Path, device: torch.device,
@@ -200,6 +214,7 @@ def select(cfg: CandidatesFile, sample: str | Path, cache_dir: Path, device: tor
 
     for pair in itertools.combinations(cfg.candidates, 2):   # before any encoding: fail in a second, not after
         check_sample(len(load_pairs(sample, pair, check_files=False)), cfg.k, sample, pair)
+    check_candidates(cfg, where)
     encoded = {m: [encode_candidate(c, m, sample, cache_dir, device, cfg.encode_batch_size,
                                     f"{where}: candidates.{m}[{i}]") for i, c in enumerate(items)]
                for m, items in cfg.candidates.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -10,6 +11,7 @@ import yaml
 from fuse.api.atomic import write_text
 from fuse.api.errors import RecipeError
 from fuse.model.selection import METRICS, CandidatesFile
+from fuse.recipes.strict_yaml import load_strict
 
 TITLES = {"linear_cka": "linear CKA", "rbf_cka": "RBF CKA (minibatch unbiased HSIC)", "mutual_knn": "mutual k-NN"}
 
@@ -76,7 +78,7 @@ def top_recipe(report: dict, cfg: CandidatesFile, candidates_path: Path, sample:
         template = (candidates_path.parent / cfg.recipe).resolve()
         if not template.exists():
             raise RecipeError(f"{candidates_path}: recipe: template {template} not found.")
-        data = yaml.safe_load(template.read_text(encoding="utf-8")) or {}
+        data = load_strict(template.read_text(encoding="utf-8")) or {}
         mods = data.setdefault("modalities", {})
         for m in list(mods):
             if m not in specs:
@@ -92,6 +94,8 @@ def top_recipe(report: dict, cfg: CandidatesFile, candidates_path: Path, sample:
                 "data": {"train": str(sample.resolve())},
                 "train": {"epochs": 10}}
         header += "# Trains on the scored sample; add data.val (held-out pairs) to measure retrieval.\n"
+    # The top pair's own run folder, never the template's (training there would meet the template's run).
+    data["output_dir"] = "runs/" + "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", c) for c in top["candidates"])
     return header + yaml.safe_dump(data, sort_keys=False, width=120)
 
 

@@ -52,6 +52,32 @@ def resolve_relative(options, base: Path):
     return options
 
 
+def confine(options, root: Path, base: Path, files: dict, where: str) -> None:
+    """An export loads only files inside its folder that its ``files`` list names (and so hashes):
+    an option that is a path (``./``, ``../``, ``/``, ``~``) must resolve inside ``root``, and each
+    file it names (every file under it, for a folder) must be listed. One line naming the option."""
+    if isinstance(options, dict):
+        for k, v in options.items():
+            confine(v, root, base, files, f"{where}.{k}")
+        return
+    if isinstance(options, list):
+        for i, v in enumerate(options):
+            confine(v, root, base, files, f"{where}.{i}")
+        return
+    if not isinstance(options, str) or not options.startswith(("./", "../", "/", "~", "\\")):
+        return
+    fix = "an export loads only files inside its folder that fuse_model.json lists; re-export the model."
+    target = (base / options[2:]).resolve() if options.startswith("./") else None
+    if target is None or not target.is_relative_to(root.resolve()):
+        raise ModelFileError(f"{where}: '{options}' points outside the export {root}; {fix}")
+    named = [p for p in ([target] if target.is_file() else sorted(target.rglob("*"))) if p.is_file()]
+    for p in named:
+        rel = p.relative_to(root.resolve()).as_posix()
+        if files and rel not in files:
+            raise ModelFileError(f"{where}: '{options}' names {rel}, which fuse_model.json's files list does not "
+                                 f"record; {fix}")
+
+
 def read_config(path: str | Path) -> tuple[Path, dict]:
     """(export dir, its fuse_model.json); a run dir stands for its export/."""
     path = Path(path)
@@ -84,6 +110,7 @@ def tower_specs(path: Path, config: dict) -> dict[str, tuple[Spec, Spec]]:
         except RecipeError:
             raise PluginError(f"{cfg_file}: the {m} encoder needs plugin '{enc_cfg['name']}' from "
                               f"{enc_cfg.get('package', 'an uninstalled package')}; install it.") from None
+        confine(enc_cfg["options"], path, path / m / "encoder", config.get("files") or {}, f"{cfg_file}:{m}.encoder")
         options = resolve_relative(enc_cfg["options"], path / m / "encoder")
         specs[m] = (resolve_spec("encoder", enc_cfg["name"], options, f"{cfg_file}:{m}.encoder"),
                     resolve_spec("head", tower["head"]["name"], tower["head"].get("options", {}), f"{cfg_file}:{m}.head"))

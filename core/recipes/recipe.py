@@ -16,6 +16,7 @@ import yaml
 from fuse.api.errors import RecipeError, decode_utf8
 from fuse.api.options import Options as Strict
 from fuse.api.validation import format_validation_error
+from fuse.recipes.strict_yaml import TooLarge, load_strict
 
 
 class Component(Strict):
@@ -103,6 +104,8 @@ class DataSpec(Source):
     # An unreadable, empty or silent-only image/audio file: stop naming it ("error"), or leave
     # out the pairs that use it and list it in <output_dir>/skipped_media.txt ("skip").
     bad_media: Literal["error", "skip"] = "error"
+    # Larger images are refused from their header before decoding (a decompression bomb); PIL's default.
+    max_image_pixels: int = pydantic.Field(89_478_485, gt=0)
     pairs: list[PairSpec] = []         # per-pair sources, batch sizes and weights
 
 
@@ -187,7 +190,7 @@ class EvalSpec(Strict):
 class Recipe(Strict):
     """One experiment: towers, objectives, data and training settings (docs/recipes.md)."""
     name: str = "run"
-    seed: int = 0
+    seed: int = pydantic.Field(0, ge=0, le=2**63 - 1)  # torch takes 64-bit seeds
     device: str = "auto"
     output_dir: str = "runs/run"
     embed_dim: int = pydantic.Field(512, gt=0)
@@ -261,7 +264,9 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     if not path.exists():
         raise RecipeError(f"Recipe file not found: {path}")
     try:
-        data = yaml.safe_load(decode_utf8(path.read_bytes(), path, RecipeError)) or {}
+        data = load_strict(decode_utf8(path.read_bytes(), path, RecipeError)) or {}
+    except TooLarge as exc:
+        raise RecipeError(f"{path}: refused: {exc}.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

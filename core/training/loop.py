@@ -47,7 +47,7 @@ from fuse.training.optim import make_optimizer, param_groups, warmup_cosine
 from fuse.training.precision import Precision
 from fuse.training.preempt import Preempted, Preemption
 from fuse.training.resume import restore, save_state
-from fuse.training.rundir import open_run_dir
+from fuse.training.rundir import open_run_dir, owned_run
 from fuse.training.step import TrainStep
 
 
@@ -83,12 +83,14 @@ def batch_field(recipe: Recipe, pair: tuple[str, str]) -> str:
     return "train.batch_size"
 
 
-def train(plan: Plan, recipe_path: str | None = None, resume: bool = False) -> Path:
+def train(plan: Plan, recipe_path: str | None = None, resume: bool = False, overwrite: bool = False) -> Path:
     """Run a resolved recipe (``fuse.recipes.plan.load_plan``) end to end; returns the run directory. ``resume`` continues the run in
     ``output_dir`` after its last checkpoint (see ``fuse.training.resume``). SIGTERM during the steps
-    checkpoints and raises ``Preempted`` (see ``fuse.training.preempt``). Under torchrun only rank 0 prints."""
+    checkpoints and raises ``Preempted`` (see ``fuse.training.preempt``). Under torchrun only rank 0 prints.
+    The run holds output_dir's lock throughout; ``overwrite`` moves an earlier run aside (``fuse.training.rundir``)."""
     quiet = int(os.environ.get("RANK", "0")) != 0  # torchrun's rank: known before the process group exists
-    with Preemption() as preemption, open(os.devnull, "w") as devnull, \
+    with owned_run(Path(plan.recipe.output_dir), resume, overwrite, plan.recipe.name), \
+            Preemption() as preemption, open(os.devnull, "w") as devnull, \
             contextlib.redirect_stdout(devnull) if quiet else contextlib.nullcontext():
         return _train(plan, recipe_path, resume, preemption)
 

@@ -82,6 +82,9 @@ def open_clip(path: str) -> VideoClip:
                 raise fuse.DataError(f"Video file {path} has no video stream (audio only?). Drop the record "
                                      f"({SKIP_HINT}).")
             stream = container.streams.video[0]
+            if stream.codec_context is None:  # a file cut short: its stream lost its codec parameters
+                raise fuse.DataError(f"Unreadable video {path}: its video stream has no codec parameters "
+                                     f"(truncated?). Re-encode it or drop the record ({SKIP_HINT}).")
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             width, height = stream.codec_context.width, stream.codec_context.height
             frames = sum(1 for packet in container.demux(stream) if packet.size)
