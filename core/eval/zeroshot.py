@@ -16,11 +16,12 @@ import torch.nn.functional as F
 
 from fuse.api.errors import DataError
 
-BUILTIN_TEMPLATES = ("imagenet", "short")
+BUILTIN_TEMPLATES = ("imagenet", "short", "sound")
 
 
 def load_templates(name: str) -> list[str]:
-    """'imagenet' (CLIP's 80), 'short' (5), or a text file with one template per line using {}."""
+    """'imagenet' (CLIP's 80), 'short' (5), 'sound' (8, for audio classes such as ESC-50), or a text file with
+    one template per line using {}."""
     if name in BUILTIN_TEMPLATES:
         text = resources.files("fuse").joinpath("templates", f"{name}.txt").read_text()
         where = f"built-in templates '{name}'"
