@@ -99,7 +99,8 @@ def test_missing_media_is_listed_or_skipped_and_nothing_is_half_written(tmp_path
 def test_bad_roots_are_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     for name, root, says in [("coco", tmp_path / "nosuch", "is not a folder"),
-                             ("coco", tmp_path / "empty", "not found (looked for"),
+                             ("coco", tmp_path / "empty", "holds neither dataset_coco.json"),
+                             ("flickr30k", tmp_path / "empty", "not found (looked for"),
                              ("esc50", tmp_path / "empty", "meta/esc50.csv not found"),
                              ("imagenet", tmp_path / "empty", "has no class folders"),
                              ("img2dataset", tmp_path / "empty", "holds no shards")]:

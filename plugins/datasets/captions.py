@@ -74,6 +74,9 @@ class Coco(RootBuilder):
         use = opts.annotations
         if use == "auto":
             use = "karpathy" if any((root / n).is_file() for n in karpathy) else "2017"
+            if use == "2017" and not (root / "annotations" / "captions_train2017.json").is_file():
+                raise fuse.DataError(f"coco: {root} holds neither dataset_coco.json (Karpathy's splits) nor "
+                                     "annotations/captions_train2017.json; point --root at your COCO folder.")
         by_id = {int(m[1]): p for stem, p in index_media(root, IMAGE_EXT).items() if (m := COCO_ID.search(stem))}
         missing = Missing("coco", opts.on_missing, root)
         if use == "karpathy":
