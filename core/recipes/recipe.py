@@ -103,6 +103,9 @@ class DataSpec(Source):
     # An unreadable, empty or silent-only image/audio file: stop naming it ("error"), or leave
     # out the pairs that use it and list it in <output_dir>/skipped_media.txt ("skip").
     bad_media: Literal["error", "skip"] = "error"
+    # Train on this share of the training items (0 < f <= 1) for data-scaling curves: chosen by a hash of
+    # (seed, item), so it is the same under the same seed and each smaller share is inside each larger one.
+    fraction: float = pydantic.Field(1.0, gt=0, le=1)
     pairs: list[PairSpec] = []         # per-pair sources, batch sizes and weights
 
 
