@@ -196,7 +196,8 @@ def write_esc50(root: Path, per_fold: int = 1) -> Path:
     return root
 
 
-IMAGENET_WNIDS = ["n01440764", "n01443537", "n02099601", "n15075141"]   # tench, goldfish, golden retriever, toilet paper
+# tench, goldfish, golden retriever, toilet paper
+IMAGENET_WNIDS = ["n01440764", "n01443537", "n02099601", "n15075141"]
 
 
 def write_imagenet(root: Path, layout: str = "folders") -> Path:

@@ -48,10 +48,11 @@ def test_benchmark_all_matches_brute_force(tmp_path, roots, trained_shapes_expor
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "benchmarks.json").read_text())
     assert set(report["benchmarks"]) == {"coco", "flickr30k", "imagenet"}
-    assert "needs a audio tower" in report["skipped"]["esc50"]
+    assert "needs the towers audio and text" in report["skipped"]["esc50"]
     assert report["skipped"]["msrvtt"].startswith("no msrvtt/ under")
     table = (tmp_path / "out" / "benchmarks.md").read_text()
-    assert "| coco | test (5 image, 25 text) | image→text R@1 |" in table and "skipped esc50" in table
+    assert "| coco | test (5 image, 25 text) | image→text R@1 |" in table
+    assert "- skipped esc50: benchmark esc50 needs" in table
 
     model = fuse.load(trained_shapes_export)
     coco = report["benchmarks"]["coco"]
@@ -106,7 +107,8 @@ def test_esc50_five_fold_mean(tmp_path, roots, monkeypatch):
 
 @pytest.mark.parametrize("args, says", [
     (["--benchmark", "cocoa", "--root", "."], "unknown benchmark(s) cocoa; choose from coco, flickr30k"),
-    (["--benchmark", "esc50", "--root", "ROOT"], "benchmark esc50 needs a audio tower; this model has image, text"),
+    (["--benchmark", "esc50", "--root", "ROOT"],
+     "benchmark esc50 needs the towers audio and text; this model has image, text (no audio)"),
     (["--benchmark", "coco"], "--benchmark NAME[,NAME...]|all and --root DIR go together"),
     (["--benchmark", "coco", "--root", "ROOT/esc50"], "holds neither dataset_coco.json (Karpathy's splits) nor"),
     (["--benchmark", "coco", "--root", "ROOT", "--data", "x.jsonl"], "--data is for --task runs"),

@@ -13,7 +13,8 @@ import click
 @click.argument("model_dir", metavar="MODEL", type=click.Path(file_okay=False))
 @click.option("--task", type=click.Choice(["retrieval", "zeroshot", "probe"]), default="retrieval", show_default=True)
 @click.option("--benchmark", help="Standard benchmarks in their published protocols, e.g. coco,imagenet, or all "
-              "(whatever is under --root): coco, flickr30k, audiocaps, clotho, msrvtt, imagenet, esc50. Writes benchmarks.json and .md to --out.")
+              "(whatever is under --root): coco, flickr30k, audiocaps, clotho, msrvtt, imagenet, esc50. Writes "
+              "benchmarks.json and .md to --out.")
 @click.option("--root", type=click.Path(file_okay=False), help="--benchmark: the folder holding the datasets "
               "(coco/, flickr30k/, audiocaps/, clotho/, msrvtt/, imagenet/, esc50/; docs/datasets-and-benchmarks.md).")
 @click.option("--limit", type=click.IntRange(min=1), help="--benchmark: the first N items of each split only (a "
@@ -42,11 +43,12 @@ import click
 @click.option("--no-baselines", is_flag=True, help="Skip the untrained-heads and raw-latents baselines.")
 @click.option("--skip-bad-media", is_flag=True, help="retrieval: leave out pairs whose image/audio file is "
               "unreadable, empty or silent (default: stop and name the file).")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="retrieval: read latents training cached in "
-              "this cache dir's latent store (e.g. ~/.cache/fuse) instead of encoding them again; --benchmark: "
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="retrieval, zeroshot: read latents training "
+              "cached in this cache dir's latent store (e.g. ~/.cache/fuse) instead of encoding them again; --benchmark: "
               "where dataset builds and latents go (default $FUSE_CACHE or ~/.cache/fuse).")
 def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test, test_fraction, split_key, out, as_json,
-                 classes, label_field, templates, modality, modalities, chunk_size, batch_size, device, no_baselines, skip_bad_media, cache_dir):
+                 classes, label_field, templates, modality, modalities, chunk_size, batch_size, device, no_baselines,
+                 skip_bad_media, cache_dir):
     """Evaluate MODEL (an export dir or a run dir) on a manifest, or on standard benchmarks (--benchmark)."""
     from fuse.api.devices import resolve_device
     from fuse.api.errors import DataError, FuseError
@@ -77,7 +79,8 @@ def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test,
                 raise DataError(f"--classes file not found: {classes}")
             names = [c.strip() for c in Path(classes).read_text().splitlines() if c.strip()]
         report = run_zeroshot(model, manifest, names, label_field, templates, modality, chunk_size=chunk_size,
-                              batch_size=batch_size, baselines=not no_baselines, progress=not as_json)
+                              batch_size=batch_size, baselines=not no_baselines, progress=not as_json,
+                              cache_dir=cache_dir)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

@@ -106,7 +106,8 @@ def read_classification_manifest(path: str | Path, modality: str, label_field: s
 def run_zeroshot(model, manifest: str | Path, classes: list[str] | None = None, label_field: str = "label",
                  templates: str = "imagenet", query_modality: str | None = None, text_modality: str | None = None,
                  ks=(1, 5), chunk_size: int = 4096, batch_size: int = 32, baselines: bool = True,
-                 progress: bool = False, class_names: list[str] | None = None, cache_dir: str | Path | None = None) -> dict:
+                 progress: bool = False, class_names: list[str] | None = None,
+                 cache_dir: str | Path | None = None) -> dict:
     """Classify each item of ``query_modality`` among ``classes`` by prompts in the text tower.
 
     ``classes`` are the labels records hold; ``class_names`` (default: the labels) are what the prompts

@@ -84,8 +84,9 @@ def run_benchmark(model, name: str, root: Path, cache_dir: Path, batch_size: int
     bench = BENCHMARKS[name]
     lacking = [m for m in bench.modalities if m not in model.modalities]
     if lacking:
-        raise FuseError(f"benchmark {name} needs a {' and a '.join(lacking)} tower; this model has "
-                        f"{', '.join(model.modalities)}. Evaluate a model trained with {' and '.join(bench.modalities)}.")
+        raise FuseError(f"benchmark {name} needs the towers {' and '.join(bench.modalities)}; this model has "
+                        f"{', '.join(model.modalities)} (no {', '.join(lacking)}). Evaluate a model that aligns "
+                        f"{' and '.join(bench.modalities)}.")
     options = {"root": str(root), **({"limit": limit} if limit else {})}
     splits = build_dataset(bench.dataset, options, cache_dir, where=f"benchmark {name}")
     split = next((s for s in bench.splits if s in splits), None)
@@ -108,7 +109,8 @@ def run_benchmarks(model, names: list[str], root: str | Path, cache_dir: str | P
     an error."""
     root, cache_dir = Path(root).expanduser().resolve(), Path(cache_dir).expanduser()
     if not root.is_dir():
-        raise DataError(f"--root {root} is not a folder; give the folder that holds the datasets (coco/, imagenet/, ...).")
+        raise DataError(f"--root {root} is not a folder; give the folder that holds the datasets (coco/, imagenet/, "
+                        "...).")
     results, skipped = {}, {}
     for name in names:
         where = dataset_root(BENCHMARKS[name], root, alone=len(names) == 1 and not everything)
@@ -151,6 +153,7 @@ def markdown_table(report: dict) -> str:
             cells = [result["metrics"].get(v, {}).get(key) for v in variants]
             lines.append(f"| {name} | {result['split']} ({size}) | {label} | "
                          + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
-    for name, why in report["skipped"].items():
-        lines.append(f"\nskipped {name}: {why}")
+    if report["skipped"]:
+        lines.append("")
+    lines += [f"- skipped {name}: {why}" for name, why in report["skipped"].items()]
     return "\n".join(lines)

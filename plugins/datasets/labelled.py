@@ -29,7 +29,8 @@ def _devkit_labels(root: Path) -> dict[str, str] | None:
     folder = root / "ILSVRC2012_devkit_t12" / "data"
     archive = root / "ILSVRC2012_devkit_t12.tar.gz"
     if (folder / "meta.mat").is_file():
-        meta, truth = (folder / "meta.mat").read_bytes(), (folder / "ILSVRC2012_validation_ground_truth.txt").read_text()
+        meta = (folder / "meta.mat").read_bytes()
+        truth = (folder / "ILSVRC2012_validation_ground_truth.txt").read_text()
     elif archive.is_file():
         with tarfile.open(archive) as tar:
             read = {Path(m.name).name: m for m in tar if m.isfile()}
@@ -58,7 +59,7 @@ def _solution_labels(root: Path) -> dict[str, str] | None:
 
 
 class ImageNet(RootBuilder):
-    """ImageNet-1k validation (50k images): val/<wnid>/ folders, or a flat val/ with the devkit or LOC_val_solution.csv."""
+    """ImageNet-1k validation (50k images): val/<wnid>/ folders, or a flat val/ with the devkit or Kaggle's csv."""
 
     modalities = ("image",)
     Options = RootOptions
