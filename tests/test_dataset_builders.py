@@ -215,3 +215,27 @@ def test_data_build_help_documents_each_dataset():
         out = runner.invoke(cli, ["data", "build", name, "--help"]).output
         assert all(f in out for f in flags), out
     assert "esc50" in runner.invoke(cli, ["data", "build", "--help"]).output
+
+
+def test_shipped_recipes_naming_standard_datasets_resolve(tmp_path):
+    """Every recipe in recipes/ whose data names a standard dataset builds its train and val splits from a
+    fixture root of that dataset."""
+    import yaml
+
+    from fuse.data.load import source_manifests
+    from fuse.recipes.plan import load_plan
+
+    writers = {"coco": fx.write_coco, "flickr30k": fx.write_flickr, "audiocaps": fx.write_audiocaps,
+               "clotho": fx.write_clotho, "msrvtt": fx.write_msrvtt}
+    resolved = []
+    for path in sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()).get("data", {})
+        name = (data.get("dataset") or {}).get("name")
+        if name in writers:
+            root = writers[name](tmp_path / path.stem)
+            plan = load_plan(path, [f"data.dataset.options.root={root}"])
+            splits = source_manifests(plan.recipe.data, tmp_path / "cache", "data")
+            assert set(splits) == {"train", "val"} and all(p.stat().st_size for p in splits.values())
+            resolved.append((path.stem, name))
+    assert resolved == [("audio_text", "audiocaps"), ("shared_encoder_distill", "coco"), ("video_text", "msrvtt"),
+                        ("vision_text", "coco")]
