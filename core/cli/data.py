@@ -10,26 +10,74 @@ def data_group():
     """Build paired datasets, and pack manifests into tar shards."""
 
 
-@data_group.command("build")
-@click.argument("name")
-@click.option("--option", "-o", "options", multiple=True, help="Dataset option key=value (repeatable).")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Default: $FUSE_CACHE or ~/.cache/fuse.")
-@click.option("--force", is_flag=True, help="Rebuild even if a build exists.")
-def build_command(name, options, cache_dir, force):
-    """Build dataset NAME (see `fuse plugins --kind dataset`) and print its manifest paths."""
-    from pathlib import Path
+def _option_params(schema) -> list[click.Option]:
+    """One --flag per simple field of a dataset's Options (str, number, bool, choice); others go through -o."""
+    import types
+    import typing
 
-    from fuse.data.datasets import build_dataset, default_cache_root
-    from fuse.recipes.recipe import apply_override, parse_override
+    params = []
+    for name, field in schema.model_fields.items():
+        flag, ann = "--" + name.replace("_", "-"), field.annotation
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        base = args[0] if typing.get_origin(ann) in (typing.Union, types.UnionType) and len(args) == 1 else ann
+        shown = None if field.is_required() else field.default
+        help_text = (field.description or "") + ("  [required]" if field.is_required() else
+                                                 f"  [default: {shown}]" if shown is not None else "")
+        if base is bool:
+            params.append(click.Option([f"{flag}/--no-{flag[2:]}", name], default=None, help=help_text))
+        elif typing.get_origin(base) is typing.Literal:
+            params.append(click.Option([flag, name], type=click.Choice([str(a) for a in typing.get_args(base)]),
+                                       help=help_text))
+        elif base in (str, int, float):
+            params.append(click.Option([flag, name], type=base, help=help_text))
+    return params
 
-    opts: dict = {}
-    for text in options:
-        keys, value = parse_override(text)
-        apply_override(opts, keys, value, text)
-    splits = build_dataset(name, opts, Path(cache_dir) if cache_dir else default_cache_root(),
-                           where=f"dataset {name}", force=force)
-    for split, path in splits.items():
-        click.echo(f"{split}: {path}")
+
+def _dataset_command(name: str) -> click.Command:
+    """`fuse data build NAME`: the dataset's own options as flags, documented by its Options' descriptions."""
+    from fuse.api.plugin_manager import registry
+
+    entry = registry("dataset").get(name, "fuse data build")
+
+    def run(options, cache_dir, force, **flags):
+        from pathlib import Path
+
+        from fuse.data.datasets import build_dataset, default_cache_root
+        from fuse.recipes.recipe import apply_override, parse_override
+
+        opts: dict = {k: v for k, v in flags.items() if v is not None}
+        for text in options:
+            keys, value = parse_override(text)
+            apply_override(opts, keys, value, text)
+        splits = build_dataset(name, opts, Path(cache_dir) if cache_dir else default_cache_root(),
+                               where=f"dataset {name}", force=force)
+        for split, path in splits.items():
+            click.echo(f"{split}: {path}")
+
+    params = _option_params(entry.options_schema) + [
+        click.Option(["--option", "-o", "options"], multiple=True, help="Any dataset option key=value (repeatable)."),
+        click.Option(["--cache-dir"], type=click.Path(file_okay=False), help="Default: $FUSE_CACHE or ~/.cache/fuse."),
+        click.Option(["--force"], is_flag=True, help="Rebuild even if a build exists.")]
+    return click.Command(name, params=params, callback=run,
+                         help=f"{entry.description} Prints the manifest path of each split.")
+
+
+class DatasetCommands(click.Group):
+    """`fuse data build NAME ...`: one subcommand per registered dataset, so `--help` shows its options."""
+
+    def list_commands(self, ctx):
+        from fuse.api.plugin_manager import registry
+
+        return registry("dataset").names()
+
+    def get_command(self, ctx, name):
+        return _dataset_command(name)
+
+
+@data_group.group("build", cls=DatasetCommands)
+def build_command():
+    """Build dataset NAME (see `fuse plugins --kind dataset`) and print its manifest paths. `fuse data build NAME
+    --help` lists that dataset's options."""
 
 
 @data_group.command("pack")

@@ -12,6 +12,13 @@ import click
 @click.command("eval")
 @click.argument("model_dir", metavar="MODEL", type=click.Path(file_okay=False))
 @click.option("--task", type=click.Choice(["retrieval", "zeroshot", "probe"]), default="retrieval", show_default=True)
+@click.option("--benchmark", help="Standard benchmarks in their published protocols, e.g. coco,imagenet, or all "
+              "(whatever is under --root): coco, flickr30k, audiocaps, clotho, msrvtt, imagenet, esc50. Writes "
+              "benchmarks.json and .md to --out.")
+@click.option("--root", type=click.Path(file_okay=False), help="--benchmark: the folder holding the datasets "
+              "(coco/, flickr30k/, audiocaps/, clotho/, msrvtt/, imagenet/, esc50/; docs/datasets-and-benchmarks.md).")
+@click.option("--limit", type=click.IntRange(min=1), help="--benchmark: the first N items of each split only (a "
+              "quick check; not the published protocol).")
 @click.option("--data", "manifest", type=click.Path(dir_okay=False),
               help="JSONL manifest: pairs (retrieval) or items with a label field (zeroshot).")
 @click.option("--train", "train", type=click.Path(dir_okay=False),
@@ -25,7 +32,7 @@ import click
 @click.option("--classes", type=click.Path(dir_okay=False), help="zeroshot: class names, one per line "
               "(default: the labels found in the manifest).")
 @click.option("--label-field", default="label", show_default=True, help="zeroshot, probe: the record field with the label.")
-@click.option("--templates", default="imagenet", show_default=True, help="zeroshot: imagenet, short or a file.")
+@click.option("--templates", default="imagenet", show_default=True, help="zeroshot: imagenet, short, sound or a file.")
 @click.option("--modality", help="zeroshot: the tower to classify (default: the non-text one); probe: the tower "
               "to probe (needed when the model has more than one).")
 @click.option("--modalities", help="retrieval: the two towers to evaluate, e.g. audio,image (any two of the model, "
@@ -36,17 +43,22 @@ import click
 @click.option("--no-baselines", is_flag=True, help="Skip the untrained-heads and raw-latents baselines.")
 @click.option("--skip-bad-media", is_flag=True, help="retrieval: leave out pairs whose image/audio file is "
               "unreadable, empty or silent (default: stop and name the file).")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="retrieval: read latents training cached in "
-              "this cache dir's latent store (e.g. ~/.cache/fuse) instead of encoding them again.")
-def eval_command(model_dir, task, manifest, train, test, test_fraction, split_key, out, as_json, classes, label_field,
-                 templates, modality, modalities, chunk_size, batch_size, device, no_baselines, skip_bad_media, cache_dir):
-    """Evaluate MODEL (an export dir or a run dir) on a manifest."""
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="retrieval, zeroshot: read latents training "
+              "cached in this cache dir's latent store (e.g. ~/.cache/fuse) instead of encoding them again; --benchmark: "
+              "where dataset builds and latents go (default $FUSE_CACHE or ~/.cache/fuse).")
+def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test, test_fraction, split_key, out, as_json,
+                 classes, label_field, templates, modality, modalities, chunk_size, batch_size, device, no_baselines,
+                 skip_bad_media, cache_dir):
+    """Evaluate MODEL (an export dir or a run dir) on a manifest, or on standard benchmarks (--benchmark)."""
     from fuse.api.devices import resolve_device
     from fuse.api.errors import DataError, FuseError
     from fuse.eval import run_probe, run_retrieval, run_zeroshot
     from fuse.eval.report import format_table, plot_recall_curves, plot_worst_classes
     from fuse.model.load import load_aligned
 
+    if benchmark or root:
+        return _benchmarks(model_dir, benchmark, root, limit, out, as_json, batch_size, device, no_baselines, cache_dir,
+                           given=[f for f, v in (("--data", manifest), ("--train", train), ("--test", test)) if v])
     if task == "probe" and (manifest or not train):
         raise FuseError("--task probe takes --train LABELS.jsonl and --test LABELS.jsonl (or --test-fraction), not --data.")
     if task != "probe" and (not manifest or train or test or test_fraction is not None):
@@ -67,7 +79,8 @@ def eval_command(model_dir, task, manifest, train, test, test_fraction, split_ke
                 raise DataError(f"--classes file not found: {classes}")
             names = [c.strip() for c in Path(classes).read_text().splitlines() if c.strip()]
         report = run_zeroshot(model, manifest, names, label_field, templates, modality, chunk_size=chunk_size,
-                              batch_size=batch_size, baselines=not no_baselines, progress=not as_json)
+                              batch_size=batch_size, baselines=not no_baselines, progress=not as_json,
+                              cache_dir=cache_dir)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -86,3 +99,30 @@ def eval_command(model_dir, task, manifest, train, test, test_fraction, split_ke
             plot_worst_classes(report["metrics"]["model"]["per_class_top1"], out / "worst_classes.png")
         if not as_json:
             click.echo(f"wrote {out}/{task}.json and a plot")
+
+
+def _benchmarks(model_dir, names, root, limit, out, as_json, batch_size, device, no_baselines, cache_dir, given):
+    """`fuse eval MODEL --benchmark NAMES --root DIR`: every benchmark's table in one JSON and one markdown file."""
+    from fuse.api.devices import resolve_device
+    from fuse.api.errors import FuseError
+    from fuse.data.datasets import default_cache_root
+    from fuse.eval.benchmarks import markdown_table, parse_names, run_benchmarks
+    from fuse.model.load import load_aligned
+
+    if not names or not root or given:
+        raise FuseError("--benchmark NAME[,NAME...]|all and --root DIR go together"
+                        + (f"; {', '.join(given)} is for --task runs" if given else "") + ".")
+    selected = parse_names(names)
+    model = load_aligned(model_dir, device=str(resolve_device(device)))
+    report = run_benchmarks(model, selected, root, Path(cache_dir) if cache_dir else default_cache_root(),
+                            everything=names.strip() == "all", batch_size=batch_size, baselines=not no_baselines,
+                            progress=not as_json, limit=limit)
+    table = markdown_table(report)
+    click.echo(json.dumps(report, indent=2) if as_json else table)
+    if out:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "benchmarks.json").write_text(json.dumps(report, indent=2))
+        (out / "benchmarks.md").write_text(table + "\n")
+        if not as_json:
+            click.echo(f"wrote {out}/benchmarks.json and {out}/benchmarks.md")

@@ -32,6 +32,12 @@ class DatasetBuilder(ABC):
     def __init__(self, options):
         self.options = options
 
+    @classmethod
+    def source_state(cls, options) -> str:
+        """A digest of the files a build reads, for builders of a user's folder: part of the build's key, so
+        editing, adding or removing those files makes a new build instead of reusing a stale one."""
+        return ""
+
     @abstractmethod
     def build(self, out_dir: Path) -> dict[str, Path]:
         """Write media and manifests under ``out_dir``; return split name -> manifest path."""
@@ -44,11 +50,14 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("FUSE_CACHE", Path.home() / ".cache" / "fuse"))
 
 
-def dataset_dir(name: str, options: pydantic.BaseModel, cache_root: Path, version: int = 0) -> Path:
-    """Where a build of (name, options) lives: a folder keyed by their hash (and the builder's version)."""
+def dataset_dir(name: str, options: pydantic.BaseModel, cache_root: Path, version: int = 0, state: str = "") -> Path:
+    """Where a build of (name, options) lives: a folder keyed by their hash (and the builder's version and
+    source state)."""
     key = {"name": name, "options": options.model_dump(mode="json")}
     if version:
         key["version"] = version
+    if state:
+        key["state"] = state
     blob = json.dumps(key, sort_keys=True)
     return Path(cache_root) / "datasets" / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
@@ -70,7 +79,9 @@ def build_dataset(name: str, options: dict | None, cache_root: Path, where: str 
     into a unique temp folder and publishes it by rename, with fuse_dataset.json written last."""
     reg = registry("dataset")
     parsed = reg.parse_options(name, options, where)
-    out = dataset_dir(name, parsed, cache_root, getattr(reg.get(name).cls, "version", 0))
+    cls = reg.get(name).cls
+    state = cls.source_state(parsed) if hasattr(cls, "source_state") else ""
+    out = dataset_dir(name, parsed, cache_root, getattr(cls, "version", 0), state)
     if not force and (found := _finished(out)):
         print(f"dataset '{name}': using the build in {out}")
         return found

@@ -8,6 +8,8 @@ evaluation (its candidates are its own items) and maps them to rows of the table
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +83,28 @@ def source_manifests(source: Source, cache_dir: Path, where: str) -> dict[str, P
     return out
 
 
+def fraction_key(seed: int, value: str) -> float:
+    """A value's place in [0, 1) under a seed: items below f form the fraction-f subset, so subsets nest."""
+    return int.from_bytes(hashlib.sha256(f"{seed}\0{value}".encode()).digest()[:8], "big") / 2 ** 64
+
+
+def take_fraction(data: PairedData, fraction: float, seed: int) -> PairedData:
+    """The pairs of the fraction ``fraction`` of the pair's first-modality items (an image with all its
+    captions stays whole). Items are keyed by their value relative to the manifest's folder, so the subset
+    does not change when the dataset moves."""
+    a = data.modalities[0]
+    base = str(data.path.parent.resolve()) + os.sep
+
+    def key(v: str) -> str:
+        return v[len(base):] if v.startswith(base) else v
+
+    drop = {v for v in data.values[a] if fraction_key(seed, key(v)) >= fraction}
+    kept = data.without({a: drop})
+    print(f"data.fraction {fraction:g}: training on {len(kept.values[a])} of {len(data.values[a])} {a} items "
+          f"({len(kept)} of {len(data)} {'-'.join(data.modalities)} pairs)")
+    return kept
+
+
 def load_data(plan: Plan, kinds: dict[str, str], cache_dir: Path, skipped_log: Path | None) -> dict[str, SplitData]:
     """Every trained (and evaluated) pair's data per split, screened for bad media when the recipe says so."""
     recipe = plan.recipe
@@ -102,6 +126,8 @@ def load_data(plan: Plan, kinds: dict[str, str], cache_dir: Path, skipped_log: P
                 data = load_pairs(manifests[role], pair, tuple(m for m in pair if files[m]))
             if recipe.data.bad_media == "skip":
                 data = drop_bad_media(data, {m: kinds[m] for m in pair}, cache_dir, skipped_log, role)
+            if role == "train" and recipe.data.fraction < 1:
+                data = take_fraction(data, recipe.data.fraction, recipe.seed)
             if role == "train" and len(data) < 2:
                 raise DataError(f"{manifests[role]}: {len(data)} {'-'.join(pair)} pair(s); contrastive training "
                                 "needs at least 2.")

@@ -16,7 +16,8 @@ from fuse.api.inputs import input_kind
 from fuse.data.manifest import jsonl_records, load_pairs
 from fuse.data.screening import drop_bad_media
 from fuse.eval.retrieval import evaluate_retrieval, ranks_of_best_positive
-from fuse.eval.zeroshot import class_embeddings, load_templates, true_class_ranks, zeroshot_metrics
+from fuse.eval.zeroshot import (class_embeddings_from, load_templates, prompt_texts, true_class_ranks,
+                               zeroshot_metrics)
 
 
 def _file_modalities(model, modalities):
@@ -105,8 +106,13 @@ def read_classification_manifest(path: str | Path, modality: str, label_field: s
 def run_zeroshot(model, manifest: str | Path, classes: list[str] | None = None, label_field: str = "label",
                  templates: str = "imagenet", query_modality: str | None = None, text_modality: str | None = None,
                  ks=(1, 5), chunk_size: int = 4096, batch_size: int = 32, baselines: bool = True,
-                 progress: bool = False) -> dict:
-    """Classify each item of ``query_modality`` among ``classes`` by prompts in the text tower."""
+                 progress: bool = False, class_names: list[str] | None = None,
+                 cache_dir: str | Path | None = None) -> dict:
+    """Classify each item of ``query_modality`` among ``classes`` by prompts in the text tower.
+
+    ``classes`` are the labels records hold; ``class_names`` (default: the labels) are what the prompts
+    say, so two classes may share a name (ImageNet's curated list does) and keep distinct labels.
+    ``cache_dir`` reads (and adds to) the latent store there, like retrieval."""
     text_modality = text_modality or next((m for m in model.modalities if model.input_kind(m) == "text"), None)
     if text_modality is None:
         raise FuseError(f"Zero-shot classification needs a text tower; this model aligns "
@@ -124,15 +130,22 @@ def run_zeroshot(model, manifest: str | Path, classes: list[str] | None = None, 
     unknown = sorted(set(labels) - set(index))
     if unknown:
         raise DataError(f"{manifest}: {len(unknown)} label(s) are not in the class list, e.g. {unknown[:5]}.")
+    names = list(class_names) if class_names is not None else classes
+    if len(names) != len(classes):
+        raise DataError(f"{len(names)} class names for {len(classes)} classes; give one name per class.")
     prompts = load_templates(templates)
     target = torch.tensor([index[l] for l in labels])
-    latents = model.encode(query_modality, values, batch_size, progress)
+    latents = model.encode(query_modality, values, batch_size, progress, cache_dir=cache_dir)
     variants = {"model": model}
     if baselines:
         variants["untrained heads"] = model.with_untrained_heads(seed=0)
     results = {}
+    # The prompts' text latents are encoded once (through the latent store with cache_dir): every
+    # variant shares the encoders, only the heads differ.
+    prompt_latents = model.encode(text_modality, prompt_texts(names, prompts), batch_size, progress,
+                                  cache_dir=cache_dir)
     for name, variant in variants.items():
-        cls = class_embeddings(lambda xs: variant.embed(text_modality, xs, batch_size), classes, prompts)
+        cls = class_embeddings_from(variant.project(text_modality, prompt_latents), len(names), len(prompts))
         results[name] = zeroshot_metrics(variant.project(query_modality, latents), cls, target, classes, ks, chunk_size)
     return {"task": "zeroshot", "manifest": str(manifest), "classes": len(classes), "templates": len(prompts),
             "queries": len(values), "query_modality": query_modality, "metrics": results}

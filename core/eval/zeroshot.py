@@ -16,11 +16,12 @@ import torch.nn.functional as F
 
 from fuse.api.errors import DataError
 
-BUILTIN_TEMPLATES = ("imagenet", "short")
+BUILTIN_TEMPLATES = ("imagenet", "short", "sound")
 
 
 def load_templates(name: str) -> list[str]:
-    """'imagenet' (CLIP's 80), 'short' (5), or a text file with one template per line using {}."""
+    """'imagenet' (CLIP's 80), 'short' (5), 'sound' (8, for audio classes such as ESC-50), or a text file with
+    one template per line using {}."""
     if name in BUILTIN_TEMPLATES:
         text = resources.files("fuse").joinpath("templates", f"{name}.txt").read_text()
         where = f"built-in templates '{name}'"
@@ -37,14 +38,25 @@ def load_templates(name: str) -> list[str]:
     return templates
 
 
+def prompt_texts(classes: list[str], templates: list[str]) -> list[str]:
+    """Every template filled with every class name, class-major (class 0's prompts first)."""
+    return [t.replace("{}", c) for c in classes for t in templates]
+
+
+def class_embeddings_from(emb: torch.Tensor, n_classes: int, n_templates: int) -> torch.Tensor:
+    """[C, D] class embeddings from the [C * T, D] embeddings of ``prompt_texts``: each prompt normalised,
+    averaged per class, normalised again."""
+    emb = F.normalize(emb.float(), dim=-1).view(n_classes, n_templates, -1).mean(1)
+    return F.normalize(emb, dim=-1)
+
+
 def class_embeddings(embed_text, classes: list[str], templates: list[str], batch_size: int = 256) -> torch.Tensor:
     """[C, D] class embeddings; ``embed_text(list[str]) -> [N, D]`` normalised text embeddings."""
     if not classes:
         raise DataError("The class list is empty: give at least one class name.")
-    prompts = [t.replace("{}", c) for c in classes for t in templates]
+    prompts = prompt_texts(classes, templates)
     emb = torch.cat([embed_text(prompts[i:i + batch_size]) for i in range(0, len(prompts), batch_size)])
-    emb = F.normalize(emb.float(), dim=-1).view(len(classes), len(templates), -1).mean(1)
-    return F.normalize(emb, dim=-1)
+    return class_embeddings_from(emb, len(classes), len(templates))
 
 
 @torch.no_grad()

@@ -106,6 +106,9 @@ class DataSpec(Source):
     bad_media: Literal["error", "skip"] = "error"
     # Larger images are refused from their header before decoding (a decompression bomb); PIL's default.
     max_image_pixels: int = pydantic.Field(89_478_485, gt=0)
+    # Train on this share of the training items (0 < f <= 1) for data-scaling curves: chosen by a hash of
+    # (seed, item), so it is the same under the same seed and each smaller share is inside each larger one.
+    fraction: float = pydantic.Field(1.0, gt=0, le=1)
     pairs: list[PairSpec] = []         # per-pair sources, batch sizes and weights
 
 

@@ -1,0 +1,69 @@
+"""MSR-VTT from ``videodatainfo.json`` (train/validate/test, twenty captions per video) and, when the
+JSFusion list is given, the 1k-A test set most papers report (1,000 videos, one caption each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydantic
+
+import fuse
+
+from .layout import (VIDEO_EXT, Missing, RootBuilder, RootOptions, find_file, index_media, read_csv, read_json,
+                     root_dir, write_splits)
+
+SPLITS = {"train": "train", "validate": "val", "test": "test"}
+
+
+class MsrvttOptions(RootOptions):
+    test_1k: str | None = pydantic.Field(
+        None, description="The JSFusion 1k-A list (MSRVTT_JSFUSION_test.csv: video_id, sentence); default: that "
+                          "file in the root if present. Adds a test_1k split.")
+
+    @pydantic.field_validator("test_1k")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return str(Path(v).expanduser().resolve()) if v else v
+
+
+class Msrvtt(RootBuilder):
+    """MSR-VTT: train/val/test from videodatainfo.json, and test_1k (JSFusion 1k-A) from its csv."""
+
+    modalities = ("video", "text")
+    Options = MsrvttOptions
+
+    def build(self, out_dir: Path) -> dict[str, Path]:
+        opts = self.options
+        root = root_dir(opts, "msrvtt")
+        info_path = find_file(root, ["videodatainfo.json", "annotation/videodatainfo.json",
+                                     "train_val_videodatainfo.json"], "msrvtt", "videodatainfo.json",
+                              "Put MSR-VTT's videodatainfo.json in the root.")
+        info = read_json(info_path, "msrvtt")
+        if not isinstance(info, dict) or not {"videos", "sentences"} <= set(info):
+            raise fuse.DataError(f"msrvtt: {info_path} has no 'videos' and 'sentences'; it is not MSR-VTT's "
+                                 "videodatainfo.json.")
+        captions: dict[str, list[str]] = {}
+        for sentence in info["sentences"]:
+            captions.setdefault(sentence["video_id"], []).append(sentence["caption"].strip())
+        media = index_media(root, VIDEO_EXT)
+        missing = Missing("msrvtt", opts.on_missing, root)
+        splits: dict[str, list[dict]] = {s: [] for s in SPLITS.values()}
+        for video in info["videos"]:
+            if video.get("split") not in SPLITS:
+                raise fuse.DataError(f"msrvtt: {info_path}: video {video.get('video_id')} has split "
+                                     f"'{video.get('split')}'; expected {', '.join(SPLITS)}.")
+            vid = video["video_id"]
+            if vid in captions and missing.check(media.get(vid), vid):
+                splits[SPLITS[video["split"]]].append({"id": vid, "video": str(media[vid]), "text": captions[vid]})
+        one_k = Path(opts.test_1k).expanduser() if opts.test_1k else root / "MSRVTT_JSFUSION_test.csv"
+        if opts.test_1k and not one_k.is_file():
+            raise fuse.DataError(f"msrvtt: --test-1k {opts.test_1k} not found; give the JSFusion "
+                                 "MSRVTT_JSFUSION_test.csv.")
+        if one_k.is_file():
+            splits["test_1k"] = []
+            for row in read_csv(one_k, "msrvtt", ["video_id", "sentence"]):
+                if missing.check(media.get(row["video_id"]), row["video_id"]):
+                    splits["test_1k"].append({"id": row["video_id"], "video": str(media[row["video_id"]]),
+                                              "text": [row["sentence"].strip()]})
+        missing.finish(out_dir)
+        return write_splits(out_dir, splits, opts.limit, "msrvtt")
