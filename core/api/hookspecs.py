@@ -48,5 +48,11 @@ def register_datasets(register):
 
 
 @hookspec
+def register_loggers(register):
+    """Register experiment trackers (recipe ``logging: [name, ...]``, ``fuse train --log NAME``): classes with
+    an Options schema, ``requires`` (modules they import) and log(record), image(name, path, step), finish(results)."""
+
+
+@hookspec
 def register_commands(cli):
     """Add click commands to the `fuse` CLI group."""

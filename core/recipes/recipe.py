@@ -203,6 +203,9 @@ class Recipe(Strict):
     schedule: ScheduleSpec = ScheduleSpec()
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
+    # Experiment trackers (registered loggers: jsonl, tensorboard, wandb, mlflow), by name or with options;
+    # jsonl (metrics.jsonl) is always written, as plots, resume and reports read it.
+    logging: list[str | Component] = ["jsonl"]
 
     @pydantic.field_validator("objectives")
     @classmethod
