@@ -50,10 +50,11 @@ def _add_commands() -> None:
     from fuse.cli.plugins import plugins_command
     from fuse.cli.search import search_command
     from fuse.cli.select import select_command
+    from fuse.cli.sweep import sweep_command
     from fuse.cli.train import train_command
 
     for cmd in (train_command, export_command, plugins_command, data_group, eval_command, plot_command,
-                embed_command, search_command, select_command, curate_command):
+                embed_command, search_command, select_command, curate_command, sweep_command):
         cli.add_command(cmd)
     from fuse.api.plugin_manager import plugin_manager
 
