@@ -48,13 +48,15 @@ def _add_commands() -> None:
     from fuse.cli.export import export_command
     from fuse.cli.plot import plot_command
     from fuse.cli.plugins import plugins_command
+    from fuse.cli.report import report_command
     from fuse.cli.search import search_command
     from fuse.cli.select import select_command
     from fuse.cli.sweep import sweep_command
     from fuse.cli.train import train_command
 
     for cmd in (train_command, export_command, plugins_command, data_group, eval_command, plot_command,
-                embed_command, search_command, select_command, curate_command, sweep_command):
+                embed_command, search_command, select_command, curate_command, sweep_command,
+                report_command):
         cli.add_command(cmd)
     from fuse.api.plugin_manager import plugin_manager
 
