@@ -45,41 +45,50 @@ def png_of(fig) -> str:
     return data_uri(buf.getvalue(), "image/png")
 
 
-def thumbnail(value: str, kind: str) -> str:
-    """An item as HTML: an image (or a video's first frame) as a small JPEG, audio as a player, text as text."""
+def thumbnail(value: str, is_file: bool) -> str:
+    """An item as HTML: inline values (text) as text; a file by what it holds, not by its kind's name: an
+    image as a small JPEG, audio as a player, a video as its first frame; anything else as its name."""
+    if not is_file:
+        return html.escape(value)
+    esc = html.escape(Path(value).name)
+    readers = (_image_of, _audio_of, _video_of)
+    for read in readers:
+        try:
+            return read(value) + f"<br>{esc}"
+        except Exception:  # noqa: BLE001, S112 - not this kind of file: try the next reader
+            continue
+    return f"{esc}<br><span class=muted>(not shown)</span>"
+
+
+def _jpeg(img) -> str:
+    img = img.convert("RGB")
+    img.thumbnail((96, 96))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return f'<img alt="thumbnail" src="{data_uri(buf.getvalue(), "image/jpeg")}">'
+
+
+def _image_of(path: str) -> str:
     from PIL import Image
 
-    esc = html.escape(Path(value).name if kind in ("image", "video", "audio") else value)
-    try:
-        if kind == "audio":
-            import soundfile as sf
-
-            wav, rate = sf.read(value, dtype="float32", always_2d=True, frames=16000 * 10)
-            buf = io.BytesIO()
-            sf.write(buf, wav, rate, format="WAV", subtype="PCM_16")
-            return f'<audio controls src="{data_uri(buf.getvalue(), "audio/wav")}"></audio><br>{esc}'
-        if kind == "video":
-            import av
-
-            with av.open(value) as box:
-                img = next(box.decode(video=0)).to_image()
-        elif kind == "image":
-            img = Image.open(value)
-        else:
-            return esc
-        img = img.convert("RGB")
-        img.thumbnail((96, 96))
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=80)
-        return f'<img alt="{esc}" src="{data_uri(buf.getvalue(), "image/jpeg")}"><br>{esc}'
-    except Exception as exc:  # noqa: BLE001 - an unreadable file shows as its name and the reason
-        return f"{esc}<br><span class=muted>({html.escape(type(exc).__name__)})</span>"
+    with Image.open(path) as img:
+        return _jpeg(img)
 
 
-def kind_of(model, modality: str) -> str:
-    """image / video / audio / text, from the tower's input kind name."""
-    name = model.input_kind(modality)
-    return next((k for k in ("image", "video", "audio") if k in name), "text")
+def _audio_of(path: str) -> str:
+    import soundfile as sf
+
+    wav, rate = sf.read(path, dtype="float32", always_2d=True, frames=16000 * 10)
+    buf = io.BytesIO()
+    sf.write(buf, wav, rate, format="WAV", subtype="PCM_16")
+    return f'<audio controls src="{data_uri(buf.getvalue(), "audio/wav")}"></audio>'
+
+
+def _video_of(path: str) -> str:
+    import av
+
+    with av.open(path) as box:
+        return _jpeg(next(box.decode(video=0)).to_image())
 
 
 def run_files(path: Path) -> tuple[Path | None, Path]:
@@ -117,8 +126,9 @@ def retrieval_sections(model, manifest: Path, cache: Path | None, samples: int, 
     from fuse.eval.api import _file_modalities, pick_pair
 
     a, b = pick_pair(model, None)
-    query, cand = (a, b) if kind_of(model, a) == "text" else (b, a)  # text queries, media candidates
-    data = load_pairs(manifest, (a, b), _file_modalities(model, (a, b)))
+    files = _file_modalities(model, (a, b))
+    query, cand = (b, a) if a in files and b not in files else (a, b)  # inline (text) queries, file candidates
+    data = load_pairs(manifest, (a, b), files)
     emb = {m: model.embed(m, data.values[m], cache_dir=cache) for m in (a, b)}
     qcol, ccol = data.modalities.index(query), data.modalities.index(cand)
     sims = emb[query] @ emb[cand].T
@@ -127,7 +137,7 @@ def retrieval_sections(model, manifest: Path, cache: Path | None, samples: int, 
     for row in data.pairs.tolist():
         positives[row[qcol]].add(row[ccol])
     rank = [min(order[i].tolist().index(j) for j in positives[i]) + 1 for i in range(len(positives))]
-    qkind, ckind = kind_of(model, query), kind_of(model, cand)
+    qkind, ckind = query in files, cand in files
 
     def block(i: int) -> str:
         hits = "".join(f'<div class="hit{" ok" if j in positives[i] else ""}">{"✓ " if j in positives[i] else ""}'
