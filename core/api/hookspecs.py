@@ -48,6 +48,12 @@ def register_datasets(register):
 
 
 @hookspec
+def register_loggers(register):
+    """Register experiment trackers (recipe ``logging: [name, ...]``, ``fuse train --log NAME``): classes with
+    an Options schema, ``requires`` (modules they import) and log(record), image(name, path, step), finish(results)."""
+
+
+@hookspec
 def register_commands(cli):
     """Add click commands to the `fuse` CLI group (``cli.add_command``). Asked when a command name is
     not built-in, and by `fuse --help` whenever a plugin other than fuse's own is present."""

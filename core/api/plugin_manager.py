@@ -20,7 +20,7 @@ from fuse.api.errors import PluginError
 if TYPE_CHECKING:  # the registry pulls in pydantic; `fuse --help` asks foreign_plugins() without it
     from fuse.api.registry import Registry
 
-KINDS = ("input", "encoder", "head", "fusion", "objective", "dataset")
+KINDS = ("input", "encoder", "head", "fusion", "objective", "dataset", "logger")
 _HOOK_OF_KIND = {
     "input": "register_input_kinds",
     "encoder": "register_encoders",
@@ -28,6 +28,7 @@ _HOOK_OF_KIND = {
     "fusion": "register_fusions",
     "objective": "register_objectives",
     "dataset": "register_datasets",
+    "logger": "register_loggers",
 }
 
 _pm: pluggy.PluginManager | None = None
@@ -115,7 +116,7 @@ def registries() -> dict[str, Registry]:
 
 
 def registry(kind: str) -> Registry:
-    """The registry of one kind (input, encoder, head, fusion, objective, dataset)."""
+    """The registry of one kind (input, encoder, head, fusion, objective, dataset, logger)."""
     return registries()[kind]
 
 

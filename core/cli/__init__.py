@@ -29,8 +29,10 @@ BUILT_IN = {
     "export": "fuse.cli.export:export_command",
     "plot": "fuse.cli.plot:plot_command",
     "plugins": "fuse.cli.plugins:plugins_command",
+    "report": "fuse.cli.report:report_command",
     "search": "fuse.cli.search:search_command",
     "select": "fuse.cli.select:select_command",
+    "sweep": "fuse.cli.sweep:sweep_command",
     "train": "fuse.cli.train:train_command",
 }
 

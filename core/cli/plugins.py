@@ -9,9 +9,9 @@ import click
 
 @click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--kind", type=click.Choice(["input", "encoder", "head", "fusion", "objective", "dataset"]), help="Only this kind.")
+@click.option("--kind", type=click.Choice(["input", "encoder", "head", "fusion", "objective", "dataset", "logger"]), help="Only this kind.")
 def plugins_command(as_json, kind):
-    """List registered input kinds, encoders, heads, fusions, objectives and datasets."""
+    """List registered input kinds, encoders, heads, fusions, objectives, datasets and loggers (trackers)."""
     from fuse.api.plugin_manager import plugin_listing
 
     rows = [r for r in plugin_listing() if kind is None or r["kind"] == kind]

@@ -16,13 +16,30 @@ import click
               "(give the same recipe; train.epochs may be raised).")
 @click.option("--overwrite", is_flag=True, help="Start afresh in an output_dir that holds an earlier run: it is moved "
               "aside to OUTPUT_DIR.old-<time> first (nothing is deleted).")
-def train_command(recipe, overrides, dry_run, resume, overwrite):
+@click.option("--log", "trackers", multiple=True, metavar="NAME",
+              help="Also log to this tracker (tensorboard, wandb, mlflow; see `fuse plugins --kind logger`); repeatable.")
+@click.option("--seeds", help="Comma-separated seeds (0,1,2): one run per seed in OUTPUT_DIR/seed-N and a "
+              "mean ± std table of every validation metric.")
+def train_command(recipe, overrides, dry_run, resume, overwrite, trackers, seeds):
     """Train the heads of RECIPE; overrides look like train.epochs=3 or output_dir=runs/x."""
     from fuse.recipes.plan import load_plan
+    from fuse.training.trackers import check_trackers
 
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in output_dir and --overwrite moves it aside; give one.")
-    plan = load_plan(recipe, list(overrides))
+    overrides = list(overrides) + ([f"logging={json.dumps(list(trackers))}"] if trackers else [])
+    if trackers:  # added to the recipe's own list
+        from fuse.recipes.recipe import load_recipe
+
+        own = [e if isinstance(e, str) else e.model_dump() for e in load_recipe(recipe, overrides[:-1]).logging]
+        overrides[-1] = f"logging={json.dumps(own + [t for t in trackers if t not in own])}"
+    if seeds is not None:
+        from fuse.training.sweep import run_seeds
+
+        run_seeds(recipe, overrides, seeds, echo=click.echo)  # finished seeds skip, others resume
+        return
+    plan = load_plan(recipe, overrides)
+    check_trackers(plan.recipe)  # a missing tracker extra is one line before any data is read
     if dry_run:
         from fuse.training.dryrun import check_files, dry_run_report, summary
 

@@ -26,17 +26,28 @@ class Component(Strict):
     options: dict[str, Any] = {}
 
 
+class LoraSpec(Strict):
+    """LoRA adapters (peft) on the encoder's layers whose module names match ``target``; only they train."""
+    r: int = pydantic.Field(8, gt=0)
+    alpha: float = pydantic.Field(16.0, gt=0)
+    dropout: float = pydantic.Field(0.0, ge=0, lt=1)
+    target: list[str] = pydantic.Field(["*"], min_length=1)   # globs over module names; "*": every Linear/Conv
+
+
 class EncoderSpec(Component):
     """A modality's encoder: registered name, options, and whether (or which parts) it trains."""
     frozen: bool = True  # frozen encoders are run once and their latents cached
     # With frozen: false, train only the parameters whose names match one of these globs
     # (partly unfrozen, e.g. ["model.encoder.layer.5.*"]); None trains the whole encoder.
     trainable: list[str] | None = None
+    lora: LoraSpec | None = None   # with frozen: false, train LoRA adapters instead of the encoder's weights
 
     @pydantic.model_validator(mode="after")
     def _trainable_needs_unfrozen(self):
         if self.trainable is not None and self.frozen:
             raise ValueError("trainable names parameters to fine-tune, so it needs frozen: false")
+        if self.lora is not None and (self.frozen or self.trainable is not None):
+            raise ValueError("lora trains adapters in a running encoder: give frozen: false and no trainable")
         if self.trainable is not None and not self.trainable:
             raise ValueError("trainable: give at least one parameter-name pattern, or leave it out to train all")
         return self
@@ -209,6 +220,9 @@ class Recipe(Strict):
     schedule: ScheduleSpec = ScheduleSpec()
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
+    # Experiment trackers (registered loggers: jsonl, tensorboard, wandb, mlflow), by name or with options;
+    # jsonl (metrics.jsonl) is always written, as plots, resume and reports read it.
+    logging: list[str | Component] = ["jsonl"]
 
     @pydantic.field_validator("objectives")
     @classmethod

@@ -19,7 +19,8 @@ from fuse.training.fsdp import full_state, local_state
 
 
 def _frozen_prefixes(step_module: nn.Module) -> tuple[str, ...]:
-    return tuple(f"model.encoders.{m}." for m in step_module.frozen)
+    # and the base weights of LoRA'd encoders (checkpoints hold their adapters only)
+    return tuple(f"model.encoders.{m}." for m in step_module.frozen) + tuple(getattr(step_module, "lora_frozen", ()))
 
 
 def trainable_state(step_module: nn.Module, keep: bool = True) -> dict[str, torch.Tensor]:

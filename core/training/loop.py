@@ -42,13 +42,15 @@ from fuse.training.freezing import set_trainable
 from fuse.training.fsdp import full_optimizer_state, shard_encoders, unshard_encoders
 from fuse.training.gradcache import Backward
 from fuse.training.latent_tables import frozen_latents, mapped_tables
-from fuse.training.metrics import MetricsLog, finite_json, plot_metrics, score
+from fuse.training.lora import apply_loras, merge_loras
+from fuse.training.metrics import finite_json, plot_metrics, score
 from fuse.training.optim import make_optimizer, param_groups, warmup_cosine
 from fuse.training.precision import Precision
 from fuse.training.preempt import Preempted, Preemption
 from fuse.training.resume import restore, save_state
 from fuse.training.rundir import open_run_dir, owned_run
 from fuse.training.step import TrainStep
+from fuse.training.trackers import open_trackers
 
 
 def build_objectives(plan: Plan, extra_dims: dict[str, int]) -> nn.ModuleDict:
@@ -124,6 +126,7 @@ def _train(plan: Plan, recipe_path: str | None, resume: bool, preemption: Preemp
         if t.trainable is not None:
             n = set_trainable(model.encoders[m], t.trainable, f"modalities.{m}.encoder.trainable")
             print(f"{m} encoder: {n / 1e6:.2f}M of its parameters are trained ({', '.join(t.trainable)})")
+    lora_frozen = apply_loras(model, recipe)  # peft adapters (encoder.lora): only they train
     latents: dict[str, dict] = {split: {} for split in splits}
     # In the recipe's order, never a set's: every rank must fill the same store at the same time
     # (string hashes, hence set order, differ between processes).
@@ -148,6 +151,7 @@ def _train(plan: Plan, recipe_path: str | None, resume: bool, preemption: Preemp
     step_module = TrainStep(model, objectives, plan.objectives, plan.pairs, frozen,
                             {n: e.modality for n, e in plan.extras.items()})
     step_module.latents, step_module.extras = latents["train"], extras["train"]
+    step_module.lora_frozen = tuple(lora_frozen)  # checkpoints skip the LoRA'd encoders' base weights
     online = {m: model.encoders[m] for m in names if m not in frozen}
     world = distributed.world_size()
     streams = {p.modalities: PairStream(splits["train"].pairs[p.modalities], splits["train"].table_pairs(p.modalities),
@@ -187,7 +191,7 @@ def _train(plan: Plan, recipe_path: str | None, resume: bool, preemption: Preemp
                         list(online.values()) if sharded else [])
     params = [p for g in groups for p in g["params"]]
     guard = NonFiniteGuard(recipe.train.on_nonfinite, device, check_grads=precision.scaler is None)
-    log = MetricsLog(run_dir / "metrics.jsonl", state["step"] if state else None) if main else None
+    log = open_trackers(recipe, run_dir, state["step"] if state else None) if main else None  # metrics.jsonl + logging
     batch_desc = " + ".join(f"{s.batch_size}x{world}x{accum} {'-'.join(p)}" for p, s in streams.items())
     print(f"training {sum(p.numel() for p in params) / 1e6:.2f}M parameters for {total_steps} steps ({epochs} epochs "
           f"of {per_epoch}) on {device}, precision {precision.mode}, batch {batch_desc}"
@@ -333,6 +337,8 @@ def _train(plan: Plan, recipe_path: str | None, resume: bool, preemption: Preemp
             print(format_table({"before (untrained heads)": results["before"],
                                 f"after (best epoch {best_epoch})": results["after"]}))
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
+        log.finish(finite_json(results), [run_dir / "metrics.png"], step)
+        merge_loras(model, recipe)  # adapters folded into the weights: the export needs no peft
         export_model(model, run_dir / "export", card={"recipe": recipe_path or recipe.name, "metrics": results},
                      pairs=trained, force=True, plots=[run_dir / "metrics.png"])
         print(f"run dir: {run_dir}  (metrics.jsonl, metrics.png, eval.json, checkpoints/, export/)")
