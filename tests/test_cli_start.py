@@ -33,8 +33,8 @@ def test_help_lists_every_built_in_command():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0, result.output
     listed = {line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line.strip()}
-    assert listed == set(BUILT_IN) == {"curate", "data", "embed", "eval", "export", "plot", "plugins", "search",
-                                       "select", "train"}
+    assert listed == set(BUILT_IN) == {"curate", "data", "embed", "eval", "export", "plot", "plugins", "report",
+                                       "search", "select", "sweep", "train"}
 
 
 def test_built_in_plugins_add_no_commands():

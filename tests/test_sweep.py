@@ -48,7 +48,7 @@ def test_seeds_table_is_mean_and_std_of_each_seed(recipe, tmp_path):
     root = tmp_path / "sweep"
     stats = json.loads((root / "seeds.json").read_text())
     per_seed = [json.loads((root / f"seed-{s}" / "eval.json").read_text())["after"] for s in (0, 1)]
-    assert json.loads((root / "seed-1" / "point.json").read_text()) == {"values": {"seed": 1}, "done": True}
+    assert json.loads((root / "seed-1.point.json").read_text()) == {"values": {"seed": 1}, "done": True}
     for key in ("mean/R@1", "image_to_text/R@5"):
         vals = np.array([m[key] for m in per_seed])
         assert stats[key]["mean"] == pytest.approx(vals.mean())

@@ -5,7 +5,8 @@
 
 Every point is validated (field names and values) before the first one trains. Points share the
 recipe's data.cache_dir, so frozen towers are encoded by the first run and read from the latent
-store by every later one. A point's run dir gets ``point.json`` ({"done": true} once it finished):
+store by every later one. The sweep's folder is fuse's own (marked ``sweep``); each point's run dir
+is an ordinary owned run, and ``<point>.point.json`` beside it says {"done": true} once it finished:
 running the same command again skips finished points, resumes one that left a checkpoint and
 starts the rest (an interrupted sweep loses no finished run); ``--index I`` runs one point, so a
 SLURM array runs the same command with ``--index $SLURM_ARRAY_TASK_ID`` (docs/workflow.md).
@@ -25,6 +26,7 @@ from typing import Any, Callable
 import yaml
 
 from fuse.api.atomic import write_text
+from fuse.api.owned import claim
 from fuse.api.errors import RecipeError
 from fuse.recipes.recipe import load_recipe, parse_override
 from fuse.training.metrics import finite_json, higher_is_better
@@ -133,20 +135,20 @@ def run_points(recipe: str, overrides: list[str], points: list[Point], root: Pat
     plans = validate_points(recipe, overrides, points, root)
     if index is not None and not 0 <= index < len(points):
         raise RecipeError(f"--index {index}: this sweep has {len(points)} points (0..{len(points) - 1}).")
+    claim(root, "sweep", "sweep folder")  # a user's folder, or a single run, is refused before any training
     for i, (p, plan) in enumerate(zip(points, plans)):
         run_dir = root / p.name
-        marker = run_dir / "point.json"
+        marker = root / f"{p.name}.point.json"  # beside the run: the run dir itself is the run's own
         if (index is not None and i != index) or (marker.exists() and json.loads(marker.read_text()).get("done")):
             continue
         resume = (run_dir / "checkpoints" / "state.pt").exists() and marker.exists()
         echo(f"[{i + 1}/{len(points)}] {p.name}: {'resuming' if resume else 'training'} ({' '.join(p.overrides())})")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(marker, json.dumps({"values": p.values, "done": False}))  # this sweep owns the run dir
+        write_text(marker, json.dumps({"values": p.values, "done": False}))
         train(plan, recipe_path=recipe, resume=resume)
         write_text(marker, json.dumps({"values": p.values, "done": True}))
     done = []
     for p in points:
-        marker = root / p.name / "point.json"
+        marker = root / f"{p.name}.point.json"
         if marker.exists() and json.loads(marker.read_text()).get("done"):
             done.append((p, final_metrics(root / p.name)))
     return done
