@@ -8,7 +8,7 @@ dict of latent tensors, a shuffling DataLoader with the default collate (one ten
 stacked per batch), lambda from numpy's Beta, the batch's halves mixed, the heads, symmetric
 InfoNCE with a raw clamped temperature, AdamW (torch's default implementation), and
 ``loss.item()`` every step. fuse's loop: PairStream's device-side index batches into latent
-tables, TrainStep + the fusemix objective, Precision and fused AdamW from fuse.training.optim, the loss
+tables, StepModule + the fusemix objective, Precision and fused AdamW from fuse.training.optim, the loss
 read only at logging steps (every 10). Both run ``--steps`` steps per window, interleaved;
 the ratio is the median of per-round ratios. A profile of each (torch.profiler, labelled
 phases) shows where the time goes.

@@ -34,12 +34,12 @@ import yaml
 from fuse.api.errors import DataError, RecipeError, decode_utf8
 from fuse.api.validation import format_validation_error
 from fuse.model.similarity import linear_cka, median_bandwidth, minibatch_cka, mutual_knn
-from fuse.recipes.recipe import EncoderSpec
+from fuse.recipes.recipe import EncoderSection
 
 METRICS = ("linear_cka", "rbf_cka", "mutual_knn")
 
 
-class Candidate(EncoderSpec):
+class Candidate(EncoderSection):
     """An encoder spec as a recipe writes it, plus a short label for tables."""
     label: str | None = None
 

@@ -17,7 +17,7 @@ from fuse.recipes.spec import Spec, resolve_spec
 
 
 @dataclass
-class Tower:
+class TowerPlan:
     """One modality: its encoder and head; a ``base`` tower comes frozen from ``base_model``."""
 
     modality: str
@@ -71,7 +71,7 @@ class ExtraPlan:
 class Plan:
     """Everything a run needs from its recipe, resolved and checked once."""
     recipe: Recipe
-    towers: dict[str, Tower]
+    towers: dict[str, TowerPlan]
     fusion: Spec | None
     objectives: list[ObjectivePlan]
     pairs: list[PairPlan]
@@ -80,14 +80,14 @@ class Plan:
     base_model: Path | None = None
 
 
-def _base_towers(recipe: Recipe, problems: list[str]) -> tuple[Path | None, dict[str, Tower]]:
+def _base_towers(recipe: Recipe, problems: list[str]) -> tuple[Path | None, dict[str, TowerPlan]]:
     if recipe.base_model is None:
         return None, {}
     from fuse.recipes.export_format import read_config, tower_specs
 
     try:
         path, config = read_config(recipe.base_model)
-        towers = {m: Tower(m, enc, head, frozen=True, base=True)
+        towers = {m: TowerPlan(m, enc, head, frozen=True, base=True)
                   for m, (enc, head) in tower_specs(path, config).items()}
     except FuseError as exc:
         problems.append(f"base_model: {exc}")
@@ -118,7 +118,7 @@ def resolve(recipe: Recipe, file: str = "recipe") -> Plan:
             continue
         enc, head = spec("encoder", ms.encoder, f"modalities.{m}.encoder"), spec("head", ms.head, f"modalities.{m}.head")
         if enc and head:
-            towers[m] = Tower(m, enc, head, ms.encoder.frozen, ms.encoder.trainable)
+            towers[m] = TowerPlan(m, enc, head, ms.encoder.frozen, ms.encoder.trainable)
     ordered = list(dict.fromkeys([*towers, *recipe.modalities]))  # base towers first, then the recipe's
     names = set(ordered)
     if len(names) < 2:
@@ -194,7 +194,7 @@ def _check_best_metric(recipe: Recipe, pairs: list[tuple[str, str]], problems: l
                         f"use one of {', '.join(shown)}, ... (K from eval.ks {list(recipe.eval.ks)})")
 
 
-def _check_input_kinds(towers: dict[str, Tower], problems: list[str]) -> None:
+def _check_input_kinds(towers: dict[str, TowerPlan], problems: list[str]) -> None:
     """Every kind an encoder consumes must be a registered input kind."""
     from fuse.api.plugin_manager import registry
 

@@ -3,6 +3,10 @@
 A recipe names every component by its registered name (``encoder: {name: timm, ...}``), never
 an import path, so loading a recipe can only build what installed plugins registered. All
 errors in a recipe are collected into one message naming the file and the field paths.
+
+Names: a ``*Section`` is a raw recipe section as written (``EncoderSection``, ``TrainSection``);
+``fuse.recipes.spec.Spec`` is a component resolved from one, and ``fuse.recipes.plan`` holds
+the resolved plan (``TowerPlan``, ``PairPlan``, ...).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ class Component(Strict):
     options: dict[str, Any] = {}
 
 
-class EncoderSpec(Component):
+class EncoderSection(Component):
     """A modality's encoder: registered name, options, and whether (or which parts) it trains."""
     frozen: bool = True  # frozen encoders are run once and their latents cached
     # With frozen: false, train only the parameters whose names match one of these globs
@@ -41,22 +45,22 @@ class EncoderSpec(Component):
         return self
 
 
-class ModalitySpec(Strict):
+class ModalitySection(Strict):
     """One tower of the recipe: its encoder and head."""
-    encoder: EncoderSpec
+    encoder: EncoderSection
     head: Component = Component(name="residual-mlp")
 
 
 Pair = tuple[str, str]
 
 
-class ObjectiveSpec(Component):
+class ObjectiveSection(Component):
     """An objective: registered name, options, loss weight and the pair of modalities it aligns."""
     weight: float = 1.0
     pair: Pair | None = None  # the two modalities it aligns; may be left out when the recipe has two
 
 
-class ExtraSpec(Strict):
+class ExtraSection(Strict):
     """A frozen encoder whose latents of one modality reach objectives as step.extras[<its name>]."""
 
     modality: str
@@ -79,7 +83,7 @@ class Source(Strict):
         return self.dataset is not None or self.train is not None
 
 
-class PairSpec(Source):
+class PairSection(Source):
     """Per-pair settings; its own source replaces data's for this pair."""
 
     modalities: Pair
@@ -89,7 +93,7 @@ class PairSpec(Source):
     weight: float = pydantic.Field(1.0, gt=0)
 
 
-class DataSpec(Source):
+class DataSection(Source):
     """The default data source plus caching, loading and per-pair settings."""
     cache_dir: str | None = None       # default: $FUSE_CACHE or ~/.cache/fuse
     cache_latents: bool = True
@@ -103,10 +107,10 @@ class DataSpec(Source):
     # An unreadable, empty or silent-only image/audio file: stop naming it ("error"), or leave
     # out the pairs that use it and list it in <output_dir>/skipped_media.txt ("skip").
     bad_media: Literal["error", "skip"] = "error"
-    pairs: list[PairSpec] = []         # per-pair sources, batch sizes and weights
+    pairs: list[PairSection] = []         # per-pair sources, batch sizes and weights
 
 
-class OptimSpec(Strict):
+class OptimSection(Strict):
     """AdamW settings."""
     lr: float = pydantic.Field(1e-3, gt=0)
     weight_decay: float = pydantic.Field(0.1, ge=0)
@@ -123,13 +127,13 @@ class OptimSpec(Strict):
         return v
 
 
-class ScheduleSpec(Strict):
+class ScheduleSection(Strict):
     """Warmup and cosine decay of the learning rate."""
     warmup_steps: int = pydantic.Field(0, ge=0)
     min_lr_ratio: float = pydantic.Field(0.0, ge=0, le=1)
 
 
-class TrainSpec(Strict):
+class TrainSection(Strict):
     """Batches, length, precision, logging, evaluation cadence and checkpoint retention."""
     batch_size: int = pydantic.Field(256, gt=1)
     epochs: int = pydantic.Field(10, gt=0)
@@ -168,7 +172,7 @@ class TrainSpec(Strict):
         return self
 
 
-class EvalSpec(Strict):
+class EvalSection(Strict):
     """Validation retrieval: which recall@K, the memory bound, extra pairs."""
     ks: tuple[int, ...] = (1, 5, 10)
     chunk_size: int = pydantic.Field(4096, gt=0)
@@ -193,16 +197,16 @@ class Recipe(Strict):
     embed_dim: int = pydantic.Field(512, gt=0)
     # An exported model whose towers join this one frozen (bind one more modality later).
     base_model: str | None = None
-    modalities: dict[str, ModalitySpec]
+    modalities: dict[str, ModalitySection]
     fusion: Component | None = None    # a module shared by every tower's tokens (e.g. shared-transformer)
-    objectives: list[ObjectiveSpec] = [ObjectiveSpec(name="infonce")]
-    extras: dict[str, ExtraSpec] = {}  # named frozen encoders, e.g. a distillation teacher
-    teacher: ExtraSpec | None = None   # the same as extras: {teacher: ...}
-    data: DataSpec
-    optim: OptimSpec = OptimSpec()
-    schedule: ScheduleSpec = ScheduleSpec()
-    train: TrainSpec = TrainSpec()
-    eval: EvalSpec = EvalSpec()
+    objectives: list[ObjectiveSection] = [ObjectiveSection(name="infonce")]
+    extras: dict[str, ExtraSection] = {}  # named frozen encoders, e.g. a distillation teacher
+    teacher: ExtraSection | None = None   # the same as extras: {teacher: ...}
+    data: DataSection
+    optim: OptimSection = OptimSection()
+    schedule: ScheduleSection = ScheduleSection()
+    train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
 
     @pydantic.field_validator("objectives")
     @classmethod

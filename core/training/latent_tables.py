@@ -11,7 +11,7 @@ from fuse.api.errors import DataError, RecipeError
 from fuse.data.cache import cached_latents, encode_values
 from fuse.data.store import LatentTable
 from fuse.recipes.recipe import Recipe
-from fuse.training.step import TrainStep
+from fuse.training.step import StepModule
 
 
 def frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache_dir: Path, device: torch.device,
@@ -43,7 +43,7 @@ def frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache
     return out.to(device)
 
 
-def mapped_tables(step_module: TrainStep, pair: tuple[str, str]) -> dict:
+def mapped_tables(step_module: StepModule, pair: tuple[str, str]) -> dict:
     """The pair's tables that stay memory-mapped, for its batch stream to gather ahead of the step."""
     out = {("latents", m): (step_module.latents[m], col) for col, m in enumerate(pair)
            if isinstance(step_module.latents.get(m), LatentTable)}

@@ -48,7 +48,7 @@ from fuse.training.precision import Precision
 from fuse.training.preempt import Preempted, Preemption
 from fuse.training.resume import restore, save_state
 from fuse.training.rundir import open_run_dir
-from fuse.training.step import TrainStep
+from fuse.training.step import StepModule
 
 
 def build_objectives(plan: Plan, extra_dims: dict[str, int]) -> nn.ModuleDict:
@@ -143,7 +143,7 @@ def _train(plan: Plan, recipe_path: str | None, resume: bool, preemption: Preemp
         del enc
 
     objectives = build_objectives(plan, extra_dims).to(device)
-    step_module = TrainStep(model, objectives, plan.objectives, plan.pairs, frozen,
+    step_module = StepModule(model, objectives, plan.objectives, plan.pairs, frozen,
                             {n: e.modality for n, e in plan.extras.items()})
     step_module.latents, step_module.extras = latents["train"], extras["train"]
     online = {m: model.encoders[m] for m in names if m not in frozen}
