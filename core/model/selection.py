@@ -115,7 +115,7 @@ def encode_candidate(cand: Candidate, modality: str, sample: Path, cache_dir: Pa
     """Build the encoder, read the sample's values of its modality and get their latents (cached);
     time a probe batch for the cost column (cached latents say nothing about speed)."""
     from fuse.api.inputs import input_kind
-    from fuse.data.cache import cached_latents, encode_values
+    from fuse.data.cache import EncodeOptions, cached_latents, encode_values
     from fuse.recipes.spec import resolve_spec
 
     spec = resolve_spec("encoder", cand.name, cand.options, where)
@@ -124,8 +124,8 @@ def encode_candidate(cand: Candidate, modality: str, sample: Path, cache_dir: Pa
     kind = encoder.info.input
     files = input_kind(kind).files
     values = _values(sample, modality, files)
-    latents = cached_latents(encoder, spec.as_dict(), values, cache_dir, device, batch_size, 0,
-                             f"{modality}/{cand.label}")
+    latents = cached_latents(encoder, spec.as_dict(), values, cache_dir, device,
+                             EncodeOptions(batch_size, label=f"{modality}/{cand.label}"))
     probe = values[:min(len(values), batch_size)]
     start = time.perf_counter()
     encode_values(encoder, probe, device, batch_size)

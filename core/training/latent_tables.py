@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from fuse.api.errors import DataError, RecipeError
-from fuse.data.cache import cached_latents, encode_values
+from fuse.data.cache import EncodeOptions, cached_latents, encode_values
 from fuse.data.store import LatentTable
 from fuse.recipes.recipe import Recipe
 from fuse.training.step import StepModule
@@ -21,9 +21,10 @@ def frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache
     store's memory-mapped LatentTable, whose rows the batch stream gathers per step."""
     setting = recipe.data.latents_on_device
     if recipe.data.cache_latents:
-        table = cached_latents(encoder, spec, values, cache_dir, device, recipe.data.encode_batch_size,
-                               recipe.data.num_workers, label, tokens=tokens, dtype=recipe.data.latent_dtype,
-                               shard_rows=recipe.data.shard_rows, mapped=True)
+        table = cached_latents(encoder, spec, values, cache_dir, device,
+                               EncodeOptions(recipe.data.encode_batch_size, recipe.data.num_workers, label, tokens=tokens,
+                                             dtype=recipe.data.latent_dtype, shard_rows=recipe.data.shard_rows,
+                                             mapped=True))
         if setting is False or (setting == "auto" and table.nbytes > room[0]):
             print(f"{label}: {table.nbytes / 2**30:.2f} GiB of latents stay memory-mapped, gathered per step "
                   f"(data.latents_on_device: {str(setting).lower()})")
