@@ -30,7 +30,7 @@ from common import context, interleaved, machine, median, ratio, write  # noqa: 
 import fuse  # noqa: E402
 from fuse.api.plugin_manager import registry
 from fuse.data.manifest import PairedData
-from fuse.training.batches import PairStream
+from fuse.training.batches import PairStream, StreamOptions
 from fuse.training.optim import make_optimizer, param_groups, warmup_cosine
 from fuse.training.precision import Precision
 
@@ -99,7 +99,7 @@ def fuse_loop(latents, device, steps, log_every=10, compile_heads=False):
     n = next(iter(latents.values())).shape[0]
     data = PairedData(path=None, modalities=("image", "text"), values={}, digest="", n_records=n,
                       pairs=torch.arange(n).repeat(2, 1).T.contiguous())
-    stream = PairStream(data, data.pairs, BATCH, {}, device, seed=0).iterate()
+    stream = PairStream(data, data.pairs, {}, device, StreamOptions(batch_size=BATCH, seed=0)).iterate()
     groups = param_groups({"heads": [heads, obj]}, LR, LR / 10, WD)
     opt = make_optimizer(groups, (0.9, 0.999), 1e-8)
     sched = warmup_cosine(opt, 0, 10**6)
