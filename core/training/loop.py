@@ -102,12 +102,23 @@ def begin(run: Run) -> Progress:
     return progress
 
 
+def whole_weights(run: Run) -> dict | None:
+    """The trainable weights, whole on rank 0 (every gathering rank takes part under FSDP); None elsewhere."""
+    return trainable_state(run.step_module, keep=run.dist.main) if run.dist.gathers else None
+
+
+def unshard(run: Run) -> None:
+    """Whole encoders again on rank 0 after FSDP (for a roll-back, the final evaluation and the export)."""
+    if run.dist.sharded:
+        unshard_encoders(run.model.encoders, list(run.online), lambda m: run.plan.towers[m].encoder.build(),
+                         keep=run.dist.main)
+
+
 def checkpoint(run: Run, progress: Progress, weights_file: Path, epochs_done: int, weights_written: bool = False):
     """Weights (unless written already) and state.pt after this step; every rank calls it (FSDP gathers)."""
-    main, gathers = run.dist.main, run.dist.gathers
-    weights = trainable_state(run.step_module, keep=main) if gathers and not weights_written else None
-    optimizer_state = full_optimizer_state(run.optimizer, keep=main) if gathers else None
-    if main:
+    weights = whole_weights(run) if not weights_written else None
+    optimizer_state = full_optimizer_state(run.optimizer, keep=run.dist.main) if run.dist.gathers else None
+    if run.dist.main:
         if not weights_written:
             save_weights(weights, weights_file)
         save_state(run.ckpt_dir, weights=weights_file, epoch=epochs_done, step=progress.step, best=progress.best,
@@ -129,9 +140,7 @@ def train_epochs(run: Run, progress: Progress, preemption: Preemption, recipe_pa
         failed = run.guard.failure()
         if failed:
             bar.close()
-            if run.dist.sharded:  # rank 0 rolls back and exports whole encoders
-                unshard_encoders(run.model.encoders, list(run.online), lambda m: run.plan.towers[m].encoder.build(),
-                                 keep=run.dist.main)
+            unshard(run)  # rank 0 rolls back and exports whole encoders
             stop_diverged(failed, run, recipe_path)
         end_epoch(run, progress)
         if progress.step >= run.total_steps:
@@ -207,7 +216,7 @@ def log_train(run: Run, progress: Progress, loss, terms: dict, lr: float, grad_n
 def end_epoch(run: Run, progress: Progress) -> None:
     """Evaluate, checkpoint, keep the best by the recipe's metric (under FSDP every rank evaluates)."""
     recipe, epoch, main = run.recipe, progress.epoch, run.dist.main
-    weights = trainable_state(run.step_module, keep=main) if run.dist.gathers else None
+    weights = whole_weights(run)
     due = "val" in run.splits and (epoch % recipe.train.eval_every == 0 or progress.step >= run.total_steps)
     metrics = validate(run) if due and run.dist.gathers else None
     if main:
@@ -228,9 +237,7 @@ def end_epoch(run: Run, progress: Progress) -> None:
 
 def save(run: Run, progress: Progress, recipe_path: str | None) -> None:
     """The best weights evaluated, eval.json, the metrics plot and the export (rank 0)."""
-    if run.dist.sharded:  # whole encoders on rank 0 for the final evaluation and the export
-        unshard_encoders(run.model.encoders, list(run.online), lambda m: run.plan.towers[m].encoder.build(),
-                         keep=run.dist.main)
+    unshard(run)  # whole encoders on rank 0 for the final evaluation and the export
     if not run.dist.main:
         return
     results, run_dir = progress.results, run.run_dir
