@@ -67,14 +67,17 @@ class Run:
 
     @property
     def recipe(self) -> Recipe:
+        """The validated recipe the plan was resolved from."""
         return self.plan.recipe
 
     @property
     def run_dir(self) -> Path:
+        """The recipe's output_dir: metrics, checkpoints, eval.json and the export."""
         return Path(self.recipe.output_dir)
 
     @property
     def ckpt_dir(self) -> Path:
+        """Where epoch and step checkpoints, best.safetensors and state.pt live."""
         return self.run_dir / "checkpoints"
 
     @property
