@@ -42,7 +42,7 @@ def worker(name: str, batch: int, max_length: int, steps: int) -> dict:
     from fuse.model.aligned import build_model
     from fuse.training.gradcache import Backward
     from fuse.training.precision import Precision
-    from fuse.training.step import TrainStep
+    from fuse.training.step import StepModule
 
     chunk, checkpointing = CONFIGS[name]
     torch.manual_seed(0)
@@ -53,7 +53,7 @@ def worker(name: str, batch: int, max_length: int, steps: int) -> dict:
                          "text": {"encoder": {"name": "hf-text", "options": text}, "head": {"name": "linear"}}}, 256)
     pair = ("image", "text")
     objective = fuse.create("objective", "infonce", {}, modalities=pair, embed_dim=256)
-    step = TrainStep(model, nn.ModuleDict({"o": objective}), [SimpleNamespace(key="o", pair=pair, weight=1.0)],
+    step = StepModule(model, nn.ModuleDict({"o": objective}), [SimpleNamespace(key="o", pair=pair, weight=1.0)],
                      [SimpleNamespace(modalities=pair, weight=1.0)], {"image"}, {})
     model.encoders["image"].requires_grad_(False)
     step.latents = {"image": torch.randn(batch, model.encoders["image"].info.dim)}

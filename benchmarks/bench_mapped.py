@@ -31,7 +31,7 @@ from common import context, machine, parse, write  # noqa: E402
 from fuse.api.losses import LogitScale, info_nce
 from fuse.data.manifest import PairedData
 from fuse.data.store import LatentStore, value_key
-from fuse.training.batches import PairStream
+from fuse.training.batches import PairStream, StreamOptions
 from fuse.training.step import as_input
 
 DIMS = {"image": 1024, "text": 768}
@@ -114,7 +114,7 @@ def main():
     device = torch.device("cpu")
     pairs = torch.arange(args.pairs).repeat(2, 1).T.contiguous()
     data = PairedData(root, ("image", "text"), {}, pairs, "", args.pairs)
-    stream = PairStream(data, pairs, args.batch, {}, device, seed=0,
+    stream = PairStream(data, pairs, {}, device, StreamOptions(batch_size=args.batch, seed=0),
                         mapped={("latents", "image"): (tables["image"], 0), ("latents", "text"): (tables["text"], 1)})
     torch.manual_seed(0)
     heads = torch.nn.ModuleDict({m: torch.nn.Linear(d, 256) for m, d in DIMS.items()})

@@ -8,7 +8,7 @@ dict of latent tensors, a shuffling DataLoader with the default collate (one ten
 stacked per batch), lambda from numpy's Beta, the batch's halves mixed, the heads, symmetric
 InfoNCE with a raw clamped temperature, AdamW (torch's default implementation), and
 ``loss.item()`` every step. fuse's loop: PairStream's device-side index batches into latent
-tables, TrainStep + the fusemix objective, Precision and fused AdamW from fuse.training.optim, the loss
+tables, StepModule + the fusemix objective, Precision and fused AdamW from fuse.training.optim, the loss
 read only at logging steps (every 10). Both run ``--steps`` steps per window, interleaved;
 the ratio is the median of per-round ratios. A profile of each (torch.profiler, labelled
 phases) shows where the time goes.
@@ -30,7 +30,7 @@ from common import context, interleaved, machine, median, parse, ratio, write  #
 import fuse  # noqa: E402
 from fuse.api.plugin_manager import registry
 from fuse.data.manifest import PairedData
-from fuse.training.batches import PairStream
+from fuse.training.batches import PairStream, StreamOptions
 from fuse.training.optim import make_optimizer, param_groups, warmup_cosine
 from fuse.training.precision import Precision
 
@@ -95,7 +95,8 @@ def reference_loop(latents, device, steps, prof=None):
 
 def pair_rows(data, device):
     """Endless [B, 2] batches of row indices from fuse's PairStream: the benchmark's one use of it."""
-    return (rows for rows, _online, _mapped in PairStream(data, data.pairs, BATCH, {}, device, seed=0).iterate())
+    stream = PairStream(data, data.pairs, {}, device, StreamOptions(batch_size=BATCH, seed=0))
+    return (rows for rows, _online, _mapped in stream.iterate())
 
 
 def fuse_loop(latents, device, steps, log_every=10, compile_heads=False, backend="inductor"):

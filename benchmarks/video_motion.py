@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from fuse.data.cache import cached_latents
+from fuse.data.cache import EncodeOptions, cached_latents
 from fuse.data.datasets import build_dataset
 from fuse.data.manifest import load_pairs
 from fuse.model.load import model_from_plan
@@ -61,7 +61,7 @@ def evaluate_run(run: Path) -> tuple[str, dict, dict]:
     val = build_dataset(recipe.data.dataset.name, recipe.data.dataset.options, cache)["val"]
     data = load_pairs(val, ("video", "text"), ("video",))
     latents = {m: cached_latents(model.encoders[m], plan.towers[m].encoder.as_dict(), data.values[m], cache,
-                                 torch.device("cpu"), batch_size=recipe.data.encode_batch_size, label=f"{m}/val")
+                                 torch.device("cpu"), EncodeOptions(recipe.data.encode_batch_size, label=f"{m}/val"))
                for m in ("video", "text")}   # the training run's cache entries
     # the emoji of a clip: its file is clips/<emoji codepoints>-<motion>.mp4
     motions = [next(m for m in MOTIONS if Path(v).stem.endswith("-" + m)) for v in data.values["video"]]

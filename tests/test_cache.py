@@ -19,7 +19,7 @@ import fuse
 from fuse.api.errors import DataError
 from fuse.api.plugin_manager import registry
 from fuse.cli import cli
-from fuse.data.cache import cached_latents, encode_values, latent_identity, store_folder
+from fuse.data.cache import EncodeOptions, cached_latents, encode_values, latent_identity, store_folder
 from fuse.data.store import LatentStore
 from fuse.recipes.export_format import resolve_relative
 
@@ -45,7 +45,7 @@ def fresh(tiny_text_model):
 
 
 def _latents(enc, values, cache, **kw):
-    return cached_latents(enc, {"name": "hf-text"}, values, cache, CPU, batch_size=2, label="t", **kw)
+    return cached_latents(enc, {"name": "hf-text"}, values, cache, CPU, EncodeOptions(batch_size=2, label="t", **kw))
 
 
 def test_identity_ignores_file_locations_not_what_changes_latents(encoder, tiny_text_model, tmp_path):
@@ -71,12 +71,12 @@ def test_a_changed_file_is_a_new_row(tmp_path):
     _draw("circle", (255, 0, 0)).save(p)
     seen = _counting(enc)
     spec = {"name": "timm"}
-    cached_latents(enc, spec, [str(p)], tmp_path / "c", CPU, label="t")
-    cached_latents(enc, spec, [str(p)], tmp_path / "c", CPU, label="t")
+    cached_latents(enc, spec, [str(p)], tmp_path / "c", CPU, EncodeOptions(label="t"))
+    cached_latents(enc, spec, [str(p)], tmp_path / "c", CPU, EncodeOptions(label="t"))
     assert seen[0] == 1
     _draw("square", (0, 0, 255)).save(p)
     os.utime(p, ns=(1, 1))
-    cached_latents(enc, spec, [str(p)], tmp_path / "c", CPU, label="t")
+    cached_latents(enc, spec, [str(p)], tmp_path / "c", CPU, EncodeOptions(label="t"))
     assert seen[0] == 2
 
 
@@ -182,11 +182,12 @@ ENCODE = """
 import sys, torch
 from pathlib import Path
 from fuse.cli import cli
-from fuse.data.cache import cached_latents
+from fuse.data.cache import EncodeOptions, cached_latents
 from fuse.api.plugin_manager import registry
 enc = registry("encoder").create("hf-text", {"model": sys.argv[2]})
 values = [f"a shape numbered {i} " + "word " * (i % 7) for i in range(int(sys.argv[3]))]
-cached_latents(enc, {"name": "hf-text"}, values, Path(sys.argv[1]), torch.device("cpu"), batch_size=3, shard_rows=6)
+cached_latents(enc, {"name": "hf-text"}, values, Path(sys.argv[1]), torch.device("cpu"),
+               EncodeOptions(batch_size=3, shard_rows=6))
 """
 
 
@@ -206,11 +207,13 @@ def test_kill_9_mid_encoding_resumes_with_only_the_missing_shards(encoder, tmp_p
     assert 0 < done < n
     values = [f"a shape numbered {i} " + "word " * (i % 7) for i in range(n)]
     capsys.readouterr()
-    resumed = cached_latents(encoder, {"name": "hf-text"}, values, tmp_path / "a", CPU, batch_size=3, shard_rows=6)
+    resumed = cached_latents(encoder, {"name": "hf-text"}, values, tmp_path / "a", CPU,
+                             EncodeOptions(batch_size=3, shard_rows=6))
     assert f"cached {n - done} new latents" in capsys.readouterr().out   # only the missing rows
     assert not list(store.glob("*/.shard-*")) and all(p.with_suffix(".json").exists()
                                                      for p in store.glob("*/shard-*.safetensors"))
-    whole = cached_latents(encoder, {"name": "hf-text"}, values, tmp_path / "b", CPU, batch_size=3, shard_rows=6)
+    whole = cached_latents(encoder, {"name": "hf-text"}, values, tmp_path / "b", CPU,
+                           EncodeOptions(batch_size=3, shard_rows=6))
     assert torch.equal(resumed, whole)   # shards batch the same rows either way: bit-identical
 
 
@@ -219,7 +222,7 @@ import json, sys
 from pathlib import Path
 import torch
 from fuse.cli import cli
-from fuse.data.cache import cached_latents
+from fuse.data.cache import EncodeOptions, cached_latents
 from fuse.data.datasets import build_dataset
 from fuse.api.plugin_manager import registry
 cache = Path(sys.argv[1])

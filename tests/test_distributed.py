@@ -45,15 +45,15 @@ def test_two_rank_step_equals_single_process_step(tmp_path, tiny_text_model, sha
 RANK = """
 import sys, torch, torch.distributed as dist
 from pathlib import Path
-from fuse.data.cache import cached_latents
+from fuse.data.cache import EncodeOptions, cached_latents
 from fuse.api.plugin_manager import registry
 rank, world, cache, model, init = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5]
 if world > 1:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
 enc = registry("encoder").create("hf-text", {"model": model})
 values = [f"caption {i} " + "word " * (i % 5) for i in range(40)]
-z = cached_latents(enc, {"name": "hf-text"}, values, cache, torch.device("cpu"), batch_size=4, shard_rows=8,
-                   label=f"rank{rank}")
+z = cached_latents(enc, {"name": "hf-text"}, values, cache, torch.device("cpu"),
+                   EncodeOptions(batch_size=4, shard_rows=8, label=f"rank{rank}"))
 torch.save(z, cache / f"z{rank}of{world}.pt")
 """
 
@@ -75,12 +75,12 @@ def test_two_ranks_encode_their_own_slices_into_one_store(tmp_path, tiny_text_mo
     records = [json.loads(p.read_text()) for p in (tmp_path / "two").glob("latent-store/*/shard-*.json")]
     assert sorted(len(r["keys"]) for r in records) == [4, 4, 8, 8, 8, 8]   # 20 rows a rank, shards of 8
     from fuse.api.plugin_manager import registry
-    from fuse.data.cache import cached_latents
+    from fuse.data.cache import EncodeOptions, cached_latents
 
     enc = registry("encoder").create("hf-text", {"model": str(tiny_text_model)})
     values = [f"caption {i} " + "word " * (i % 5) for i in range(40)]
-    one = cached_latents(enc, {"name": "hf-text"}, values, tmp_path / "one", torch.device("cpu"), batch_size=4,
-                         shard_rows=8)
+    one = cached_latents(enc, {"name": "hf-text"}, values, tmp_path / "one", torch.device("cpu"),
+                         EncodeOptions(batch_size=4, shard_rows=8))
     r0, r1 = (torch.load(tmp_path / "two" / f"z{r}of2.pt") for r in (0, 1))
     assert torch.equal(r0, r1)
     # Batches differ between slicings (padding to each batch's longest caption changes the last bits).
@@ -92,13 +92,13 @@ WAITER = """
 import sys, torch
 from pathlib import Path
 import fuse.api.collectives as d   # what the latent store asks
-from fuse.data.cache import cached_latents
+from fuse.data.cache import EncodeOptions, cached_latents
 from fuse.api.plugin_manager import registry
 d.rank, d.world_size = (lambda: 0), (lambda: 2)   # rank 0 of 2, whose peer never comes
 enc = registry("encoder").create("hf-text", {"model": sys.argv[2]})
 values = [f"caption {i}" for i in range(8)]
-cached_latents(enc, {"name": "hf-text"}, values, Path(sys.argv[1]), torch.device("cpu"), batch_size=4, shard_rows=4,
-               label="text/train", poll_s=0.05, report_s=0.5)
+cached_latents(enc, {"name": "hf-text"}, values, Path(sys.argv[1]), torch.device("cpu"),
+               EncodeOptions(batch_size=4, shard_rows=4, label="text/train", poll_s=0.05, report_s=0.5))
 """
 
 

@@ -20,7 +20,7 @@ import fuse
 from fuse.model.aligned import build_model
 from fuse.training.gradcache import Backward, split_inputs
 from fuse.training.precision import Precision
-from fuse.training.step import TrainStep
+from fuse.training.step import StepModule
 
 PAIR = ("image", "text")
 N = 12  # rows in the value tables
@@ -28,7 +28,7 @@ WORDS = ["red", "green", "blue", "yellow", "circle", "square", "triangle", "whit
 
 
 def build(text_model, objective: str, options: dict | None = None, online_image: bool = False,
-          dropout: float | None = None) -> TrainStep:
+          dropout: float | None = None) -> StepModule:
     """Image (a table of frozen latents, or an online timm net with BatchNorm) + online tiny BERT (dropout 0.1,
     or hf-text's `dropout` option)."""
     torch.manual_seed(0)
@@ -40,7 +40,7 @@ def build(text_model, objective: str, options: dict | None = None, online_image:
     obj = fuse.create("objective", objective, options or {}, modalities=PAIR, embed_dim=16,
                       extra_dims={"teacher": 12})
     frozen = set() if online_image else {"image"}
-    step = TrainStep(model, nn.ModuleDict({"o": obj}), [SimpleNamespace(key="o", pair=PAIR, weight=1.0)],
+    step = StepModule(model, nn.ModuleDict({"o": obj}), [SimpleNamespace(key="o", pair=PAIR, weight=1.0)],
                      [SimpleNamespace(modalities=PAIR, weight=1.0)], frozen, {"teacher": "image"})
     gen = torch.Generator().manual_seed(1)
     step.latents = {"image": torch.randn(N, model.encoders["image"].info.dim, generator=gen)}
@@ -49,7 +49,7 @@ def build(text_model, objective: str, options: dict | None = None, online_image:
     return step.train()
 
 
-def batch_of(step: TrainStep, idx: list[int]) -> dict:
+def batch_of(step: StepModule, idx: list[int]) -> dict:
     """Rows idx of the tables, with online inputs: captions (and small images) made from the index."""
     from PIL import Image
 
@@ -62,7 +62,7 @@ def batch_of(step: TrainStep, idx: list[int]) -> dict:
     return {PAIR: (rows, inputs)}
 
 
-def reference(step: TrainStep, parts: list[list[int]], chunk: int, seeds: list[int]):
+def reference(step: StepModule, parts: list[list[int]], chunk: int, seeds: list[int]):
     """The full batch's loss with every chunk's graph kept; part r (a rank's rows, preprocessed
     and padded on its own) starts from seeds[r]."""
     online = [m for m in PAIR if m not in step.frozen]
@@ -78,11 +78,11 @@ def reference(step: TrainStep, parts: list[list[int]], chunk: int, seeds: list[i
     return loss.detach(), grads(step)
 
 
-def grads(step: TrainStep) -> dict[str, torch.Tensor]:
+def grads(step: StepModule) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in step.named_parameters() if p.grad is not None}
 
 
-def chunked(step: TrainStep, batch: dict, chunk: int, seed: int):
+def chunked(step: StepModule, batch: dict, chunk: int, seed: int):
     torch.manual_seed(seed)
     loss, _ = Backward(step, step, Precision("fp32", torch.device("cpu")), chunk)(batch, 1.0)
     return loss.detach(), grads(step)
@@ -135,7 +135,7 @@ def test_without_dropout_equals_the_plain_step(tiny_text_model):
     assert_same(got, want)
 
 
-def _plain(step: TrainStep, idx: list[int], seed: int):
+def _plain(step: StepModule, idx: list[int], seed: int):
     torch.manual_seed(seed)
     loss = step(batch_of(step, idx))[0]
     loss.backward()

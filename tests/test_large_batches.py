@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from fuse.api.errors import RecipeError
-from fuse.training.batches import PairStream, first_micro_step
+from fuse.training.batches import PairStream, StreamOptions, first_micro_step
 
 
 @pytest.mark.parametrize("accum", [1, 3, 4])
 def test_grad_accum_epochs_are_passes(accum):
     """10 batches per pass: every epoch of accumulated steps draws each sample at most once, from its own pass."""
-    stream = PairStream(range(40), torch.zeros(40, 2, dtype=torch.long), 4, {}, torch.device("cpu"), seed=0)
+    stream = PairStream(range(40), torch.zeros(40, 2, dtype=torch.long), {}, torch.device("cpu"),
+                        StreamOptions(batch_size=4, seed=0))
     n = len(stream)
     per_epoch = n // accum
     for epoch in range(4):

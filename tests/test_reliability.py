@@ -164,9 +164,9 @@ class _PoisonAt:
         self.steps, self.calls = set(steps), 0
 
     def install(self, monkeypatch):
-        from fuse.training.step import TrainStep
+        from fuse.training.step import StepModule
 
-        real = TrainStep.forward
+        real = StepModule.forward
 
         def forward(module, batches):
             self.calls += 1
@@ -176,7 +176,7 @@ class _PoisonAt:
                 loss = loss * float("nan")
             return loss, terms
 
-        monkeypatch.setattr(TrainStep, "forward", forward)
+        monkeypatch.setattr(StepModule, "forward", forward)
 
 
 def _rows(run_dir):
@@ -249,14 +249,14 @@ def test_resume_refuses_model_changes_and_writes_nothing(tmp_path, tiny_text_mod
 # ------------------------------------------------------------------ 6. interrupts
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupt_says_how_to_resume(tmp_path, tiny_text_model, shapes_data, monkeypatch, how):
-    from fuse.training.step import TrainStep
+    from fuse.training.step import StepModule
 
     def interrupted(module, batches):
         if how == "sigterm":
             os.kill(os.getpid(), signal.SIGTERM)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(TrainStep, "forward", interrupted)
+    monkeypatch.setattr(StepModule, "forward", interrupted)
     _, result = _train(tmp_path, tiny_text_model, shapes_data, "train.epochs=2")
     assert result.exit_code == 130
     assert f"continue with fuse train {tmp_path / 'r.yaml'} train.epochs=2 --resume" in result.output

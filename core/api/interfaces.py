@@ -24,8 +24,8 @@ from fuse.api.options import Options
 class EncoderInfo:
     """What an encoder is: recorded in exports, model cards and cache keys."""
 
-    modality: str              # the recipe's modality name it serves, e.g. "image"
-    input: str                 # the registered input kind it consumes: "image" (PIL), "text" (str), "audio", ...
+    modality: str              # the tower it serves; the model sets it to the recipe's name (an encoder may give its input kind)
+    input: str                 # the input kind it reads: one it registered with (register(..., modalities=)), checked when built
     dim: int                   # size of one latent vector
     source: str = ""           # where the weights came from (hub id, file, package)
     license: str = ""

@@ -104,6 +104,7 @@ def registries() -> dict[str, Registry]:
         pm = plugin_manager()
         packages = _package_of(pm)
         regs = {kind: Registry(kind) for kind in KINDS}
+        regs["encoder"].inputs = regs["input"]  # filled first (KINDS order): encoders' declared kinds are checked
         for kind, hook_name in _HOOK_OF_KIND.items():
             for impl in getattr(pm.hook, hook_name).get_hookimpls():
                 package = packages.get(id(impl.plugin), impl.plugin_name)

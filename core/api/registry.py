@@ -2,6 +2,12 @@
 
 A recipe names components by these names (never by import path), so loading a recipe can
 only ever build classes that installed plugins registered.
+
+What an encoder consumes is declared once, when it registers: ``register(name, cls,
+modalities=(kind, ...))`` names the registered input kinds it reads (the keyword is historical:
+it means input kinds, not the recipe's tower names). Registration checks that every kind is
+registered; building an encoder checks that its ``EncoderInfo.input`` is one of them.
+(``EncoderInfo.modality`` is not a declaration: the model sets it to the recipe's tower name.)
 """
 
 from __future__ import annotations
@@ -32,6 +38,19 @@ class Entry:
         """The component's pydantic options model."""
         return self.cls.Options
 
+    def checked(self, obj):
+        """A component just built from this entry, checked against its registration: an encoder's
+        ``info.input`` must be an input kind it declared (``modalities=``); a PluginError otherwise."""
+        if self.kind == "encoder":
+            info = getattr(obj, "info", None)
+            kind = getattr(info, "input", None)
+            if kind not in self.modalities:
+                raise PluginError(
+                    f"encoder '{self.name}' from {self.package}: {type(obj).__name__} sets EncoderInfo.input to "
+                    f"{kind!r} but registered modalities={self.modalities} (the input kinds it consumes); "
+                    "make them agree (set self.info in __init__, or fix the register call).")
+        return obj
+
 
 @dataclass
 class Registry:
@@ -40,10 +59,12 @@ class Registry:
     kind: str
     entries: dict[str, Entry] = field(default_factory=dict)
     instances: dict[str, object] = field(default_factory=dict)  # shared objects of stateless kinds (inputs)
+    inputs: "Registry | None" = None  # the encoder registry's input kinds, registered before encoders
 
     def register(self, name: str, cls: type, *, package: str = "unknown", modalities=(),
                  description: str | None = None) -> None:
-        """Add a component; a duplicate name or a class without an Options schema is a PluginError."""
+        """Add a component; a duplicate name, a class without an Options schema, or an encoder whose
+        ``modalities`` (the input kinds it consumes) are missing or unregistered is a PluginError."""
         if name in self.entries:
             other = self.entries[name].package
             raise PluginError(
@@ -56,8 +77,21 @@ class Registry:
                 f"`Options(pydantic.BaseModel)` class describing its options.")
         if isinstance(modalities, str):
             modalities = (modalities,)
+        if self.kind == "encoder":
+            self._check_input_kinds(name, cls, package, tuple(modalities))
         doc = description if description is not None else (cls.__doc__ or "").strip().split("\n")[0]
         self.entries[name] = Entry(self.kind, name, cls, package, tuple(modalities), doc)
+
+    def _check_input_kinds(self, name: str, cls: type, package: str, kinds: tuple[str, ...]) -> None:
+        """An encoder declares at least one input kind, each registered (input kinds register first)."""
+        if not kinds:
+            raise PluginError(f"encoder '{name}' from {package}: declare the input kinds it consumes when "
+                              f"registering it, e.g. register('{name}', {cls.__name__}, modalities=('text',)).")
+        unknown = [k for k in kinds if self.inputs is not None and k not in self.inputs.entries]
+        if unknown:
+            raise PluginError(f"encoder '{name}' from {package} consumes input kind '{unknown[0]}', which no installed "
+                              f"plugin registers (registered kinds: {self.inputs.describe_available()}); install "
+                              "the plugin that provides it, or register the kind with register_input_kinds.")
 
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching a wildcard pattern, sorted."""
@@ -92,7 +126,7 @@ class Registry:
         """Build a component: validate its options, then call cls(options, **context)."""
         entry = self.get(name, where)
         parsed = self.parse_options(name, options, where)
-        obj = entry.cls(parsed, **context)
+        obj = entry.checked(entry.cls(parsed, **context))
         # Remember how to rebuild it: exports and checkpoints store (name, options), never code.
         obj.registered_name = name
         return obj

@@ -33,13 +33,16 @@ def search_command(model_dir, source, queries, k, modality, query_modality, inde
     from fuse.model.load import load_aligned
     from fuse.api.devices import resolve_device
     from fuse.cli.embed import cache_option
+    from fuse.model.index import IndexOptions
     from fuse.model.search import search
 
     model = load_aligned(model_dir, device=str(resolve_device(device)))
     # with --json, stdout carries the JSON alone: progress notes (latent cache reads) go to stderr
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-        results = search(model, list(queries), source, k, query_modality, modality, index_dir, rebuild,
-                         cache_option(cache_dir, no_cache), batch_size, progress=not as_json)
+        options = IndexOptions(rebuild=rebuild, cache_dir=cache_option(cache_dir, no_cache), batch_size=batch_size,
+                               progress=not as_json)
+        results = search(model, list(queries), source, k, query_modality=query_modality, modality=modality,
+                         index_dir=index_dir, options=options)
     if as_json:
         click.echo(json.dumps([{"query": q, "results": r} for q, r in zip(queries, results)], indent=2))
         return

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -147,19 +148,44 @@ def encode_values(encoder, values: list, device: torch.device, batch_size: int =
     return torch.cat(out) if out else torch.empty(0, encoder.info.dim)
 
 
-def _encode_into(store: LatentStore, prefix: str, encoder, values: list, keys: list[str], device, batch_size: int,
-                 num_workers: int, desc: str | None, tokens: bool, dtype: str, shard_rows: int) -> None:
-    """Encode ``values`` (whose keys are ``keys``) and publish a shard every ``shard_rows`` rows."""
-    parts, start = [], 0
-    for out in encode_batches(encoder, values, device, shard_batches(len(values), batch_size, shard_rows),
-                              num_workers, desc, tokens):
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How ``cached_latents`` encodes and returns latents (the defaults are the latent store's).
+
+    ``batch_size``/``num_workers``: the encoding DataLoader. ``label``: names the values in messages.
+    ``tokens``: token sequences (Tokens) for fusion modules instead of pooled latents. ``dtype``:
+    how pooled latents are stored (float32 or float16; part of the store's identity). ``shard_rows``:
+    rows per published shard. ``mapped``: return a memory-mapped LatentTable instead of a tensor.
+    ``poll_s``/``report_s``: how often a rank waiting for other ranks' slices looks, and says whose
+    are missing. ``verbose``: print progress and cache messages.
+    """
+
+    batch_size: int = 64
+    num_workers: int = 0
+    label: str = ""
+    tokens: bool = False
+    dtype: str = "float32"
+    shard_rows: int = SHARD_ROWS
+    mapped: bool = False
+    poll_s: float = 1.0
+    verbose: bool = True
+    report_s: float = 300.0
+
+
+def _encode_into(store: LatentStore, prefix: str, encoder, values: list, keys: list[str], device,
+                 options: EncodeOptions) -> None:
+    """Encode ``values`` (whose keys are ``keys``) and publish a shard every ``options.shard_rows`` rows."""
+    parts, start, shard_rows = [], 0, options.shard_rows
+    desc = f"encoding {options.label}" if options.verbose else None
+    for out in encode_batches(encoder, values, device, shard_batches(len(values), options.batch_size, shard_rows),
+                              options.num_workers, desc, options.tokens):
         parts.append(out)
         if sum(len(p) for p in parts) == min(shard_rows, len(values) - start):
-            if tokens:
+            if options.tokens:
                 t = Tokens.cat(parts)
                 tensors = {"latents": t.values, "mask": t.mask}
             else:
-                tensors = {"latents": torch.cat(parts).to(DTYPES[dtype])}
+                tensors = {"latents": torch.cat(parts).to(DTYPES[options.dtype])}
             n = len(tensors["latents"])
             store.write_shard(prefix, keys[start:start + n], tensors)
             parts, start = [], start + n
@@ -187,22 +213,22 @@ def waiting_for(folder: Path, unique: list[str], missing: list[str], world: int)
 
 
 def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, device: torch.device,
-                   batch_size: int = 64, num_workers: int = 0, label: str = "", tokens: bool = False, *,
-                   dtype: str = "float32", shard_rows: int = SHARD_ROWS, mapped: bool = False,
-                   poll_s: float = 1.0, verbose: bool = True, report_s: float = 300.0):
+                   options: EncodeOptions = EncodeOptions()):
     """Latents for ``values`` (pooled, or Tokens) from the latent store; only the values it lacks are
     encoded (by this rank: its slice of them) and published there.
 
-    Returns an in-memory tensor (``dtype``), or with ``mapped=True`` a ``LatentTable`` that gathers
-    rows from the memory-mapped shards; ``verbose=False`` prints nothing. Shards that are truncated
-    or do not match their record are dropped and re-encoded, with a message; a shard of NaN/Inf
-    latents raises DataError. A rank whose slice is done polls the folder (every ``poll_s``) until
-    the other ranks' slices are there, saying every ``report_s`` whose slices are missing."""
+    Returns an in-memory tensor (``options.dtype``), or with ``options.mapped`` a ``LatentTable`` that
+    gathers rows from the memory-mapped shards; ``options.verbose=False`` prints nothing. Shards that
+    are truncated or do not match their record are dropped and re-encoded, with a message; a shard of
+    NaN/Inf latents raises DataError. A rank whose slice is done polls the folder (every ``poll_s``)
+    until the other ranks' slices are there, saying every ``report_s`` whose slices are missing."""
+    o = options
+    label, tokens, dtype = o.label, o.tokens, o.dtype
     if dtype not in DTYPES:
         raise DataError(f"latent dtype '{dtype}' is not one of {', '.join(DTYPES)} (data.latent_dtype)")
     if not values:
-        return encode_values(encoder, [], device, batch_size, tokens=tokens)
-    say = print if verbose else (lambda *a: None)
+        return encode_values(encoder, [], device, o.batch_size, tokens=tokens)
+    say = print if o.verbose else (lambda *a: None)
     identity = latent_identity(encoder, spec["name"], tokens, device, dtype)
     folder = store_folder(cache_dir, identity)
     kind = input_kind(encoder.info.input)
@@ -227,18 +253,17 @@ def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, devi
                 store.refresh()      # what another process published while we waited
                 todo = store.missing(mine)
                 if todo:
-                    _encode_into(store, prefix, encoder, [values[first[k]] for k in todo], todo, device, batch_size,
-                                 num_workers, f"encoding {label}" if verbose else None, tokens, dtype, shard_rows)
+                    _encode_into(store, prefix, encoder, [values[first[k]] for k in todo], todo, device, o)
                     encoded += len(todo)
         waiting = store.missing(unique)
         if waiting:
             say(f"{label}: waiting for other ranks' {len(waiting)} latents in {folder}")
         last_report = time.monotonic()
         while waiting:
-            time.sleep(poll_s)
+            time.sleep(o.poll_s)
             store.refresh()
             waiting = store.missing(waiting)
-            if waiting and time.monotonic() - last_report >= report_s:  # a peer that died outside torchrun
+            if waiting and time.monotonic() - last_report >= o.report_s:  # a peer that died outside torchrun
                 say(f"{label}: {waiting_for(folder, unique, waiting, world)}")
                 last_report = time.monotonic()
         table, problems = store.table(keys, tokens)
@@ -252,5 +277,5 @@ def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, devi
         say(f"{label}: cached {encoded} new latents in {folder} ({len(unique) - encoded} were there)")
     else:
         say(f"{label}: read {len(values)} cached latents from {folder}")
-    return table if mapped else table.materialize()
+    return table if o.mapped else table.materialize()
 

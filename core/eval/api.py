@@ -20,7 +20,8 @@ from fuse.eval.zeroshot import (class_embeddings_from, load_templates, prompt_te
                                zeroshot_metrics)
 
 
-def _file_modalities(model, modalities):
+def file_modalities(model, modalities):
+    """The modalities among ``modalities`` whose values are files (relative to a manifest, checked on load)."""
     return tuple(m for m in modalities if input_kind(model.input_kind(m)).files)
 
 
@@ -48,7 +49,7 @@ def run_retrieval(model, manifest: str | Path, ks=(1, 5, 10), chunk_size: int = 
     out pairs whose file is unreadable, empty or silent (and says so); ``cache_dir`` reads (and adds to)
     the latent store there, so values training encoded are not encoded again."""
     a, b = pick_pair(model, modalities)
-    data = load_pairs(manifest, (a, b), _file_modalities(model, (a, b)))
+    data = load_pairs(manifest, (a, b), file_modalities(model, (a, b)))
     if skip_bad_media:
         data = drop_bad_media(data, {m: model.input_kind(m) for m in (a, b)}, cache_dir=None)
     latents = {m: model.encode(m, data.values[m], batch_size, progress, cache_dir=cache_dir) for m in (a, b)}

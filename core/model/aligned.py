@@ -17,7 +17,7 @@ from torch import nn
 from fuse.api.errors import FuseError, RecipeError
 from fuse.api.interfaces import EncoderInfo
 from fuse.api.latents import Tokens
-from fuse.data.cache import cached_latents, encode_values
+from fuse.data.cache import EncodeOptions, cached_latents, encode_values
 from fuse.recipes.spec import Spec, resolve_spec
 
 
@@ -46,9 +46,11 @@ class AlignedModel(nn.Module):
 
     def input_kind(self, modality: str) -> str:
         """The registered input kind the modality's encoder consumes (how its values are read)."""
-        return self._encoder(modality).info.input
+        return self.encoder(modality).info.input
 
-    def _encoder(self, modality: str):
+    def encoder(self, modality: str) -> nn.Module:
+        """The modality's encoder; a FuseError naming the towers there are when the model has no such
+        tower (how callers check a user-given modality before doing any work)."""
         if modality not in self.encoders:
             raise FuseError(f"This model has towers {', '.join(self.modalities)}; it has no '{modality}' tower.")
         return self.encoders[modality]
@@ -74,19 +76,19 @@ class AlignedModel(nn.Module):
         """Encoder latents for raw inputs or manifest values (file paths, text). With ``cache_dir``,
         manifest values go through the latent store there: latents training already cached for the
         same weights and preprocessing are read, not recomputed (whatever paths the options hold)."""
-        enc = self._encoder(modality)
+        enc = self.encoder(modality)
         if cache_dir is not None and values and all(isinstance(v, str) for v in values):
             return cached_latents(enc, {"name": self.specs[modality]["encoder"].name}, list(values),
-                                  Path(cache_dir).expanduser(),
-                                  self.device, batch_size, num_workers, label=modality, tokens=self.uses_tokens,
-                                  verbose=progress)
+                                  Path(cache_dir).expanduser(), self.device,
+                                  EncodeOptions(batch_size, num_workers, label=modality, tokens=self.uses_tokens,
+                                                verbose=progress))
         return encode_values(enc, list(values), self.device, batch_size, num_workers,
                              desc=f"encoding {modality}" if progress else None, tokens=self.uses_tokens)
 
     @torch.no_grad()
     def project(self, modality: str, latents, batch_size: int = 4096) -> torch.Tensor:
         """Shared-space embeddings, L2-normalised, for encoder latents (in batches)."""
-        self._encoder(modality)
+        self.encoder(modality)
         was = self.training
         self.eval()
         out = []
@@ -122,18 +124,21 @@ class AlignedModel(nn.Module):
               batch_size: int = 32):
         """Build or update the on-disk index of ``source`` (a folder, glob or .jsonl manifest) and return it
         (a fuse.model.index.EmbeddingIndex); pass it to ``search`` to query it many times without reloading."""
+        from fuse.model.index import IndexOptions
         from fuse.model.search import build_index
 
-        return build_index(self, source, modality, index_dir, rebuild, cache_dir, batch_size, progress=False,
-                           model_path=getattr(self, "path", ""))
+        options = IndexOptions(rebuild=rebuild, cache_dir=cache_dir, batch_size=batch_size, progress=False)
+        return build_index(self, source, modality, index_dir, options=options.for_model(self))
 
     def search(self, queries, index, k: int = 10, query_modality: str | None = None, modality: str | None = None,
                index_dir=None, rebuild: bool = False, cache_dir=None, batch_size: int = 32) -> list[list[dict]]:
         """The ``k`` best items of ``index`` (a folder, glob or .jsonl manifest, indexed once and kept up to date
         on disk; or a built EmbeddingIndex) for each query: lists of {rank, score, value}, best first."""
+        from fuse.model.index import IndexOptions
         from fuse.model.search import search
 
-        return search(self, queries, index, k, query_modality, modality, index_dir, rebuild, cache_dir, batch_size)
+        return search(self, queries, index, k, query_modality=query_modality, modality=modality, index_dir=index_dir,
+                      options=IndexOptions(rebuild=rebuild, cache_dir=cache_dir, batch_size=batch_size, progress=False))
 
     def with_untrained_heads(self, seed: int = 0) -> "AlignedModel":
         """The same encoders with freshly initialised heads: the 'before training' baseline."""

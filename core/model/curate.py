@@ -75,7 +75,7 @@ def read_records(path: str | Path, text_field: str) -> tuple[list[dict], list[st
 def embed_texts(spec: dict, texts: list[str], cache_dir: Path, device: torch.device, label: str) -> torch.Tensor:
     """L2-normalised embeddings of ``texts`` by the registered text encoder ``spec`` (cached)."""
     from fuse.api.inputs import input_kind
-    from fuse.data.cache import cached_latents
+    from fuse.data.cache import EncodeOptions, cached_latents
     from fuse.recipes.spec import resolve_spec
 
     s = resolve_spec("encoder", spec.get("name", ""), spec.get("options"), "--encoder")
@@ -84,7 +84,7 @@ def embed_texts(spec: dict, texts: list[str], cache_dir: Path, device: torch.dev
         raise DataError(f"--encoder: '{s.name}' reads {encoder.info.input} files, not captions; give a text encoder "
                         f"(e.g. {json.dumps(DEFAULT_ENCODER)}).")
     unique = list(dict.fromkeys(texts))
-    latents = cached_latents(encoder, s.as_dict(), unique, cache_dir, device, 64, 0, label)
+    latents = cached_latents(encoder, s.as_dict(), unique, cache_dir, device, EncodeOptions(64, label=label))
     index = {t: i for i, t in enumerate(unique)}
     return F.normalize(latents.float().cpu()[[index[t] for t in texts]], dim=-1)
 

@@ -26,7 +26,7 @@ class Tower(nn.Module):
 
     def __init__(self, model, modality: str):
         super().__init__()
-        model._encoder(modality)  # an unknown modality names the towers there are
+        model.encoder(modality)  # an unknown modality names the towers there are
         self.modality = modality
         self.encoder, self.head, self.fusion = model.encoders[modality], model.heads[modality], model.fusion
         self.training = model.training  # the mode its (shared) modules are in: eval for a loaded model

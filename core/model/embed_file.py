@@ -25,7 +25,7 @@ def embed_to_file(model, modality: str, values: list[str], out: Path, cache_dir:
     import shutil
 
     from fuse.api.atomic import atomic_path, save_tensors, write_text
-    from fuse.model.index import read_meta, update_index
+    from fuse.model.index import IndexOptions, read_meta, update_index
 
     out = Path(out)
     if out.suffix.lower() not in (".safetensors", ".npy"):
@@ -39,9 +39,10 @@ def embed_to_file(model, modality: str, values: list[str], out: Path, cache_dir:
             shutil.rmtree(parts)  # an unfinished job (ours) of another model or modality: nothing to reuse
     except FuseError:
         shutil.rmtree(parts, ignore_errors=True)  # a damaged unfinished job of ours: start over
-    index = update_index(model, modality, values, parts, cache_dir=cache_dir, batch_size=batch_size,
-                         shard_rows=shard_rows, model_path=getattr(model, "path", ""), fingerprint=fingerprint,
-                         progress=progress, desc="embedding")
+    index = update_index(model, modality, values, parts,
+                         IndexOptions(cache_dir=cache_dir, batch_size=batch_size, shard_rows=shard_rows,
+                                      model_path=getattr(model, "path", ""), fingerprint=fingerprint,
+                                      progress=progress, desc="embedding"))
     position = {v: i for i, v in enumerate(index.values)}
     emb = index.embeddings[torch.tensor([position[v] for v in values], dtype=torch.long)].contiguous()
     if out.suffix.lower() == ".npy":

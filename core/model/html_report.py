@@ -123,10 +123,10 @@ def val_manifest(run_dir: Path | None, data: str | None) -> tuple[Path, Path | N
 def retrieval_sections(model, manifest: Path, cache: Path | None, samples: int, seed: int) -> tuple[list[str], dict]:
     """Sampled queries' top-5, the worst-ranked queries and the modality-gap projection."""
     from fuse.data.manifest import load_pairs
-    from fuse.eval.api import _file_modalities, pick_pair
+    from fuse.eval.api import file_modalities, pick_pair
 
     a, b = pick_pair(model, None)
-    files = _file_modalities(model, (a, b))
+    files = file_modalities(model, (a, b))
     query, cand = (b, a) if a in files and b not in files else (a, b)  # inline (text) queries, file candidates
     data = load_pairs(manifest, (a, b), files)
     emb = {m: model.embed(m, data.values[m], cache_dir=cache) for m in (a, b)}

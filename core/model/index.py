@@ -16,7 +16,7 @@ recorded hashes. Search is exact, through the same tiled top-k kernel as evaluat
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,6 +34,31 @@ FORMAT_VERSION = 1
 INDEX_DIR = ".fuse-index"
 META = "index.json"
 SHARD_ROWS = 8192
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How an index is built or updated; the defaults of `fuse search`, ``model.index`` and ``model.search``.
+
+    ``rebuild``: start over (e.g. the index was built by another model). ``cache_dir``: the latent store
+    that manifest values' latents are read from and written to (None: not used). ``batch_size``: the
+    encoding batch. ``progress``: show progress bars. ``model_path``: recorded in index.json (which model
+    built it; empty: the model's own ``path``). ``shard_rows``: items per shard file. ``fingerprint``:
+    the model's fingerprint when the caller has it already. ``desc``: the progress bar's verb.
+    """
+
+    rebuild: bool = False
+    cache_dir: Path | None = None
+    batch_size: int = 32
+    progress: bool = True
+    model_path: str = ""
+    shard_rows: int = SHARD_ROWS
+    fingerprint: str | None = None
+    desc: str = "indexing"
+
+    def for_model(self, model) -> "IndexOptions":
+        """These options with ``model_path`` filled in from the model when it is empty."""
+        return self if self.model_path else replace(self, model_path=str(getattr(model, "path", "")))
 
 
 def default_location(source: Path, modality: str) -> Path:
@@ -175,23 +200,22 @@ def claim_index(folder: Path) -> set[str]:
     return set(meta["shards"]) if meta else set()
 
 
-def update_index(model, modality: str, values: list[str], folder: Path, rebuild: bool = False,
-                 cache_dir: Path | None = None, batch_size: int = 32, shard_rows: int = SHARD_ROWS,
-                 model_path: str = "", fingerprint: str | None = None, progress: bool = True,
-                 desc: str = "indexing") -> EmbeddingIndex:
+def update_index(model, modality: str, values: list[str], folder: Path,
+                 options: IndexOptions = IndexOptions()) -> EmbeddingIndex:
     """Bring the index in ``folder`` up to date with ``values`` (in that order) and return it.
 
     Only values whose identity (file path, size and mtime; or the text) is new are embedded,
-    ``shard_rows`` at a time; each finished shard is recorded at once, so a killed update resumes."""
+    ``options.shard_rows`` at a time; each finished shard is recorded at once, so a killed update resumes."""
     from tqdm.auto import tqdm
 
     from fuse.model.embed import embed_values, model_fingerprint
 
     folder = Path(folder)
-    model._encoder(modality)
+    model.encoder(modality)  # an unknown modality names the towers there are
     values = list(dict.fromkeys(values))
     kind = input_kind(model.input_kind(modality))
-    fingerprint = fingerprint or model_fingerprint(model)
+    rebuild, progress, shard_rows = options.rebuild, options.progress, options.shard_rows
+    fingerprint = options.fingerprint or model_fingerprint(model)
     with locked(folder):
         ours = claim_index(folder)
         meta = None
@@ -212,7 +236,7 @@ def update_index(model, modality: str, values: list[str], folder: Path, rebuild:
         done = {v: old[v] for v, ident in zip(values, identities) if v in old and old[v][1] == ident}
         todo = [(v, ident) for v, ident in zip(values, identities) if v not in done]
         base = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": {"fingerprint": fingerprint,
-                "path": str(model_path)}, "modality": modality, "input": kind.name, "embed_dim": model.embed_dim}
+                "path": str(options.model_path)}, "modality": modality, "input": kind.name, "embed_dim": model.embed_dim}
 
         def save(previous: dict | None = None) -> dict:
             live = {item[2] for item in done.values()}
@@ -223,10 +247,11 @@ def update_index(model, modality: str, values: list[str], folder: Path, rebuild:
             return meta
 
         meta = save(meta)  # removed values are dropped even when nothing is new
-        bar = tqdm(total=len(todo), desc=f"{desc} {modality}", unit="item", disable=not progress or not todo)
+        bar = tqdm(total=len(todo), desc=f"{options.desc} {modality}", unit="item", disable=not progress or not todo)
         for start in range(0, len(todo), shard_rows):
             chunk = todo[start:start + shard_rows]
-            emb = embed_values(model, modality, [v for v, _ in chunk], batch_size, cache_dir, progress=progress)
+            emb = embed_values(model, modality, [v for v, _ in chunk], options.batch_size, options.cache_dir,
+                               progress=progress)
             name = f"shard-{next_shard:05d}.safetensors"
             save_tensors({"embeddings": emb.contiguous()}, folder / name)
             shards[name] = {"rows": len(chunk), "sha256": tensors_hash({"embeddings": emb.contiguous()})}

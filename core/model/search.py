@@ -12,7 +12,7 @@ from fuse.api.errors import DataError, FuseError
 from fuse.api.inputs import input_kind
 from fuse.model.collect import collect_inputs, manifest_values
 from fuse.model.embed import embed_values
-from fuse.model.index import EmbeddingIndex, default_location, update_index
+from fuse.model.index import EmbeddingIndex, IndexOptions, default_location, update_index
 
 
 def is_manifest(path: Path) -> bool:
@@ -26,11 +26,11 @@ def pick(choices: list[str], what: str, option: str, model) -> str:
                     f"{f' and {len(choices)} fit' if choices else ', none fits'}; name it with {option}.")
 
 
-def query_modality(model, queries: list, given: str | None = None) -> str:
+def pick_query_modality(model, queries: list, given: str | None = None) -> str:
     """The tower that embeds the queries: ``given``, or the one tower whose input kind fits them
     (a file the kind reads, or a string for an inline kind such as text)."""
     if given:
-        model._encoder(given)
+        model.encoder(given)
         return given
     fits = []
     for m in model.modalities:
@@ -44,7 +44,7 @@ def query_modality(model, queries: list, given: str | None = None) -> str:
 def index_modality(model, source: Path, query_mod: str, given: str | None = None) -> str:
     """The tower whose values are indexed: ``given``, a manifest's field, or the file tower that is not the query's."""
     if given:
-        model._encoder(given)
+        model.encoder(given)
         return given
     if is_manifest(source):
         import json
@@ -71,32 +71,29 @@ def source_values(model, source: Path, modality: str) -> list[str]:
     return collect_inputs(model.input_kind(modality), [str(source)])
 
 
-def build_index(model, source, modality: str | None = None, index_dir=None, rebuild: bool = False,
-                cache_dir=None, batch_size: int = 32, query_mod: str | None = None, progress: bool = True,
-                model_path: str = "") -> EmbeddingIndex:
-    """Build or update the index of ``source`` (a folder, glob or .jsonl manifest) for this model."""
+def build_index(model, source, modality: str | None = None, index_dir=None, query_mod: str | None = None,
+                options: IndexOptions = IndexOptions()) -> EmbeddingIndex:
+    """Build or update the index of ``source`` (a folder, glob or .jsonl manifest) for this model:
+    ``modality`` (default: inferred, not ``query_mod``'s) in ``index_dir`` (default: beside the source)."""
     source = Path(source).expanduser()
     modality = index_modality(model, source, query_mod or "", modality)
     folder = Path(index_dir) if index_dir else default_location(source, modality)
     values = source_values(model, source, modality)
-    return update_index(model, modality, values, folder, rebuild=rebuild, cache_dir=cache_dir, batch_size=batch_size,
-                        model_path=model_path, progress=progress)
+    return update_index(model, modality, values, folder, options)
 
 
-def search(model, queries: list, index, k: int = 10, query_modality_: str | None = None,
-           modality: str | None = None, index_dir=None, rebuild: bool = False, cache_dir=None,
-           batch_size: int = 32, progress: bool = False, model_path: str = "") -> list[list[dict]]:
+def search(model, queries: list, index, k: int = 10, *, query_modality: str | None = None,
+           modality: str | None = None, index_dir=None, options: IndexOptions = IndexOptions()) -> list[list[dict]]:
     """Each query's ``k`` best items of ``index`` (an EmbeddingIndex, or a folder/manifest to index
-    first): lists of {rank, score, value}, best first."""
+    first, see ``build_index``): lists of {rank, score, value}, best first."""
     if isinstance(queries, str):
         queries = [queries]
     if not queries:
         raise DataError("No queries given.")
-    qm = query_modality(model, list(queries), query_modality_)
+    qm = pick_query_modality(model, list(queries), query_modality)
     if not isinstance(index, EmbeddingIndex):
-        index = build_index(model, index, modality, index_dir, rebuild, cache_dir, batch_size, qm, progress,
-                            model_path or getattr(model, "path", ""))
+        index = build_index(model, index, modality, index_dir, qm, options.for_model(model))
     if len(index) == 0:
         raise DataError(f"Index {index.folder} is empty: its source holds no {index.modality} values.")
-    q = embed_values(model, qm, list(queries), batch_size)
+    q = embed_values(model, qm, list(queries), options.batch_size)
     return index.search(q, k)

@@ -34,13 +34,13 @@ import yaml
 from fuse.api.errors import DataError, RecipeError, decode_utf8
 from fuse.api.validation import format_validation_error
 from fuse.model.similarity import linear_cka, median_bandwidth, minibatch_cka, mutual_knn
-from fuse.recipes.recipe import EncoderSpec
+from fuse.recipes.recipe import EncoderSection
 from fuse.recipes.strict_yaml import load_strict
 
 METRICS = ("linear_cka", "rbf_cka", "mutual_knn")
 
 
-class Candidate(EncoderSpec):
+class Candidate(EncoderSection):
     """An encoder spec as a recipe writes it, plus a short label for tables."""
     label: str | None = None
 
@@ -129,7 +129,7 @@ def encode_candidate(cand: Candidate, modality: str, sample: Path, cache_dir: Pa
     """Build the encoder, read the sample's values of its modality and get their latents (cached);
     time a probe batch for the cost column (cached latents say nothing about speed)."""
     from fuse.api.inputs import input_kind
-    from fuse.data.cache import cached_latents, encode_values
+    from fuse.data.cache import EncodeOptions, cached_latents, encode_values
     from fuse.recipes.spec import resolve_spec
 
     spec = resolve_spec("encoder", cand.name, cand.options, where)
@@ -138,8 +138,8 @@ def encode_candidate(cand: Candidate, modality: str, sample: Path, cache_dir: Pa
     kind = encoder.info.input
     files = input_kind(kind).files
     values = _values(sample, modality, files)
-    latents = cached_latents(encoder, spec.as_dict(), values, cache_dir, device, batch_size, 0,
-                             f"{modality}/{cand.label}")
+    latents = cached_latents(encoder, spec.as_dict(), values, cache_dir, device,
+                             EncodeOptions(batch_size, label=f"{modality}/{cand.label}"))
     probe = values[:min(len(values), batch_size)]
     start = time.perf_counter()
     encode_values(encoder, probe, device, batch_size)

@@ -17,7 +17,7 @@ from fuse.recipes.spec import Spec, resolve_spec
 
 
 @dataclass
-class Tower:
+class TowerPlan:
     """One modality: its encoder and head; a ``base`` tower comes frozen from ``base_model``."""
 
     modality: str
@@ -29,7 +29,8 @@ class Tower:
 
     @property
     def input_kinds(self) -> tuple[str, ...]:
-        """The input kinds the tower's encoder declared when it registered."""
+        """The input kinds the tower's encoder declared when it registered (``modalities=``; the one
+        declaration, checked against the registered kinds then: fuse.api.registry)."""
         from fuse.api.plugin_manager import registry
 
         return registry("encoder").get(self.encoder.name).modalities
@@ -71,7 +72,7 @@ class ExtraPlan:
 class Plan:
     """Everything a run needs from its recipe, resolved and checked once."""
     recipe: Recipe
-    towers: dict[str, Tower]
+    towers: dict[str, TowerPlan]
     fusion: Spec | None
     objectives: list[ObjectivePlan]
     pairs: list[PairPlan]
@@ -80,14 +81,14 @@ class Plan:
     base_model: Path | None = None
 
 
-def _base_towers(recipe: Recipe, problems: list[str]) -> tuple[Path | None, dict[str, Tower]]:
+def _base_towers(recipe: Recipe, problems: list[str]) -> tuple[Path | None, dict[str, TowerPlan]]:
     if recipe.base_model is None:
         return None, {}
     from fuse.recipes.export_format import read_config, tower_specs
 
     try:
         path, config = read_config(recipe.base_model)
-        towers = {m: Tower(m, enc, head, frozen=True, base=True)
+        towers = {m: TowerPlan(m, enc, head, frozen=True, base=True)
                   for m, (enc, head) in tower_specs(path, config).items()}
     except FuseError as exc:
         problems.append(f"base_model: {exc}")
@@ -118,12 +119,11 @@ def resolve(recipe: Recipe, file: str = "recipe") -> Plan:
             continue
         enc, head = spec("encoder", ms.encoder, f"modalities.{m}.encoder"), spec("head", ms.head, f"modalities.{m}.head")
         if enc and head:
-            towers[m] = Tower(m, enc, head, ms.encoder.frozen, ms.encoder.trainable)
+            towers[m] = TowerPlan(m, enc, head, ms.encoder.frozen, ms.encoder.trainable)
     ordered = list(dict.fromkeys([*towers, *recipe.modalities]))  # base towers first, then the recipe's
     names = set(ordered)
     if len(names) < 2:
         problems.append(f"modalities: at least two are aligned, got {len(names)}: {', '.join(names) or 'none'}")
-    _check_input_kinds(towers, problems)
 
     fusion = spec("fusion", recipe.fusion, "fusion") if recipe.fusion is not None else None
     if fusion is not None:
@@ -192,18 +192,6 @@ def _check_best_metric(recipe: Recipe, pairs: list[tuple[str, str]], problems: l
         shown = [n for n in names if "/R@" in n][:8]
         problems.append(f"train.best_metric: '{recipe.train.best_metric}' is not a validation metric of this recipe; "
                         f"use one of {', '.join(shown)}, ... (K from eval.ks {list(recipe.eval.ks)})")
-
-
-def _check_input_kinds(towers: dict[str, Tower], problems: list[str]) -> None:
-    """Every kind an encoder consumes must be a registered input kind."""
-    from fuse.api.plugin_manager import registry
-
-    kinds = registry("input")
-    for m, t in towers.items():
-        for kind in t.input_kinds:
-            if kind not in kinds.entries:
-                problems.append(f"modalities.{m}.encoder: '{t.encoder.name}' consumes input kind '{kind}', which no "
-                                f"installed plugin registers; registered kinds: {kinds.describe_available()}")
 
 
 def _objectives(recipe, ordered, extras, fusion, spec, problems):

@@ -3,6 +3,10 @@
 A recipe names every component by its registered name (``encoder: {name: timm, ...}``), never
 an import path, so loading a recipe can only build what installed plugins registered. All
 errors in a recipe are collected into one message naming the file and the field paths.
+
+Names: a ``*Section`` is a raw recipe section as written (``EncoderSection``, ``TrainSection``);
+``fuse.recipes.spec.Spec`` is a component resolved from one, and ``fuse.recipes.plan`` holds
+the resolved plan (``TowerPlan``, ``PairPlan``, ...).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ class Component(Strict):
     options: dict[str, Any] = {}
 
 
-class LoraSpec(Strict):
+class LoraSection(Strict):
     """LoRA adapters (peft) on the encoder's layers whose module names match ``target``; only they train."""
     r: int = pydantic.Field(8, gt=0)
     alpha: float = pydantic.Field(16.0, gt=0)
@@ -34,13 +38,13 @@ class LoraSpec(Strict):
     target: list[str] = pydantic.Field(["*"], min_length=1)   # globs over module names; "*": every Linear/Conv
 
 
-class EncoderSpec(Component):
+class EncoderSection(Component):
     """A modality's encoder: registered name, options, and whether (or which parts) it trains."""
     frozen: bool = True  # frozen encoders are run once and their latents cached
     # With frozen: false, train only the parameters whose names match one of these globs
     # (partly unfrozen, e.g. ["model.encoder.layer.5.*"]); None trains the whole encoder.
     trainable: list[str] | None = None
-    lora: LoraSpec | None = None   # with frozen: false, train LoRA adapters instead of the encoder's weights
+    lora: LoraSection | None = None   # with frozen: false, train LoRA adapters instead of the encoder's weights
 
     @pydantic.model_validator(mode="after")
     def _trainable_needs_unfrozen(self):
@@ -53,22 +57,22 @@ class EncoderSpec(Component):
         return self
 
 
-class ModalitySpec(Strict):
+class ModalitySection(Strict):
     """One tower of the recipe: its encoder and head."""
-    encoder: EncoderSpec
+    encoder: EncoderSection
     head: Component = Component(name="residual-mlp")
 
 
 Pair = tuple[str, str]
 
 
-class ObjectiveSpec(Component):
+class ObjectiveSection(Component):
     """An objective: registered name, options, loss weight and the pair of modalities it aligns."""
     weight: float = 1.0
     pair: Pair | None = None  # the two modalities it aligns; may be left out when the recipe has two
 
 
-class ExtraSpec(Strict):
+class ExtraSection(Strict):
     """A frozen encoder whose latents of one modality reach objectives as step.extras[<its name>]."""
 
     modality: str
@@ -91,7 +95,7 @@ class Source(Strict):
         return self.dataset is not None or self.train is not None
 
 
-class PairSpec(Source):
+class PairSection(Source):
     """Per-pair settings; its own source replaces data's for this pair."""
 
     modalities: Pair
@@ -101,7 +105,7 @@ class PairSpec(Source):
     weight: float = pydantic.Field(1.0, gt=0)
 
 
-class DataSpec(Source):
+class DataSection(Source):
     """The default data source plus caching, loading and per-pair settings."""
     cache_dir: str | None = None       # default: $FUSE_CACHE or ~/.cache/fuse
     cache_latents: bool = True
@@ -120,10 +124,10 @@ class DataSpec(Source):
     # Train on this share of the training items (0 < f <= 1) for data-scaling curves: chosen by a hash of
     # (seed, item), so it is the same under the same seed and each smaller share is inside each larger one.
     fraction: float = pydantic.Field(1.0, gt=0, le=1)
-    pairs: list[PairSpec] = []         # per-pair sources, batch sizes and weights
+    pairs: list[PairSection] = []         # per-pair sources, batch sizes and weights
 
 
-class OptimSpec(Strict):
+class OptimSection(Strict):
     """AdamW settings."""
     lr: float = pydantic.Field(1e-3, gt=0)
     weight_decay: float = pydantic.Field(0.1, ge=0)
@@ -140,13 +144,13 @@ class OptimSpec(Strict):
         return v
 
 
-class ScheduleSpec(Strict):
+class ScheduleSection(Strict):
     """Warmup and cosine decay of the learning rate."""
     warmup_steps: int = pydantic.Field(0, ge=0)
     min_lr_ratio: float = pydantic.Field(0.0, ge=0, le=1)
 
 
-class TrainSpec(Strict):
+class TrainSection(Strict):
     """Batches, length, precision, logging, evaluation cadence and checkpoint retention."""
     batch_size: int = pydantic.Field(256, gt=1)
     epochs: int = pydantic.Field(10, gt=0)
@@ -185,7 +189,7 @@ class TrainSpec(Strict):
         return self
 
 
-class EvalSpec(Strict):
+class EvalSection(Strict):
     """Validation retrieval: which recall@K, the memory bound, extra pairs."""
     ks: tuple[int, ...] = (1, 5, 10)
     chunk_size: int = pydantic.Field(4096, gt=0)
@@ -210,16 +214,16 @@ class Recipe(Strict):
     embed_dim: int = pydantic.Field(512, gt=0)
     # An exported model whose towers join this one frozen (bind one more modality later).
     base_model: str | None = None
-    modalities: dict[str, ModalitySpec]
+    modalities: dict[str, ModalitySection]
     fusion: Component | None = None    # a module shared by every tower's tokens (e.g. shared-transformer)
-    objectives: list[ObjectiveSpec] = [ObjectiveSpec(name="infonce")]
-    extras: dict[str, ExtraSpec] = {}  # named frozen encoders, e.g. a distillation teacher
-    teacher: ExtraSpec | None = None   # the same as extras: {teacher: ...}
-    data: DataSpec
-    optim: OptimSpec = OptimSpec()
-    schedule: ScheduleSpec = ScheduleSpec()
-    train: TrainSpec = TrainSpec()
-    eval: EvalSpec = EvalSpec()
+    objectives: list[ObjectiveSection] = [ObjectiveSection(name="infonce")]
+    extras: dict[str, ExtraSection] = {}  # named frozen encoders, e.g. a distillation teacher
+    teacher: ExtraSection | None = None   # the same as extras: {teacher: ...}
+    data: DataSection
+    optim: OptimSection = OptimSection()
+    schedule: ScheduleSection = ScheduleSection()
+    train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
     # Experiment trackers (registered loggers: jsonl, tensorboard, wandb, mlflow), by name or with options;
     # jsonl (metrics.jsonl) is always written, as plots, resume and reports read it.
     logging: list[str | Component] = ["jsonl"]

@@ -25,13 +25,19 @@ class Spec:
     @property
     def cls(self) -> type:
         """The registered class (looked up again, so a plan survives pickling across processes)."""
+        return self.entry.cls
+
+    @property
+    def entry(self):
+        """The registry entry (fuse.api.registry.Entry) this spec was resolved from."""
         from fuse.api.plugin_manager import registry
 
-        return registry(self.kind).get(self.name, self.where).cls
+        return registry(self.kind).get(self.name, self.where)
 
     def build(self, **context):
         """The component itself: ``cls(options, **context)``."""
-        obj = self.cls(self.options, **context)
+        entry = self.entry
+        obj = entry.checked(entry.cls(self.options, **context))  # an encoder's info.input: one it declared
         obj.registered_name = self.name
         obj.spec = self
         return obj

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -59,20 +60,35 @@ class _IndexBatches:
             k += 1
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a pair's batches are drawn: this rank's batch size, the run's seed and the stream's index
+    among the trained pairs (together they seed each pass's order), whether a partial last batch is
+    dropped, DataLoader workers for online towers, and how many batches of mapped rows are gathered ahead."""
+
+    batch_size: int
+    seed: int
+    stream: int = 0
+    drop_last: bool = True
+    num_workers: int = 0
+    prefetch: int = 4
+
+
 class PairStream:
     """Endless (pairs [B, 2] as rows of the split's value tables, online inputs, gathered latents)
-    batches of one pair. ``mapped`` names the tables that stay in the latent store:
+    batches of one pair. ``online`` holds the pair's towers that run in the step (their raw inputs
+    are read and preprocessed); ``mapped`` names the tables that stay in the latent store:
     ``{("latents" | "extras", name): (LatentTable, column of the pair it is indexed by)}``."""
 
-    def __init__(self, data: PairedData, rows: torch.Tensor, batch_size: int, online: dict, device: torch.device,
-                 seed: int, stream: int = 0, drop_last: bool = True, num_workers: int = 0,
-                 mapped: dict | None = None, prefetch: int = 4):
+    def __init__(self, data: PairedData, rows: torch.Tensor, online: dict, device: torch.device,
+                 options: StreamOptions, mapped: dict | None = None):
         self.data, self.rows, self.online, self.device = data, rows, online, device
-        self.mapped, self.prefetch = mapped or {}, prefetch
-        self.seed, self.stream, self.drop_last, self.num_workers = seed, stream, drop_last, num_workers
+        self.mapped, self.prefetch = mapped or {}, options.prefetch
+        self.seed, self.stream, self.drop_last = options.seed, options.stream, options.drop_last
+        self.num_workers = options.num_workers
         self.n_local = len(data) // distributed.world_size()
-        self.batch_size = batch_size
-        if self.n_local < batch_size and drop_last:
+        self.batch_size = batch_size = options.batch_size
+        if self.n_local < batch_size and self.drop_last:
             self.batch_size = max(2, self.n_local)  # a tiny dataset still trains, with one smaller batch per pass
         self._perm_cycle, self._perm = None, None
         self._rows_on_device = rows.to(device)

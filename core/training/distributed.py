@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -24,6 +25,40 @@ from fuse.api.collectives import (  # noqa: F401
     world_size,
 )
 from fuse.api.errors import RecipeError
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """How this process takes part in a run, decided once (``decide``) and read by the loop.
+
+    ``main``: rank 0, the process that prints, logs, writes checkpoints and exports.
+    ``world``: processes in the run (1 without torchrun).
+    ``chunked``: steps run GradCache (train.chunk_size with at least one online tower).
+    ``sharded``: online towers are FSDP-sharded (train.fsdp, an online tower, more than one process).
+    """
+
+    main: bool
+    world: int
+    chunked: bool
+    sharded: bool
+
+    @classmethod
+    def decide(cls, train, online: bool) -> "Distribution":
+        """From the recipe's ``train`` section and whether any tower trains online (not frozen)."""
+        world = world_size()
+        return cls(main=is_main(), world=world, chunked=train.chunk_size is not None and online,
+                   sharded=bool(train.fsdp and online and world > 1))
+
+    @property
+    def gathers(self) -> bool:
+        """Ranks that evaluate and gather whole weights: rank 0, and every rank under FSDP."""
+        return self.main or self.sharded
+
+    @property
+    def syncs_by_hand(self) -> bool:
+        """GradCache and FSDP steps average the replicated parameters' gradients once by hand
+        (fuse.training.gradcache) instead of through DDP."""
+        return self.chunked or self.sharded
 
 
 def setup(device: torch.device) -> torch.device:

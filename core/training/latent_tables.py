@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 from fuse.api.errors import DataError, RecipeError
-from fuse.data.cache import cached_latents, encode_values
+from fuse.data.cache import EncodeOptions, cached_latents, encode_values
 from fuse.data.store import LatentTable
 from fuse.recipes.recipe import Recipe
-from fuse.training.step import TrainStep
+from fuse.training.step import StepModule
 
 
 def frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache_dir: Path, device: torch.device,
@@ -21,9 +21,10 @@ def frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache
     store's memory-mapped LatentTable, whose rows the batch stream gathers per step."""
     setting = recipe.data.latents_on_device
     if recipe.data.cache_latents:
-        table = cached_latents(encoder, spec, values, cache_dir, device, recipe.data.encode_batch_size,
-                               recipe.data.num_workers, label, tokens=tokens, dtype=recipe.data.latent_dtype,
-                               shard_rows=recipe.data.shard_rows, mapped=True)
+        table = cached_latents(encoder, spec, values, cache_dir, device,
+                               EncodeOptions(recipe.data.encode_batch_size, recipe.data.num_workers, label, tokens=tokens,
+                                             dtype=recipe.data.latent_dtype, shard_rows=recipe.data.shard_rows,
+                                             mapped=True))
         if setting is False or (setting == "auto" and table.nbytes > room[0]):
             print(f"{label}: {table.nbytes / 2**30:.2f} GiB of latents stay memory-mapped, gathered per step "
                   f"(data.latents_on_device: {str(setting).lower()})")
@@ -43,7 +44,7 @@ def frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache
     return out.to(device)
 
 
-def mapped_tables(step_module: TrainStep, pair: tuple[str, str]) -> dict:
+def mapped_tables(step_module: StepModule, pair: tuple[str, str]) -> dict:
     """The pair's tables that stay memory-mapped, for its batch stream to gather ahead of the step."""
     out = {("latents", m): (step_module.latents[m], col) for col, m in enumerate(pair)
            if isinstance(step_module.latents.get(m), LatentTable)}

@@ -18,7 +18,7 @@ def as_input(latents, device: torch.device):
     return latents
 
 
-class TrainStep(nn.Module):
+class StepModule(nn.Module):
     """Everything trainable; forward = the step's weighted loss summed over pairs and objectives.
 
     Frozen towers' latents (and extras such as a teacher's) are tables on the device, indexed by
