@@ -63,4 +63,4 @@ def test_hub_models_and_datasets_are_named_as_not_checked(tmp_path, tiny_text_mo
 def test_a_shipped_gpu_recipe_without_its_data_fails_at_dry_run():
     result = _dry("recipes/vision_text.yaml")
     assert result.exit_code == 2
-    assert result.output.startswith("error: data.train: data/coco/train.jsonl does not exist.")
+    assert result.output.startswith("error: data.dataset.options.root: ") and "data/coco does not exist" in result.output

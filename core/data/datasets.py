@@ -38,6 +38,12 @@ class DatasetBuilder(ABC):
         editing, adding or removing those files makes a new build instead of reusing a stale one."""
         return ""
 
+    @classmethod
+    def local_inputs(cls, options) -> dict[str, Path]:
+        """option name -> local file or folder the build reads (a downloaded dataset's root), so
+        `fuse train --dry-run` can check it exists without building; {} for builders that make their data."""
+        return {}
+
     @abstractmethod
     def build(self, out_dir: Path) -> dict[str, Path]:
         """Write media and manifests under ``out_dir``; return split name -> manifest path."""

@@ -77,6 +77,16 @@ def _readable(path: Path, field: str) -> None:
 
 def _check_source(source: Source, where: str, checked: list[str], unchecked: list[str]) -> None:
     if source.dataset is not None:
+        from fuse.api.plugin_manager import registry
+
+        reg = registry("dataset")
+        options = reg.parse_options(source.dataset.name, source.dataset.options, f"{where}.dataset")
+        for key, path in reg.get(source.dataset.name).cls.local_inputs(options).items():
+            if not path.exists():
+                raise DataError(f"{where}.dataset.options.{key}: {path} does not exist. Point it at the "
+                                f"{source.dataset.name} folder you downloaded (override: "
+                                f"{where}.dataset.options.{key}=PATH).")
+            checked.append(str(path))
         note = f"dataset '{source.dataset.name}' (a run builds it, or: fuse data build {source.dataset.name})"
         if note not in unchecked:
             unchecked.append(note)

@@ -46,6 +46,11 @@ class RootBuilder(fuse.DatasetBuilder):
     """A builder of a folder the user holds: its build is keyed by the folder's state too."""
 
     @classmethod
+    def local_inputs(cls, options) -> dict[str, Path]:
+        """The root: `fuse train --dry-run` checks it is there."""
+        return {"root": Path(options.root)}
+
+    @classmethod
     def source_state(cls, options) -> str:
         """Every folder's mtime (a file added or removed changes it) and every non-media file's size and
         mtime (annotation files, shards), so a changed root is rebuilt; media files are not read."""
