@@ -228,16 +228,21 @@ def held(path: str | Path) -> bool:
         os.close(fd)
 
 
+def open_lock_file(path: Path) -> int:
+    """A descriptor of the lock file ``path`` (created with normal permissions, its folder too);
+    a refusal of the file system is one StorageError naming the path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
+    except OSError as exc:
+        raise storage_error(exc, path) from None
+
+
 @contextlib.contextmanager
 def locked(path: str | Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive ``fcntl`` lock on ``<path>.lock`` (the kernel releases it if we die).
     ``waiting`` is called once if another process holds it."""
-    lock_file = _lock_file(Path(path))
-    try:
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
-    except OSError as exc:
-        raise storage_error(exc, lock_file) from None
+    fd = open_lock_file(_lock_file(Path(path)))
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

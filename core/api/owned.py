@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
-from fuse.api.atomic import TEMP_TAG, storage_error, umask, write_text
+from fuse.api.atomic import TEMP_TAG, open_lock_file, storage_error, write_text
 from fuse.api.errors import FuseError, StorageError
 
 MARKER = ".fuse-owned.json"
@@ -146,11 +146,7 @@ def exclusive(folder: str | Path, what: str = "folder") -> Iterator[None]:
     A lock whose holder died is free: the kernel released it, and this process writes its pid."""
     folder = Path(folder)
     path = lock_file(folder)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
-    except OSError as exc:
-        raise storage_error(exc, path) from None
+    fd = open_lock_file(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-from fuse.api.atomic import write_text
 
 
 def finite_json(value):
@@ -28,25 +27,6 @@ def higher_is_better(metric: str) -> bool:
 def score(metric: str, value: float) -> float:
     """``value`` oriented so that higher is always better (ranks negated): what 'best' compares."""
     return value if higher_is_better(metric) else -value
-
-
-class MetricsLog:
-    """Append-only JSONL a person can load with pandas or plot with `fuse plot`."""
-
-    def __init__(self, path: Path, keep_until_step: int | None = None):
-        """A fresh log; or, resuming, the existing one up to ``keep_until_step`` (rows logged
-        after the checkpoint the run resumes from are dropped, as their steps run again)."""
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if keep_until_step is not None and self.path.exists():
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until_step]
-        write_text(self.path, "".join(json.dumps(finite_json(r), allow_nan=False) + "\n" for r in kept))  # atomic rewrite
-
-    def write(self, record: dict) -> None:
-        """Append one row (a logged step or an evaluation)."""
-        with self.path.open("a") as f:
-            f.write(json.dumps(finite_json(record), allow_nan=False) + "\n")
 
 
 def read_metrics(path: Path) -> list[dict]:

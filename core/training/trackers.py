@@ -50,7 +50,7 @@ def check_trackers(recipe: Recipe) -> list[tuple[str, object, str]]:
 
 
 class Trackers:
-    """Fan-out to the open trackers with MetricsLog's ``write(record)``; failures past the start are warnings."""
+    """Fan-out to the open trackers with one ``write(record)`` (a metrics.jsonl row); failures past the start are warnings."""
 
     def __init__(self, opened: list[tuple[str, object]]):
         self.opened = opened
