@@ -37,12 +37,12 @@ def test_zeroshot_table_and_worst_classes_plot(run_dir, shapes_data, tmp_path):
     labels.write_text("".join(json.dumps({"image": str(shapes_data["val"].parent / r["image"]),
                                           "label": r["text"].split()[1]}) + "\n" for r in rows))
     result = CliRunner().invoke(cli, ["eval", str(run_dir), "--task", "zeroshot", "--data", str(labels),
-                                      "--templates", "short", "--out", str(tmp_path)])
+                                      "--templates", "short", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "top1" in result.output and "untrained heads" in result.output
-    report = json.loads((tmp_path / "zeroshot.json").read_text())
+    report = json.loads((tmp_path / "out" / "zeroshot.json").read_text())
     assert report["classes"] == 4 and report["templates"] == 5
-    assert (tmp_path / "worst_classes.png").exists()
+    assert (tmp_path / "out" / "worst_classes.png").exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -119,3 +119,20 @@ def test_probe_bad_input_is_one_clear_line(run_dir, shapes_data, tmp_path, args,
     result = CliRunner().invoke(cli, ["eval", str(run_dir), "--task", "probe", "--train", str(train), *tower, *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_out_is_a_folder_fuse_eval_owns(run_dir, shapes_data, tmp_path):
+    """--out writes into a new folder (marked as fuse eval's) and again into it; a user's folder is refused whole."""
+    args = ["eval", str(run_dir), "--data", str(shapes_data["val"])]
+    first = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "ours")])
+    again = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "ours")])
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "retrieval.json").write_text("my own notes")
+    (theirs / "thesis.docx").write_text("draft")
+    result = CliRunner().invoke(cli, [*args, "--out", str(theirs)])
+    assert result.exit_code == 2 and "is not a fuse eval folder" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert (theirs / "retrieval.json").read_text() == "my own notes" and sorted(p.name for p in theirs.iterdir()) == \
+        ["retrieval.json", "thesis.docx"]

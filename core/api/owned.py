@@ -72,27 +72,33 @@ def listing(names: list[str]) -> str:
     return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
-def claim(folder: str | Path, kind: str, what: str, legacy: Callable[[Path], bool] | None = None,
-          **identity) -> bool:
-    """Make ``folder`` fuse's for ``kind``: mark it when absent or empty (True: new), accept it when
-    marked for ``kind`` already (False), refuse a file or a non-empty folder that is not fuse's.
-    ``legacy(folder)`` recognises one fuse wrote before it wrote markers (it is marked now).
-    ``what`` names the option the user gave (for the error line)."""
+def claimable(folder: str | Path, kind: str, what: str, legacy: Callable[[Path], bool] | None = None) -> str:
+    """Whether ``folder`` may become (or already is) fuse's for ``kind``, writing nothing: "new" (absent
+    or empty), "ours" (marked for ``kind``), "legacy" (``legacy(folder)`` recognises one fuse wrote
+    before it wrote markers); a file or a non-empty folder that is not fuse's is refused. Commands
+    call it before any work, so bad input leaves nothing half-written; ``what`` names the option."""
     folder = Path(folder)
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise StorageError(f"{what} {folder} exists and is not a folder; choose a new folder.")
     names = contents(folder)
     if not names:
-        mark(folder, kind, **identity)
-        return True
+        return "new"
     found = owner(folder)
     if found is None and legacy is not None and legacy(folder):
-        mark(folder, kind, **identity)
-        return False
+        return "legacy"
     if found is None or found["kind"] != kind:
         raise StorageError(f"{what} {folder} is not empty ({listing(names)}) and is not a fuse {kind} folder, so fuse "
                            "will not write into it; choose a new or empty folder.")
-    return False
+    return "ours"
+
+
+def claim(folder: str | Path, kind: str, what: str, legacy: Callable[[Path], bool] | None = None,
+          **identity) -> bool:
+    """Make ``folder`` fuse's for ``kind`` (see ``claimable``): marked when new or legacy; True when new."""
+    state = claimable(folder, kind, what, legacy)
+    if state != "ours":
+        mark(Path(folder), kind, **identity)
+    return state == "new"
 
 
 def sweep_temporaries(folder: Path) -> list[Path]:

@@ -54,8 +54,11 @@ def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test,
     from fuse.api.errors import DataError, FuseError
     from fuse.eval import run_probe, run_retrieval, run_zeroshot
     from fuse.eval.report import format_table, plot_recall_curves, plot_worst_classes
+    from fuse.api.owned import claimable
     from fuse.model.load import load_aligned
 
+    if out:  # checked before any work (written at the end): new, empty or fuse eval's; never a user's folder
+        claimable(Path(out), "eval", "--out", legacy=_eval_files)
     if benchmark or root:
         return _benchmarks(model_dir, benchmark, root, limit, out, as_json, batch_size, device, no_baselines, cache_dir,
                            given=[f for f, v in (("--data", manifest), ("--train", train), ("--test", test)) if v])
@@ -88,9 +91,12 @@ def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test,
         click.echo(format_table(metrics, [k for k in next(iter(metrics.values())) if "R@" in k or "top" in k
                                           or "rank" in k or k == "C"]))
     if out:
+        from fuse.api.atomic import write_text
+        from fuse.api.owned import claim
+
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{task}.json").write_text(json.dumps(report, indent=2))
+        claim(out, "eval", "--out", legacy=_eval_files)
+        write_text(out / f"{task}.json", json.dumps(report, indent=2))
         if task == "probe":
             plot_worst_classes(report["metrics"]["model"]["per_class_top1"], out / "worst_classes.png")
         elif task == "retrieval":
@@ -99,6 +105,15 @@ def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test,
             plot_worst_classes(report["metrics"]["model"]["per_class_top1"], out / "worst_classes.png")
         if not as_json:
             click.echo(f"wrote {out}/{task}.json and a plot")
+
+
+# What `fuse eval --out` wrote before it marked its folders: such a folder is recognised as its own.
+EVAL_FILES = {"retrieval.json", "zeroshot.json", "probe.json", "benchmarks.json", "benchmarks.md", "worst_classes.png",
+              "recall_at_k.png"}
+
+
+def _eval_files(folder: Path) -> bool:
+    return all(p.name in EVAL_FILES for p in folder.iterdir())
 
 
 def _benchmarks(model_dir, names, root, limit, out, as_json, batch_size, device, no_baselines, cache_dir, given):
@@ -120,9 +135,12 @@ def _benchmarks(model_dir, names, root, limit, out, as_json, batch_size, device,
     table = markdown_table(report)
     click.echo(json.dumps(report, indent=2) if as_json else table)
     if out:
+        from fuse.api.atomic import write_text
+        from fuse.api.owned import claim
+
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "benchmarks.json").write_text(json.dumps(report, indent=2))
-        (out / "benchmarks.md").write_text(table + "\n")
+        claim(out, "eval", "--out", legacy=_eval_files)
+        write_text(out / "benchmarks.json", json.dumps(report, indent=2))
+        write_text(out / "benchmarks.md", table + "\n")
         if not as_json:
             click.echo(f"wrote {out}/benchmarks.json and {out}/benchmarks.md")
