@@ -33,7 +33,7 @@ from fuse.training.batches import first_micro_step
 from fuse.training.checkpoints import epoch_file, keep_best, load_weights, prune_checkpoints, step_file, trainable_state
 from fuse.training.finite import diverged_message
 from fuse.training.fsdp import full_optimizer_state, unshard_encoders
-from fuse.training.lora import merge_loras
+from fuse.training.lora import apply_lora, merge_loras
 from fuse.training.metrics import finite_json, plot_metrics, score
 from fuse.training.preempt import Preempted, Preemption
 from fuse.training.resume import restore, save_state
@@ -114,8 +114,17 @@ def whole_weights(run: Run) -> dict | None:
 def unshard(run: Run) -> None:
     """Whole encoders again on rank 0 after FSDP (for a roll-back, the final evaluation and the export)."""
     if run.dist.sharded:
-        unshard_encoders(run.model.encoders, list(run.online), lambda m: run.plan.towers[m].encoder.build(),
-                         keep=run.dist.main)
+        unshard_encoders(run.model.encoders, list(run.online), lambda m: _rebuilt(run, m), keep=run.dist.main)
+
+
+def _rebuilt(run: Run, m: str):
+    """A fresh encoder of tower ``m`` shaped like the trained one (with LoRA's wrappers where the recipe has
+    lora), so the gathered state loads into it; merge_loras folds the adapters in before the export."""
+    encoder = run.plan.towers[m].encoder.build()
+    lora = run.recipe.modalities[m].encoder.lora
+    if lora is not None:
+        apply_lora(encoder, lora, f"modalities.{m}.encoder.lora")
+    return encoder
 
 
 def checkpoint(run: Run, progress: Progress, weights_file: Path, epochs_done: int, weights_written: bool = False):
