@@ -3,6 +3,7 @@ the global batch (adapters and heads), and FSDP trains and exports a merged enco
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -47,3 +48,17 @@ def test_lora_fsdp_trains_and_exports_a_merged_encoder(tmp_path, still_bert, sha
     moved = [k for k in exported if "attention.self.query.weight" in k and not torch.equal(exported[k], start[k])]
     assert moved  # the adapters were merged into the base weights
     assert all(torch.equal(exported[k], start[k]) for k in exported if "attention.output.dense" in k)
+    # the export is a plain model: it loads where peft cannot import and embeds as it does here
+    import subprocess
+
+    import fuse
+
+    export = tmp_path / "fsdp" / "run" / "export"
+    code = ("import sys, json; sys.modules['peft'] = None\nimport fuse\n"
+            f"z = fuse.load({str(export)!r}).embed('text', ['a red circle', 'the blue square'])\n"
+            "print(json.dumps(z.flatten().tolist()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    here = fuse.load(export).embed("text", ["a red circle", "the blue square"]).flatten()
+    assert torch.allclose(torch.tensor(json.loads(out.stdout.strip().splitlines()[-1])), here, atol=1e-6)
