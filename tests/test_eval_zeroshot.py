@@ -51,3 +51,26 @@ def test_templates_builtin_and_file(tmp_path):
 def test_empty_class_list_is_an_error():
     with pytest.raises(DataError, match="class list is empty"):
         class_embeddings(lambda t: torch.zeros(len(t), 2), [], ["{}"])
+
+
+def test_top_classes_and_confusion_match_a_python_loop_with_ties():
+    """Scores with exact ties (duplicate class rows, repeated values): the k best classes are the
+    highest scores, a lower index first among equals; column 0 is the true class exactly at rank 1."""
+    from fuse.eval.zeroshot import confusion_matrix, top_classes, true_class_ranks
+
+    gen = torch.Generator().manual_seed(0)
+    classes = torch.randint(-2, 3, (6, 4), generator=gen).float()
+    classes[4] = classes[1]  # a duplicate class: ties with class 1 on every query
+    query = torch.randint(-2, 3, (40, 4), generator=gen).float()
+    labels = torch.randint(0, 6, (40,), generator=gen)
+    top = top_classes(query, classes, k=3, chunk_size=7)
+    counts = torch.zeros(6, 6, dtype=torch.long)
+    for i in range(40):
+        scores = [float(query[i] @ classes[c]) for c in range(6)]
+        want = sorted(range(6), key=lambda c: (-scores[c], c))
+        assert top[i].tolist() == want[:3]
+        counts[labels[i], want[0]] += 1
+    assert torch.equal(confusion_matrix(labels, top[:, 0], 6), counts)
+    ranks = true_class_ranks(query, classes, labels, chunk_size=7)
+    assert torch.equal(top[:, 0] == labels, ranks == 1)
+    assert int(counts.trace()) == int((ranks == 1).sum())

@@ -100,3 +100,99 @@ def test_compare_and_bad_input(report, trained_shapes_export, tmp_path, shapes_d
     result = CliRunner().invoke(cli, ["report", str(trained_shapes_export), "--data", str(shapes_data["val"]),
                                       "-o", str(tmp_path / "e.html")])
     assert result.exit_code == 0 and '<section id="recipe">' not in (tmp_path / "e.html").read_text()
+
+
+ZEROSHOT_SECTIONS = ("recipe", "curves", "table", "zeroshot", "confusion", "per-class", "examples", "failures")
+
+
+@pytest.fixture(scope="module")
+def zeroshot_report(trained_shapes_export, shapes_data, tmp_path_factory):
+    """The shapes' held-out images labelled by colour ("a red circle" -> red), reported with --task zeroshot."""
+    folder = tmp_path_factory.mktemp("zeroshot")
+    labels = folder / "colours.jsonl"
+    rows = [json.loads(line) for line in shapes_data["val"].read_text().splitlines()]
+    labels.write_text("".join(json.dumps({"image": str(shapes_data["val"].parent / r["image"]),
+                                          "label": r["text"].split()[1]}) + "\n" for r in rows))
+    out = folder / "zeroshot.html"
+    result = CliRunner().invoke(cli, ["report", str(trained_shapes_export.parent), "--task", "zeroshot", "--data",
+                                      str(labels), "--templates", "short", "-o", str(out), "--samples", "4"])
+    assert result.exit_code == 0, result.output
+    return out, labels, result.output
+
+
+def _html_table(text: str, table_id: str) -> list[list[str]]:
+    body = re.search(rf'<table id="{table_id}">(.*?)</table>', text, re.S).group(1)
+    return [re.findall(r"<t[dh]>(.*?)</t[dh]>", row) for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+
+
+def test_zeroshot_confusion_matrix_matches_a_brute_force_count(zeroshot_report, trained_shapes_export):
+    """Counts computed here with numpy from the model's embeddings: prompts normalised, averaged per class,
+    normalised again; the first highest-scoring class wins."""
+    import fuse
+    from fuse.eval.zeroshot import load_templates
+
+    page, labels, output = zeroshot_report
+    rows = [json.loads(line) for line in labels.read_text().splitlines()]
+    classes = sorted({r["label"] for r in rows})
+    templates = load_templates("short")
+    model = fuse.load(trained_shapes_export)
+    items = model.embed("image", [r["image"] for r in rows]).numpy().astype(np.float64)
+    prompts = model.embed("text", [t.replace("{}", c) for c in classes for t in templates]).numpy().astype(np.float64)
+    prompts /= np.linalg.norm(prompts, axis=1, keepdims=True)
+    per_class = prompts.reshape(len(classes), len(templates), -1).mean(1)
+    per_class /= np.linalg.norm(per_class, axis=1, keepdims=True)
+    predicted = (items @ per_class.T).argmax(1)
+    want = np.zeros((len(classes), len(classes)), dtype=int)
+    for r, p in zip(rows, predicted):
+        want[classes.index(r["label"]), p] += 1
+
+    table = _html_table(page.read_text(), "confusion-counts")
+    assert table[0][1:] == classes and [r[0] for r in table[1:]] == classes
+    assert np.array_equal(np.array([[int(v) for v in r[1:]] for r in table[1:]]), want)
+    assert 0 < np.trace(want) < len(rows)  # the fixture has hits and misses, so the matrix is not trivial
+    top1 = 100 * np.trace(want) / len(rows)
+    assert f"top-1 {top1:.1f}%" in output and f"<b id=top1>{top1:.1f}%</b>" in page.read_text()
+    report = fuse.eval.run_zeroshot(model, labels, templates="short", baselines=False)  # `fuse eval` agrees
+    assert report["metrics"]["model"]["top1"] == pytest.approx(top1)
+    accuracy = {r[0]: float(r[2]) for r in _html_table(page.read_text(), "per-class-table")[1:]}
+    assert accuracy == {c: pytest.approx(100 * want[i, i] / want[i].sum(), abs=0.05) for i, c in enumerate(classes)}
+
+
+def test_chromium_shows_the_zeroshot_page_without_network(zeroshot_report, tmp_path):
+    page, _, _ = zeroshot_report
+    seen = open_in_chromium(page, tmp_path)
+    assert seen["sections"] == list(ZEROSHOT_SECTIONS)
+    assert "confusion matrix" not in seen["broken"] and seen["broken"] == []
+    assert seen["images"] > 8 and seen["requests"] == [] and seen["violations"] == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "zeroshot"], "--task zeroshot needs --data LABELS.jsonl"),
+    (["--classes", "classes.txt"], "are for --task zeroshot"),
+    (["--task", "zeroshot", "--data", "LABELS", "--templates", "missing.txt"], "Templates 'missing.txt' not found"),
+    (["--task", "zeroshot", "--data", "LABELS", "--classes", "missing.txt"], "--classes file not found"),
+    (["--task", "zeroshot", "--data", "LABELS", "--label-field", "nope"], "record has no 'nope' field"),
+])
+def test_zeroshot_bad_input_is_one_clear_line(zeroshot_report, trained_shapes_export, tmp_path, args, message):
+    _, labels, _ = zeroshot_report
+    args = [str(labels) if a == "LABELS" else a for a in args]
+    result = CliRunner().invoke(cli, ["report", str(trained_shapes_export.parent), *args,
+                                      "-o", str(tmp_path / "x.html")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_out_replaces_only_a_page_fuse_report_wrote(report, trained_shapes_export, tmp_path):
+    page, _ = report
+    theirs = tmp_path / "notes.html"
+    theirs.write_text("<html>my notes</html>")
+    run = str(trained_shapes_export.parent)
+    result = CliRunner().invoke(cli, ["report", "--compare", run, run, "-o", str(theirs)])
+    assert result.exit_code == 2 and "exists and was not written by fuse report" in result.output
+    assert theirs.read_text() == "<html>my notes</html>"
+    ours = tmp_path / "ours.html"
+    ours.write_text(page.read_text())  # a page fuse wrote earlier: replaced
+    result = CliRunner().invoke(cli, ["report", "--compare", run, run, "-o", str(ours)])
+    assert result.exit_code == 0, result.output
+    assert '<section id="recipe">' in ours.read_text() and '<section id="gap">' not in ours.read_text()

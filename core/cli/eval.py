@@ -51,9 +51,10 @@ def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test,
                  skip_bad_media, cache_dir):
     """Evaluate MODEL (an export dir or a run dir) on a manifest, or on standard benchmarks (--benchmark)."""
     from fuse.api.devices import resolve_device
-    from fuse.api.errors import DataError, FuseError
+    from fuse.api.errors import FuseError
     from fuse.eval import run_probe, run_retrieval, run_zeroshot
     from fuse.eval.report import format_table, plot_recall_curves, plot_worst_classes
+    from fuse.eval.zeroshot import read_class_list
     from fuse.api.owned import claimable
     from fuse.model.load import load_aligned
 
@@ -76,11 +77,7 @@ def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test,
                                modalities=tuple(m.strip() for m in modalities.split(",")) if modalities else None,
                                cache_dir=cache_dir)
     else:
-        names = None
-        if classes:
-            if not Path(classes).exists():
-                raise DataError(f"--classes file not found: {classes}")
-            names = [c.strip() for c in Path(classes).read_text().splitlines() if c.strip()]
+        names = read_class_list(classes) if classes else None
         report = run_zeroshot(model, manifest, names, label_field, templates, modality, chunk_size=chunk_size,
                               batch_size=batch_size, baselines=not no_baselines, progress=not as_json,
                               cache_dir=cache_dir)

@@ -6,6 +6,7 @@ both towers' latents have the same size, the raw encoder latents compared direct
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,8 +17,8 @@ from fuse.api.inputs import input_kind
 from fuse.data.manifest import jsonl_records, load_pairs
 from fuse.data.screening import drop_bad_media
 from fuse.eval.retrieval import evaluate_retrieval, ranks_of_best_positive
-from fuse.eval.zeroshot import (class_embeddings_from, load_templates, prompt_texts, true_class_ranks,
-                               zeroshot_metrics)
+from fuse.eval.zeroshot import (class_embeddings_from, confusion_matrix, load_templates, prompt_texts, top_classes,
+                               true_class_ranks, zeroshot_metrics)
 
 
 def file_modalities(model, modalities):
@@ -104,16 +105,34 @@ def read_classification_manifest(path: str | Path, modality: str, label_field: s
     return values, labels
 
 
-def run_zeroshot(model, manifest: str | Path, classes: list[str] | None = None, label_field: str = "label",
-                 templates: str = "imagenet", query_modality: str | None = None, text_modality: str | None = None,
-                 ks=(1, 5), chunk_size: int = 4096, batch_size: int = 32, baselines: bool = True,
-                 progress: bool = False, class_names: list[str] | None = None,
-                 cache_dir: str | Path | None = None) -> dict:
-    """Classify each item of ``query_modality`` among ``classes`` by prompts in the text tower.
+@dataclass
+class ZeroshotInputs:
+    """What every zero-shot variant shares: the items, their true class indices, the class list and the
+    encoder latents of the items and of the prompts (encoders are shared; only the heads differ)."""
 
-    ``classes`` are the labels records hold; ``class_names`` (default: the labels) are what the prompts
-    say, so two classes may share a name (ImageNet's curated list does) and keep distinct labels.
-    ``cache_dir`` reads (and adds to) the latent store there, like retrieval."""
+    values: list[str]
+    target: torch.Tensor
+    classes: list[str]
+    names: list[str]
+    n_templates: int
+    query_modality: str
+    text_modality: str
+    files: bool
+    latents: object
+    prompt_latents: object
+
+    def embeddings(self, variant) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query embeddings [N, D], class embeddings [C, D]) through ``variant``'s heads."""
+        prompts = variant.project(self.text_modality, self.prompt_latents)
+        cls = class_embeddings_from(prompts, len(self.names), self.n_templates)
+        return variant.project(self.query_modality, self.latents), cls
+
+
+def zeroshot_inputs(model, manifest: str | Path, classes: list[str] | None = None, label_field: str = "label",
+                    templates: str = "imagenet", query_modality: str | None = None, text_modality: str | None = None,
+                    batch_size: int = 32, progress: bool = False, class_names: list[str] | None = None,
+                    cache_dir: str | Path | None = None) -> ZeroshotInputs:
+    """Read a labelled manifest, check it against the class list and encode items and prompts once."""
     text_modality = text_modality or next((m for m in model.modalities if model.input_kind(m) == "text"), None)
     if text_modality is None:
         raise FuseError(f"Zero-shot classification needs a text tower; this model aligns "
@@ -122,8 +141,8 @@ def run_zeroshot(model, manifest: str | Path, classes: list[str] | None = None, 
     query_modality = query_modality or others[0]
     if query_modality not in others:
         raise FuseError(f"--modality '{query_modality}' is not a non-text tower of this model ({', '.join(others)}).")
-    values, labels = read_classification_manifest(manifest, query_modality, label_field,
-                                                  input_kind(model.input_kind(query_modality)).files)
+    files = input_kind(model.input_kind(query_modality)).files
+    values, labels = read_classification_manifest(manifest, query_modality, label_field, files)
     classes = list(classes) if classes is not None else sorted(set(labels))
     if not classes:
         raise DataError("The class list is empty: give at least one class name.")
@@ -135,21 +154,49 @@ def run_zeroshot(model, manifest: str | Path, classes: list[str] | None = None, 
     if len(names) != len(classes):
         raise DataError(f"{len(names)} class names for {len(classes)} classes; give one name per class.")
     prompts = load_templates(templates)
-    target = torch.tensor([index[l] for l in labels])
-    latents = model.encode(query_modality, values, batch_size, progress, cache_dir=cache_dir)
+    # The prompts' text latents are encoded once (through the latent store with cache_dir).
+    return ZeroshotInputs(
+        values, torch.tensor([index[l] for l in labels]), classes, names, len(prompts), query_modality,
+        text_modality, files, model.encode(query_modality, values, batch_size, progress, cache_dir=cache_dir),
+        model.encode(text_modality, prompt_texts(names, prompts), batch_size, progress, cache_dir=cache_dir))
+
+
+def run_zeroshot(model, manifest: str | Path, classes: list[str] | None = None, label_field: str = "label",
+                 templates: str = "imagenet", query_modality: str | None = None, text_modality: str | None = None,
+                 ks=(1, 5), chunk_size: int = 4096, batch_size: int = 32, baselines: bool = True,
+                 progress: bool = False, class_names: list[str] | None = None,
+                 cache_dir: str | Path | None = None) -> dict:
+    """Classify each item of ``query_modality`` among ``classes`` by prompts in the text tower.
+
+    ``classes`` are the labels records hold; ``class_names`` (default: the labels) are what the prompts
+    say, so two classes may share a name (ImageNet's curated list does) and keep distinct labels.
+    ``cache_dir`` reads (and adds to) the latent store there, like retrieval."""
+    given = zeroshot_inputs(model, manifest, classes, label_field, templates, query_modality, text_modality,
+                            batch_size, progress, class_names, cache_dir)
     variants = {"model": model}
     if baselines:
         variants["untrained heads"] = model.with_untrained_heads(seed=0)
     results = {}
-    # The prompts' text latents are encoded once (through the latent store with cache_dir): every
-    # variant shares the encoders, only the heads differ.
-    prompt_latents = model.encode(text_modality, prompt_texts(names, prompts), batch_size, progress,
-                                  cache_dir=cache_dir)
     for name, variant in variants.items():
-        cls = class_embeddings_from(variant.project(text_modality, prompt_latents), len(names), len(prompts))
-        results[name] = zeroshot_metrics(variant.project(query_modality, latents), cls, target, classes, ks, chunk_size)
-    return {"task": "zeroshot", "manifest": str(manifest), "classes": len(classes), "templates": len(prompts),
-            "queries": len(values), "query_modality": query_modality, "metrics": results}
+        query, cls = given.embeddings(variant)
+        results[name] = zeroshot_metrics(query, cls, given.target, given.classes, ks, chunk_size)
+    return {"task": "zeroshot", "manifest": str(manifest), "classes": len(given.classes),
+            "templates": given.n_templates, "queries": len(given.values), "query_modality": given.query_modality,
+            "metrics": results}
 
 
-__all__ = ["run_retrieval", "run_zeroshot", "true_class_ranks"]
+def zeroshot_predictions(model, manifest: str | Path, k: int = 5, chunk_size: int = 4096, **options) -> dict:
+    """Each item's top-``k`` classes (best first, retrieval's tie rule), its true class's rank, the confusion matrix of the
+    top-1 prediction (rows: true class, columns: predicted) and the model's zero-shot metrics.
+    ``options`` are ``zeroshot_inputs``'s (classes, label_field, templates, query_modality, ...)."""
+    given = zeroshot_inputs(model, manifest, **options)
+    query, cls = given.embeddings(model)
+    k = min(k, len(given.classes))
+    top = top_classes(query, cls, k, chunk_size).cpu()
+    return {"inputs": given, "top": top, "ranks": true_class_ranks(query, cls, given.target, chunk_size).cpu(),
+            "confusion": confusion_matrix(given.target, top[:, 0], len(given.classes)),
+            "metrics": zeroshot_metrics(query, cls, given.target, given.classes, sorted({1, k}), chunk_size)}
+
+
+__all__ = ["ZeroshotInputs", "run_retrieval", "run_zeroshot", "true_class_ranks", "zeroshot_inputs",
+           "zeroshot_predictions"]

@@ -59,25 +59,57 @@ def class_embeddings(embed_text, classes: list[str], templates: list[str], batch
     return class_embeddings_from(emb, len(classes), len(templates))
 
 
+def read_class_list(path: str | Path, option: str = "--classes") -> list[str]:
+    """Class labels from a text file, one per line (blank lines skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{option} file not found: {path}")
+    names = [c.strip() for c in path.read_text().splitlines() if c.strip()]
+    if not names:
+        raise DataError(f"{option} {path}: the file holds no class names; give one per line.")
+    return names
+
+
+def _scored_chunks(query: torch.Tensor, classes: torch.Tensor, chunk_size: int):
+    """(start, [chunk, C] scores) in query chunks. Identical class embeddings (duplicate names) must tie
+    exactly, but a BLAS matmul may round two equal columns differently: score each distinct row once."""
+    query, classes = query.float(), classes.to(query.device).float()
+    distinct, copy_of = torch.unique(classes, dim=0, return_inverse=True)
+    for start in range(0, query.shape[0], chunk_size):
+        yield start, (query[start:start + chunk_size] @ distinct.T)[:, copy_of]
+
+
 @torch.no_grad()
 def true_class_ranks(query: torch.Tensor, classes: torch.Tensor, labels: torch.Tensor,
                      chunk_size: int = 4096) -> torch.Tensor:
     """1-based rank of each query's true class among all classes, on the query's device. The tie
     rule is retrieval's (fuse.eval.rank): a class with an equal score and a lower index ranks first."""
     device = query.device
-    query, classes, labels = query.float(), classes.to(device).float(), labels.to(device).long()
+    labels = labels.to(device).long()
     idx = torch.arange(classes.shape[0], device=device)
-    # Identical class embeddings (duplicate names) must tie exactly, but a BLAS matmul may round
-    # two equal columns differently; score each distinct row once and copy the scores.
-    distinct, copy_of = torch.unique(classes, dim=0, return_inverse=True)
     ranks = []
-    for start in range(0, query.shape[0], chunk_size):
-        sims = (query[start:start + chunk_size] @ distinct.T)[:, copy_of]
-        lab = labels[start:start + chunk_size]
+    for start, sims in _scored_chunks(query, classes, chunk_size):
+        lab = labels[start:start + sims.shape[0]]
         true = sims.gather(1, lab[:, None])
         ahead = (sims > true).sum(1) + ((sims == true) & (idx[None, :] < lab[:, None])).sum(1)
         ranks.append(ahead + 1)
     return torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.long, device=device)
+
+
+@torch.no_grad()
+def top_classes(query: torch.Tensor, classes: torch.Tensor, k: int = 5, chunk_size: int = 4096) -> torch.Tensor:
+    """[N, k] indices of each query's k best classes, best first, with ``true_class_ranks``'s tie rule
+    (a stable sort keeps the lower index first among equal scores), so column 0 is the true class
+    exactly where its rank is 1."""
+    tops = [torch.sort(sims, dim=1, descending=True, stable=True).indices[:, :k]
+            for _, sims in _scored_chunks(query, classes, chunk_size)]
+    return torch.cat(tops) if tops else torch.empty(0, k, dtype=torch.long, device=query.device)
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """[C, C] counts: row = true class, column = predicted class."""
+    flat = labels.long().cpu() * n_classes + predicted.long().cpu()
+    return torch.bincount(flat, minlength=n_classes * n_classes).view(n_classes, n_classes)
 
 
 def zeroshot_metrics(query: torch.Tensor, classes: torch.Tensor, labels: torch.Tensor, class_names: list[str],
