@@ -72,3 +72,35 @@ def test_bad_lora_is_one_line(tmp_path, tiny_text_model, shapes_data, encoder, m
         "modalities.text.encoder": {"name": "hf-text", "options": {"model": str(tiny_text_model)}, **encoder}}))
     result = CliRunner().invoke(cli, ["train", str(recipe)])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_run_stopped_by_nan_exports_merged_weights(tmp_path, tiny_text_model, shapes_data, monkeypatch):
+    """export_on_failure rolls back to the best good adapters and merges them like a finished run."""
+    from fuse.training.step import StepModule
+
+    real, calls = StepModule.forward, []
+
+    def forward(module, batches):  # a real forward whose 5th step (epoch 2 of 3 steps each) turns NaN
+        calls.append(1)
+        loss, terms = real(module, batches)
+        return (loss * float("nan"), {k: v * float("nan") for k, v in terms.items()}) if len(calls) == 5 \
+            else (loss, terms)
+
+    monkeypatch.setattr(StepModule, "forward", forward)
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
+        "train.epochs": 3, "optim.encoder_lr": 1e-2,
+        "modalities.text.encoder": {"name": "hf-text", "frozen": False, "lora": LORA,
+                                    "options": {"model": str(tiny_text_model)}}}))
+    result = CliRunner().invoke(cli, ["train", str(recipe)])
+    assert result.exit_code == 2 and "at step 5 (the first bad step)" in result.output, result.output
+    exported = load_file(str(next((tmp_path / "run" / "export" / "text" / "encoder").glob("*.safetensors"))))
+    assert not any("lora" in k for k in exported) and all(torch.isfinite(v).all() for v in exported.values())
+    adapters = load_file(str(tmp_path / "run" / "checkpoints" / "best.safetensors"))
+    base = load_file(str(next(tiny_text_model.glob("*.safetensors"))))
+    key = next(k for k in exported if k.endswith("query.weight"))
+    stem = key.removesuffix(".weight").split("encoder.", 1)[-1]
+    a = next(v for k, v in adapters.items() if k.endswith(stem + ".lora_A.default.weight"))
+    b = next(v for k, v in adapters.items() if k.endswith(stem + ".lora_B.default.weight"))
+    w = next(v for k, v in base.items() if k.endswith(stem + ".weight"))
+    assert b.abs().sum() > 0  # epoch 1 trained the adapters, so merging them changes the weight
+    torch.testing.assert_close(exported[key], w + LORA["alpha"] / LORA["r"] * b @ a, rtol=1e-5, atol=1e-6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import tempfile
 
 import pytest
 from click.testing import CliRunner
@@ -30,6 +31,10 @@ def logged(tmp_path_factory, tiny_text_model, shapes_data):
     mp = pytest.MonkeyPatch()
     mp.setenv("WANDB_MODE", "offline")
     mp.setenv("WANDB_SILENT", "true")
+    scratch = tmp / "tmp"  # wandb stages media and artifacts in tempfile folders it removes only at exit
+    scratch.mkdir()
+    mp.setenv("TMPDIR", str(scratch))
+    mp.setattr(tempfile, "tempdir", str(scratch))
     try:
         result = CliRunner().invoke(cli, ["train", str(recipe), "--log", "tensorboard", "--log", "wandb"])
     finally:

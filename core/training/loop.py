@@ -286,6 +286,7 @@ def stop_diverged(failed, run: Run, recipe_path: str | None):
             kept = f"{run_dir} keeps the last good checkpoint ({good[-1]})"
             if recipe.train.export_on_failure:
                 load_weights(run.step_module, best if best.exists() else ckpt_dir / good[-1])  # roll back
+                merge_loras(run.model, recipe)  # as a finished run's export: no peft needed to load it
                 export_model(run.model, run_dir / "export", card={"recipe": recipe_path or recipe.name,
                                                                   "stopped": f"non-finite at step {step}"},
                              pairs=run.trained, force=True)
