@@ -62,3 +62,18 @@ def test_lora_fsdp_trains_and_exports_a_merged_encoder(tmp_path, still_bert, sha
     assert out.returncode == 0, out.stderr[-2000:]
     here = fuse.load(export).embed("text", ["a red circle", "the blue square"]).flatten()
     assert torch.allclose(torch.tensor(json.loads(out.stdout.strip().splitlines()[-1])), here, atol=1e-6)
+
+
+def test_lora_fsdp_resume_continues_bit_identically(tmp_path, still_bert, shapes_data):
+    """A LoRA checkpoint (adapters only, sharded optimiser state gathered whole) resumes under FSDP: two
+    steps, then --resume to four, ends on the weights four steps in one go reach."""
+    _train(TORCHRUN, _recipe(tmp_path, "straight", still_bert, shapes_data, **{"train.fsdp": True,
+                                                                               "train.max_steps": 4}))
+    half = _recipe(tmp_path, "resumed", still_bert, shapes_data, **{"train.fsdp": True, "train.max_steps": 2})
+    _train(TORCHRUN, half)
+    out = _train(TORCHRUN, half, "--resume", "train.max_steps=4")
+    assert "resuming" in out
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys() and any("lora_" in k for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
