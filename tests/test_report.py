@@ -95,6 +95,9 @@ def test_compare_and_bad_input(report, trained_shapes_export, tmp_path, shapes_d
     result = CliRunner().invoke(cli, ["report", "--compare", str(run), str(run), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert open_in_chromium(out, tmp_path)["sections"] == ["table", "recipe", "curves"]
+    result = CliRunner().invoke(cli, ["report", "--compare", str(run), str(run), "--task", "zeroshot",
+                                      "-o", str(tmp_path / "cz.html")])
+    assert result.exit_code == 2 and "--data and --task are for one run's report" in result.output
     result = CliRunner().invoke(cli, ["report", str(trained_shapes_export), "-o", str(tmp_path / "x.html")])
     assert result.exit_code == 2 and "has no validation data to show: give --data MANIFEST" in result.output
     result = CliRunner().invoke(cli, ["report", str(trained_shapes_export), "--data", str(shapes_data["val"]),

@@ -36,6 +36,9 @@ def report_command(paths, task, manifest, compare, out, samples, seed, classes, 
 
     check_replaceable(out)
     if compare:
+        if manifest or task != "retrieval":
+            raise FuseError("--compare reads each run's own metrics and curves; --data and --task are for one "
+                            "run's report (fuse report RUN --task zeroshot --data LABELS.jsonl).")
         if len(paths) < 2:
             raise FuseError("--compare takes two or more run dirs, e.g. fuse report --compare runs/a runs/b")
         write_text(out, compare_page(list(paths)))
