@@ -17,6 +17,26 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+
+def pytest_configure(config):
+    """Child processes (torchrun ranks, the CLI in subprocesses) get their own temporary folder, removed when
+    the session ends: a rank killed on purpose (the SIGTERM tests) cannot clean up what its libraries put in
+    TMPDIR (wandb, which `import timm` imports when installed, makes two folders at import; torchelastic
+    its run folders). This process keeps the system one, so pytest's tmp_path stays where it always is."""
+    import tempfile
+
+    tempfile.tempdir = tempfile.gettempdir()
+    config.fuse_child_tmp = tempfile.mkdtemp(prefix="fuse-tests-children-")
+    os.environ["TMPDIR"] = config.fuse_child_tmp
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    folder = getattr(config, "fuse_child_tmp", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
 COLORS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (240, 210, 20)}
 SHAPES = ("circle", "square", "triangle")
 
