@@ -17,8 +17,8 @@ from fuse.api.inputs import input_kind
 from fuse.data.manifest import jsonl_records, load_pairs
 from fuse.data.screening import drop_bad_media
 from fuse.eval.retrieval import evaluate_retrieval, ranks_of_best_positive
-from fuse.eval.zeroshot import (class_embeddings_from, confusion_matrix, load_templates, prompt_texts, top_classes,
-                               true_class_ranks, zeroshot_metrics)
+from fuse.eval.zeroshot import (class_embeddings_from, confusion_matrix, load_templates, metrics_from_ranks,
+                               prompt_texts, top_classes, true_class_ranks, zeroshot_metrics)
 
 
 def file_modalities(model, modalities):
@@ -193,9 +193,10 @@ def zeroshot_predictions(model, manifest: str | Path, k: int = 5, chunk_size: in
     query, cls = given.embeddings(model)
     k = min(k, len(given.classes))
     top = top_classes(query, cls, k, chunk_size).cpu()
-    return {"inputs": given, "top": top, "ranks": true_class_ranks(query, cls, given.target, chunk_size).cpu(),
+    ranks = true_class_ranks(query, cls, given.target, chunk_size).cpu()
+    return {"inputs": given, "top": top, "ranks": ranks,
             "confusion": confusion_matrix(given.target, top[:, 0], len(given.classes)),
-            "metrics": zeroshot_metrics(query, cls, given.target, given.classes, sorted({1, k}), chunk_size)}
+            "metrics": metrics_from_ranks(ranks, given.target, given.classes, sorted({1, k}))}
 
 
 __all__ = ["ZeroshotInputs", "run_retrieval", "run_zeroshot", "true_class_ranks", "zeroshot_inputs",

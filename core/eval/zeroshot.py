@@ -115,7 +115,11 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, n_classes: i
 def zeroshot_metrics(query: torch.Tensor, classes: torch.Tensor, labels: torch.Tensor, class_names: list[str],
                      ks=(1, 5), chunk_size: int = 4096) -> dict:
     """top-K accuracy (percent), mean per-class accuracy and per-class top-1 accuracy."""
-    ranks = true_class_ranks(query, classes, labels, chunk_size)
+    return metrics_from_ranks(true_class_ranks(query, classes, labels, chunk_size), labels, class_names, ks)
+
+
+def metrics_from_ranks(ranks: torch.Tensor, labels: torch.Tensor, class_names: list[str], ks=(1, 5)) -> dict:
+    """``zeroshot_metrics`` from ranks already computed (``true_class_ranks``)."""
     out: dict = {f"top{k}": float((ranks <= k).double().mean() * 100) for k in ks}
     per_class = {}
     for c, name in enumerate(class_names):
