@@ -85,6 +85,14 @@ def _video_of(path: str) -> str:
         return _jpeg(next(box.decode(video=0)).to_image())
 
 
+def query_block(item: str, note: str, hits: list[tuple[str, bool]]) -> str:
+    """One query (or classified item) as HTML, with its top results best first as (html, correct) pairs:
+    the correct ones framed green and ticked."""
+    cells = "".join(f'<div class="hit{" ok" if ok else ""}">{"✓ " if ok else ""}#{r}<br>{body}</div>'
+                    for r, (body, ok) in enumerate(hits, 1))
+    return f'<div class="q"><b>{item}</b> <span class=muted>{note}</span><div class="hits">{cells}</div></div>'
+
+
 def section(key: str, title: str, body: str) -> str:
     return f'<section id="{key}"><h2>{html.escape(title)}</h2>{body}</section>'
 
@@ -103,8 +111,6 @@ def page(title: str, sections: list[str]) -> str:
     return (f'<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
             f'content="{CSP}">{GENERATOR}<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>'
             f"<h1>{html.escape(title)}</h1>" + "".join(sections) + "</body></html>")
-
-
 
 
 def check_replaceable(out: str | Path) -> None:

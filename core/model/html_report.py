@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from fuse.api.errors import DataError
-from fuse.model.html_page import data_uri, metrics_table, page, png_of, section, thumbnail
+from fuse.model.html_page import data_uri, metrics_table, page, png_of, query_block, section, thumbnail
 
 
 def run_files(path: Path) -> tuple[Path | None, Path]:
@@ -71,11 +71,8 @@ def retrieval_sections(model, manifest: Path, cache: Path | None, samples: int, 
     qkind, ckind = query in files, cand in files
 
     def block(i: int) -> str:
-        hits = "".join(f'<div class="hit{" ok" if j in positives[i] else ""}">{"✓ " if j in positives[i] else ""}'
-                       f"#{r + 1}<br>{thumbnail(data.values[cand][j], ckind)}</div>"
-                       for r, j in enumerate(order[i, :5].tolist()))
-        return (f'<div class="q"><b>{thumbnail(data.values[query][i], qkind)}</b> '
-                f'<span class=muted>(correct item at rank {rank[i]})</span><div class="hits">{hits}</div></div>')
+        return query_block(thumbnail(data.values[query][i], qkind), f"(correct item at rank {rank[i]})",
+                           [(thumbnail(data.values[cand][j], ckind), j in positives[i]) for j in order[i, :5].tolist()])
 
     rng = random.Random(seed)
     picked = sorted(rng.sample(range(len(positives)), min(samples, len(positives))))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from fuse.model.html_page import data_uri, section, thumbnail
+from fuse.model.html_page import data_uri, query_block, section, thumbnail
 
 LABELLED_MAX = 30  # classes up to which the matrix has tick labels and the page a full counts table
 
@@ -35,10 +35,9 @@ def zeroshot_sections(model, manifest: Path, cache: Path | None, samples: int, s
 
     def block(i: int) -> str:
         true = int(given.target[i])
-        hits = "".join(f'<div class="hit{" ok" if c == true else ""}">{"✓ " if c == true else ""}#{r + 1}<br>'
-                       f"{html.escape(names[c])}</div>" for r, c in enumerate(top[i].tolist()))
-        return (f'<div class="q"><b>{thumbnail(given.values[i], given.files)}</b> <span class=muted>true class '
-                f"{html.escape(names[true])}, ranked {int(ranks[i])}</span><div class=\"hits\">{hits}</div></div>")
+        return query_block(thumbnail(given.values[i], given.files),
+                           f"true class {html.escape(names[true])}, ranked {int(ranks[i])}",
+                           [(html.escape(names[c]), c == true) for c in top[i].tolist()])
 
     rng = random.Random(seed)
     n = len(given.values)
