@@ -4,7 +4,7 @@ A tracker is a class with an ``Options`` schema, ``requires`` (the modules it im
 extra is one line before training starts) and four calls the loop makes on rank 0:
 
     Tracker(options, run_dir=..., config=<the resolved recipe as a dict>, name=..., resume_step=...)
-    .log(record)           # {"kind": "train" | "val" | ..., "step": N, "epoch": E, <metric>: value, ...}
+    .log(record)           # {"kind": "train" | "val" | ..., "step": N, "epoch": E, <metric>: value, ...}; NaN/Inf as null
     .image(name, path, step)
     .finish(results)       # eval.json's content: before / after tables, best epoch
 
@@ -29,16 +29,6 @@ def _scalars(record: dict) -> dict[str, float]:
             and math.isfinite(v)}
 
 
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 class JsonlTracker:
     """metrics.jsonl in the run dir: one JSON object per logged step or evaluation."""
 
@@ -54,18 +44,18 @@ class JsonlTracker:
         if resume_step is not None and self.path.exists():  # rows after the resumed checkpoint run again
             for line in self.path.read_text(errors="replace").splitlines():
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line, parse_constant=lambda _: None)  # NaN/Inf of old logs: null
                 except ValueError:
                     continue  # a line cut short by a kill during the append
                 if row.get("step", 0) <= resume_step:
                     kept.append(row)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(_finite(r), allow_nan=False) + "\n" for r in kept))
+        tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
         os.replace(tmp, self.path)  # atomic: a kill leaves the old log or the new one
 
     def log(self, record: dict) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps(_finite(record), allow_nan=False) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
 
     def image(self, name: str, path: Path, step: int) -> None:
         """The plot already lies in the run dir."""
@@ -106,7 +96,7 @@ class TensorBoardTracker:
         self.writer.add_image(name, np.asarray(Image.open(path).convert("RGB")), step, dataformats="HWC")
 
     def finish(self, results: dict) -> None:
-        self.writer.add_text("results", "```\n" + json.dumps(_finite(results), indent=2) + "\n```", 0)
+        self.writer.add_text("results", "```\n" + json.dumps(results, indent=2) + "\n```", 0)
         self.writer.close()
 
 
@@ -184,7 +174,7 @@ class MlflowTracker:
         self.client.log_artifact(self.run_id, str(path))
 
     def finish(self, results: dict) -> None:
-        self.client.log_dict(self.run_id, _finite(results), "eval.json")
+        self.client.log_dict(self.run_id, results, "eval.json")
         self.client.set_terminated(self.run_id)
 
 

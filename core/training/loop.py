@@ -265,11 +265,15 @@ def save(run: Run, progress: Progress, recipe_path: str | None) -> None:
         print(format_table({"before (untrained heads)": results["before"],
                             f"after (best epoch {progress.best_epoch})": results["after"]}))
     plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
-    run.log.finish(finite_json(results), [run_dir / "metrics.png"], progress.step)
-    merge_loras(run.model, run.recipe)  # adapters folded into the weights: the export needs no peft
-    export_model(run.model, run_dir / "export", card={"recipe": recipe_path or run.recipe.name, "metrics": results},
-                 pairs=run.trained, force=True, plots=[run_dir / "metrics.png"])
+    run.log.finish(results, [run_dir / "metrics.png"], progress.step)
+    export_run(run, {"recipe": recipe_path or run.recipe.name, "metrics": results}, [run_dir / "metrics.png"])
     print(f"run dir: {run_dir}  (metrics.jsonl, metrics.png, eval.json, checkpoints/, export/)")
+
+
+def export_run(run: Run, card: dict, plots: list[Path] = ()) -> None:
+    """RUN/export from the model as it stands: LoRA adapters folded into the weights first (no peft to load it)."""
+    merge_loras(run.model, run.recipe)
+    export_model(run.model, run.run_dir / "export", card=card, pairs=run.trained, force=True, plots=list(plots))
 
 
 def stop_diverged(failed, run: Run, recipe_path: str | None):
@@ -286,10 +290,7 @@ def stop_diverged(failed, run: Run, recipe_path: str | None):
             kept = f"{run_dir} keeps the last good checkpoint ({good[-1]})"
             if recipe.train.export_on_failure:
                 load_weights(run.step_module, best if best.exists() else ckpt_dir / good[-1])  # roll back
-                merge_loras(run.model, recipe)  # as a finished run's export: no peft needed to load it
-                export_model(run.model, run_dir / "export", card={"recipe": recipe_path or recipe.name,
-                                                                  "stopped": f"non-finite at step {step}"},
-                             pairs=run.trained, force=True)
+                export_run(run, {"recipe": recipe_path or recipe.name, "stopped": f"non-finite at step {step}"})
                 kept += f" and its best good weights are exported to {run_dir / 'export'}"
             kept += "."
     distributed.cleanup()

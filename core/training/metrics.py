@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 
-
 def finite_json(value):
     """``value`` with NaN and Inf floats as null, so every line stays valid JSON (json.dumps would write NaN)."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fuse.api.errors import PluginError
 from fuse.recipes.recipe import Recipe
+from fuse.training.metrics import finite_json
 
 EXTRA = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # module -> fuse-align extra
 
@@ -50,7 +51,8 @@ def check_trackers(recipe: Recipe) -> list[tuple[str, object, str]]:
 
 
 class Trackers:
-    """Fan-out to the open trackers with one ``write(record)`` (a metrics.jsonl row); failures past the start are warnings."""
+    """Fan-out to the open trackers with one ``write(record)`` (a metrics.jsonl row); failures past the start are
+    warnings. Records and results reach every tracker with NaN/Inf as null (``finite_json``), made so once here."""
 
     def __init__(self, opened: list[tuple[str, object]]):
         self.opened = opened
@@ -67,7 +69,7 @@ class Trackers:
 
     def write(self, record: dict) -> None:
         """One logged step or evaluation (metrics.jsonl's row)."""
-        self._each("log", record)
+        self._each("log", finite_json(record))
 
     def image(self, name: str, path: Path, step: int) -> None:
         """A picture (the metrics plot) of the run at ``step``."""
@@ -77,7 +79,7 @@ class Trackers:
         """The run's end: its plots and final before/after results, then each tracker closes."""
         for path in images:
             self.image(Path(path).stem, path, step)
-        self._each("finish", results)
+        self._each("finish", finite_json(results))
 
 
 def open_trackers(recipe: Recipe, run_dir: Path, resume_step: int | None) -> Trackers:
