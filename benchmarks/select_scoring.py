@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from fuse.model.selection import score_pair
+from fuse.select.selection import score_pair
 
 n, dx, dy = (int(a) for a in (sys.argv[1:] + ["50000", "1280", "384"][len(sys.argv[1:]):]))
 g = torch.Generator().manual_seed(0)

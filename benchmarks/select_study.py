@@ -77,7 +77,7 @@ def emoji_splits() -> dict[str, Path]:
 
 def phase_select(results: dict) -> None:
     from fuse.data.datasets import default_cache_root
-    from fuse.model.selection import load_candidates, select
+    from fuse.select.selection import load_candidates, select
 
     cfg = load_candidates(ROOT / "benchmarks" / "select_study_candidates.yaml")
     start = time.perf_counter()

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "core"
-LAYERS = ["api", "recipes", "data", "eval", "model", "training", "cli"]
+LAYERS = ["api", "recipes", "data", "eval", "select", "model", "training", "cli"]
 # Modules above every layer: the `fuse` facade, `python -m fuse`, and an old import path kept for exports.
 FACADES = {"fuse", "fuse.__main__", "fuse.sentence_transformers"}
 

@@ -25,7 +25,7 @@ def run_select(tmp_path, cands, sample, out):
 
 def test_a_candidate_whose_package_is_missing_fails_before_any_encoding(tmp_path, tiny_text_model, shapes_data,
                                                                        monkeypatch):
-    import fuse.model.selection as selection
+    import fuse.select.selection as selection
 
     encoded = []
     monkeypatch.setattr(selection, "encode_candidate", lambda *a, **k: encoded.append(a) or 1 / 0)
@@ -39,7 +39,7 @@ def test_a_candidate_whose_package_is_missing_fails_before_any_encoding(tmp_path
 
 def test_select_out_that_is_a_users_folder_is_refused_before_encoding(tmp_path, tiny_text_model, shapes_data,
                                                                      monkeypatch):
-    import fuse.model.selection as selection
+    import fuse.select.selection as selection
 
     monkeypatch.setattr(selection, "encode_candidate", lambda *a, **k: 1 / 0)
     (tmp_path / "mine").mkdir()
@@ -66,7 +66,7 @@ def test_the_generated_recipe_trains_into_the_top_pairs_run_not_the_templates(tm
 
 
 def test_curate_with_a_missing_encoder_package_fails_before_reading(tmp_path, shapes_data, monkeypatch):
-    import fuse.model.curate as curate
+    import fuse.select.curate as curate
 
     monkeypatch.setattr(curate, "embed_texts", lambda *a, **k: 1 / 0)
     (tmp_path / "c.txt").write_text("circle\nsquare\n")

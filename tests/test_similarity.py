@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fuse.model.similarity import hsic_unbiased, linear_cka, minibatch_cka, mutual_knn, rbf_kernel
+from fuse.select.similarity import hsic_unbiased, linear_cka, minibatch_cka, mutual_knn, rbf_kernel
 
 
 def _data(n=60, dx=5, dy=7, seed=0):

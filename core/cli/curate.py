@@ -33,7 +33,7 @@ def curate_command(manifest, concepts, out, encoder, floor, dedup, per_concept, 
     from fuse.api.devices import resolve_device
     from fuse.api.errors import RecipeError
     from fuse.data.datasets import default_cache_root
-    from fuse.model.curate import (
+    from fuse.select.curate import (
         DEFAULT_ENCODER,
         CurateSettings,
         curate,

@@ -23,8 +23,8 @@ def select_command(candidates, sample, out, k, rank_by, device, cache_dir):
 
     from fuse.api.devices import resolve_device
     from fuse.data.datasets import default_cache_root
-    from fuse.model.selection import load_candidates, select
-    from fuse.model.selection_report import format_table, write_outputs
+    from fuse.select.selection import load_candidates, select
+    from fuse.select.selection_report import format_table, write_outputs
 
     from fuse.api.owned import claim
 

@@ -33,7 +33,7 @@ import yaml
 
 from fuse.api.errors import DataError, RecipeError, decode_utf8
 from fuse.api.validation import format_validation_error
-from fuse.model.similarity import linear_cka, median_bandwidth, minibatch_cka, mutual_knn
+from fuse.select.similarity import linear_cka, median_bandwidth, minibatch_cka, mutual_knn
 from fuse.recipes.recipe import EncoderSection
 from fuse.recipes.strict_yaml import load_strict
 

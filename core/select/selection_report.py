@@ -10,7 +10,7 @@ import yaml
 
 from fuse.api.atomic import write_text
 from fuse.api.errors import RecipeError
-from fuse.model.selection import METRICS, CandidatesFile
+from fuse.select.selection import METRICS, CandidatesFile
 from fuse.recipes.strict_yaml import load_strict
 
 TITLES = {"linear_cka": "linear CKA", "rbf_cka": "RBF CKA (minibatch unbiased HSIC)", "mutual_knn": "mutual k-NN"}
