@@ -8,7 +8,8 @@ extra is one line before training starts) and four calls the loop makes on rank 
     .image(name, path, step)
     .finish(results)       # eval.json's content: before / after tables, best epoch
 
-``jsonl`` writes metrics.jsonl (what ``fuse plot``, resume and ``fuse report`` read; always on).
+metrics.jsonl (what ``fuse plot``, resume and ``fuse report`` read) is core's own file, always written
+(``fuse.training.metrics.MetricsFile``); these trackers are extra copies of the same records.
 """
 
 from __future__ import annotations
@@ -27,41 +28,6 @@ def _scalars(record: dict) -> dict[str, float]:
     return {f"{kind}/{k}": float(v) for k, v in record.items()
             if k not in ("kind", "step", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool)
             and math.isfinite(v)}
-
-
-class JsonlTracker:
-    """metrics.jsonl in the run dir: one JSON object per logged step or evaluation."""
-
-    class Options(fuse.Options):
-        file: str = "metrics.jsonl"
-
-    requires: tuple[str, ...] = ()
-
-    def __init__(self, options: Options, run_dir: Path, config: dict, name: str, resume_step: int | None = None):
-        self.path = Path(run_dir) / options.file
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if resume_step is not None and self.path.exists():  # rows after the resumed checkpoint run again
-            for line in self.path.read_text(errors="replace").splitlines():
-                try:
-                    row = json.loads(line, parse_constant=lambda _: None)  # NaN/Inf of old logs: null
-                except ValueError:
-                    continue  # a line cut short by a kill during the append
-                if row.get("step", 0) <= resume_step:
-                    kept.append(row)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
-        os.replace(tmp, self.path)  # atomic: a kill leaves the old log or the new one
-
-    def log(self, record: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record, allow_nan=False) + "\n")
-
-    def image(self, name: str, path: Path, step: int) -> None:
-        """The plot already lies in the run dir."""
-
-    def finish(self, results: dict) -> None:
-        """eval.json holds the results."""
 
 
 class TensorBoardTracker:
@@ -180,7 +146,6 @@ class MlflowTracker:
 
 @fuse.hookimpl
 def register_loggers(register):
-    register("jsonl", JsonlTracker)
     register("tensorboard", TensorBoardTracker)
     register("wandb", WandbTracker)
     register("mlflow", MlflowTracker)

@@ -140,4 +140,19 @@ def test_unknown_or_missing_tracker_is_one_line_before_anything_runs(tmp_path, t
 
 def test_trackers_are_listed_by_fuse_plugins():
     result = CliRunner().invoke(cli, ["plugins", "--kind", "logger", "--json"])
-    assert {r["name"] for r in json.loads(result.output)} == {"jsonl", "tensorboard", "wandb", "mlflow"}
+    assert {r["name"] for r in json.loads(result.output)} == {"tensorboard", "wandb", "mlflow"}
+
+
+@pytest.mark.parametrize("target", ["../notes.txt", "ABSOLUTE"])
+def test_metrics_jsonl_cannot_be_pointed_outside_the_run(tmp_path, tiny_text_model, shapes_data, target):
+    """metrics.jsonl is core's file in the run folder: a recipe's jsonl `file:` is refused, and the user's file
+    the option named is left as it was (it used to be replaced)."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    file = str(notes) if target == "ABSOLUTE" else "../notes.txt"
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
+        "logging": [{"name": "jsonl", "options": {"file": file}}]}))
+    result = CliRunner().invoke(cli, ["train", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert "logging.0.options: metrics.jsonl is always written inside the run folder" in result.output
+    assert notes.read_text() == "my notes\n"

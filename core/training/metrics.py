@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
+
+FILE = "metrics.jsonl"
 
 
 def finite_json(value):
@@ -28,12 +31,36 @@ def score(metric: str, value: float) -> float:
     return value if higher_is_better(metric) else -value
 
 
+class MetricsFile:
+    """A run's metrics.jsonl: one JSON object per logged step or evaluation, appended as it happens.
+
+    Core owns this format: plots, ``--resume`` and ``fuse report`` read it, so it is always written, in the
+    run folder, by this class alone (trackers are extra copies elsewhere). On resume the rows after the
+    resumed checkpoint are dropped first, because those steps run again.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
+        self.path = Path(run_dir) / FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if resume_step is not None and self.path.exists():
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+        os.replace(tmp, self.path)  # atomic: a kill leaves the old log or the new one
+
+    def write(self, record: dict) -> None:
+        """Append one row (NaN/Inf already null: ``finite_json``)."""
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, allow_nan=False) + "\n")
+
+
 def read_metrics(path: Path) -> list[dict]:
-    """Every row of a metrics.jsonl, in order."""
+    """Every row of a metrics.jsonl, in order; NaN/Inf tokens of old logs read as null."""
     rows = []
     for line in Path(path).read_text(errors="replace").splitlines():
         try:
-            rows.append(json.loads(line))
+            rows.append(json.loads(line, parse_constant=lambda _: None))
         except ValueError:
             pass  # a line cut short by a kill during the append: the rows before it stand
     return rows

@@ -2,8 +2,9 @@
 
 A tracker that is not installed or cannot start is one line before the first step
 (``check_trackers`` runs before data is read; ``open_trackers`` before training); one that fails
-later is dropped with a warning, so a tracker's hiccup never ends a run mid-way. ``jsonl``
-(metrics.jsonl) is always first: plots, resume and ``fuse report`` read it.
+later is dropped with a warning, so a tracker's hiccup never ends a run mid-way. metrics.jsonl is
+core's own file (``fuse.training.metrics.MetricsFile``), always written first: plots, resume and
+``fuse report`` read it. A recipe may still list ``jsonl``, the name that file had as a tracker.
 """
 
 from __future__ import annotations
@@ -12,23 +13,26 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from fuse.api.errors import PluginError
+from fuse.api.errors import PluginError, RecipeError
 from fuse.recipes.recipe import Recipe
-from fuse.training.metrics import finite_json
+from fuse.training.metrics import FILE, MetricsFile, finite_json
 
 EXTRA = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # module -> fuse-align extra
 
 
 def tracker_specs(recipe: Recipe) -> list[tuple[str, dict, str]]:
-    """(name, options, recipe field) of every tracker, jsonl first and each name once."""
+    """(name, options, recipe field) of every registered tracker, each name once; ``jsonl`` names core's
+    metrics.jsonl, which is always written in the run folder and takes no options."""
     specs, seen = [], set()
     for i, entry in enumerate(recipe.logging):
         name, options = (entry, {}) if isinstance(entry, str) else (entry.name, dict(entry.options))
-        if name not in seen:
+        if name == "jsonl":
+            if options not in ({}, {"file": FILE}):
+                raise RecipeError(f"logging.{i}.options: metrics.jsonl is always written inside the run folder "
+                                  f"and takes no options (got {options}); remove them.")
+        elif name not in seen:
             seen.add(name)
             specs.append((name, options, f"logging.{i}"))
-    if "jsonl" not in seen:
-        specs.insert(0, ("jsonl", {}, "logging"))
     return specs
 
 
@@ -54,22 +58,22 @@ class Trackers:
     """Fan-out to the open trackers with one ``write(record)`` (a metrics.jsonl row); failures past the start are
     warnings. Records and results reach every tracker with NaN/Inf as null (``finite_json``), made so once here."""
 
-    def __init__(self, opened: list[tuple[str, object]]):
-        self.opened = opened
+    def __init__(self, metrics: MetricsFile, opened: list[tuple[str, object]]):
+        self.metrics, self.opened = metrics, opened
 
     def _each(self, call: str, *args) -> None:
         for name, tracker in list(self.opened):
             try:
                 getattr(tracker, call)(*args)
-            except Exception as exc:  # noqa: BLE001 - a tracker never ends a run; metrics.jsonl must
-                if name == "jsonl":
-                    raise
+            except Exception as exc:  # noqa: BLE001 - a tracker never ends a run
                 print(f"warning: tracker '{name}' failed ({exc!r}); it logs nothing more in this run", file=sys.stderr)
                 self.opened.remove((name, tracker))
 
     def write(self, record: dict) -> None:
-        """One logged step or evaluation (metrics.jsonl's row)."""
-        self._each("log", finite_json(record))
+        """One logged step or evaluation: metrics.jsonl's row, then each tracker's copy."""
+        record = finite_json(record)
+        self.metrics.write(record)
+        self._each("log", record)
 
     def image(self, name: str, path: Path, step: int) -> None:
         """A picture (the metrics plot) of the run at ``step``."""
@@ -93,4 +97,4 @@ def open_trackers(recipe: Recipe, run_dir: Path, resume_step: int | None) -> Tra
         except Exception as exc:  # noqa: BLE001 - one line naming the tracker, before any step runs
             raise PluginError(f"{where}: tracker '{name}' could not start: {exc}. Fix it or remove '{name}' "
                               "from logging.") from exc
-    return Trackers(opened)
+    return Trackers(MetricsFile(run_dir, resume_step), opened)
