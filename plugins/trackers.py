@@ -145,7 +145,7 @@ class MlflowTracker:
 
 
 @fuse.hookimpl
-def register_loggers(register):
+def register_trackers(register):
     register("tensorboard", TensorBoardTracker)
     register("wandb", WandbTracker)
     register("mlflow", MlflowTracker)

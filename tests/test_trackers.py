@@ -49,7 +49,7 @@ def test_jsonl_and_recipe_keep_the_trackers(logged):
     assert rows[0]["kind"] == "val" and rows[0]["step"] == 0 and [r["kind"] for r in rows].count("train") == 6
     import yaml
 
-    saved = yaml.safe_load((run / "recipe.yaml").read_text())["logging"]
+    saved = yaml.safe_load((run / "recipe.yaml").read_text())["trackers"]  # the fixture's recipe says `logging:`
     assert [e if isinstance(e, str) else e["name"] for e in saved] == ["jsonl", "mlflow", "tensorboard", "wandb"]
 
 
@@ -103,7 +103,7 @@ def test_offline_wandb_run_log_holds_history_and_config(logged):
     runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     keys = {u.key for r in runs for u in r.config.update} | \
         {u.key for r in records if r.WhichOneof("record_type") == "config" for u in r.config.update}
-    assert {"modalities", "train", "logging"} <= keys
+    assert {"modalities", "train", "trackers"} <= keys
 
 
 def test_mlflow_file_store_has_metrics_params_and_artifacts(logged):
@@ -125,9 +125,9 @@ def test_mlflow_file_store_has_metrics_params_and_artifacts(logged):
 def test_unknown_or_missing_tracker_is_one_line_before_anything_runs(tmp_path, tiny_text_model, shapes_data,
                                                                      monkeypatch):
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data))
-    result = CliRunner().invoke(cli, ["train", str(recipe), "--log", "neptune"])
+    result = CliRunner().invoke(cli, ["train", str(recipe), "--tracker", "neptune"])
     assert result.exit_code == 2
-    assert "Unknown logger 'neptune' at logging.1" in result.output and "tensorboard" in result.output
+    assert "Unknown tracker 'neptune' at trackers.0" in result.output and "tensorboard" in result.output
     import importlib.util
 
     real = importlib.util.find_spec
@@ -138,9 +138,46 @@ def test_unknown_or_missing_tracker_is_one_line_before_anything_runs(tmp_path, t
     assert not (tmp_path / "run").exists()  # nothing was written
 
 
-def test_trackers_are_listed_by_fuse_plugins():
-    result = CliRunner().invoke(cli, ["plugins", "--kind", "logger", "--json"])
-    assert {r["name"] for r in json.loads(result.output)} == {"tensorboard", "wandb", "mlflow"}
+@pytest.mark.parametrize("kind", ["tracker", "logger"])  # logger: the kind's old name
+def test_trackers_are_listed_by_fuse_plugins(kind):
+    result = CliRunner().invoke(cli, ["plugins", "--kind", kind, "--json"])
+    rows = json.loads(result.output)
+    assert {r["name"] for r in rows} == {"tensorboard", "wandb", "mlflow"} and {r["kind"] for r in rows} == {"tracker"}
+
+
+def test_a_plugin_on_the_old_hook_name_still_registers_a_tracker():
+    """register_loggers is the hook's old name: a plugin written against it lands in the same registry."""
+    import types
+
+    import fuse
+    from fuse.base.plugin_manager import register_plugin, registry, unregister_plugin
+
+    class Quiet:
+        class Options(fuse.Options):
+            pass
+
+    old = types.ModuleType("old_tracker_plugin")
+    old.register_loggers = fuse.hookimpl(lambda register: register("quiet", Quiet))
+    register_plugin(old)
+    try:
+        assert registry("tracker").get("quiet", "trackers.0").cls is Quiet
+    finally:
+        unregister_plugin(old)
+
+
+def test_trackers_plus_equals_appends_once_and_logging_is_the_old_key(tmp_path):
+    from fuse.base.errors import RecipeError
+    from fuse.recipes.recipe import load_recipe
+
+    (tmp_path / "r.yaml").write_text("modalities: {}\nobjectives: [{name: infonce}]\ndata: {train: t.jsonl}\n"
+                                     "logging: [jsonl, {name: mlflow, options: {experiment: e}}]\n")
+    recipe = load_recipe(tmp_path / "r.yaml", ['trackers+=["mlflow", "wandb", "wandb"]'])
+    assert [e if isinstance(e, str) else e.name for e in recipe.trackers] == ["jsonl", "mlflow", "wandb"]
+    (tmp_path / "both.yaml").write_text((tmp_path / "r.yaml").read_text() + "trackers: [wandb]\n")
+    with pytest.raises(RecipeError, match="give `trackers` once"):
+        load_recipe(tmp_path / "both.yaml")
+    with pytest.raises(RecipeError, match="'\\+=' appends to a list"):
+        load_recipe(tmp_path / "r.yaml", ["data.train+=more.jsonl"])
 
 
 @pytest.mark.parametrize("target", ["../notes.txt", "ABSOLUTE"])
@@ -151,8 +188,8 @@ def test_metrics_jsonl_cannot_be_pointed_outside_the_run(tmp_path, tiny_text_mod
     notes.write_text("my notes\n")
     file = str(notes) if target == "ABSOLUTE" else "../notes.txt"
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
-        "logging": [{"name": "jsonl", "options": {"file": file}}]}))
+        "trackers": [{"name": "jsonl", "options": {"file": file}}]}))
     result = CliRunner().invoke(cli, ["train", str(recipe)])
     assert result.exit_code == 2, result.output
-    assert "logging.0.options: metrics.jsonl is always written inside the run folder" in result.output
+    assert "trackers.0.options: metrics.jsonl is always written inside the run folder" in result.output
     assert notes.read_text() == "my notes\n"

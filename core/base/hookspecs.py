@@ -48,9 +48,14 @@ def register_datasets(register):
 
 
 @hookspec
-def register_loggers(register):
-    """Register experiment trackers (recipe ``logging: [name, ...]``, ``fuse train --log NAME``): classes with
+def register_trackers(register):
+    """Register experiment trackers (recipe ``trackers: [name, ...]``, ``fuse train --tracker NAME``): classes with
     an Options schema, ``requires`` (modules they import) and log(record), image(name, path, step), finish(results)."""
+
+
+@hookspec
+def register_loggers(register):
+    """The old name of ``register_trackers``, still collected into the same registry (``fuse plugins --kind tracker``)."""
 
 
 @hookspec

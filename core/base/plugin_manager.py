@@ -20,15 +20,16 @@ from fuse.base.errors import PluginError
 if TYPE_CHECKING:  # the registry pulls in pydantic; `fuse --help` asks foreign_plugins() without it
     from fuse.base.registry import Registry
 
-KINDS = ("input", "encoder", "head", "fusion", "objective", "dataset", "logger")
-_HOOK_OF_KIND = {
-    "input": "register_input_kinds",
-    "encoder": "register_encoders",
-    "head": "register_heads",
-    "fusion": "register_fusions",
-    "objective": "register_objectives",
-    "dataset": "register_datasets",
-    "logger": "register_loggers",
+KINDS = ("input", "encoder", "head", "fusion", "objective", "dataset", "tracker")
+OLD_KINDS = {"logger": "tracker"}  # old names of kinds, still accepted
+_HOOKS_OF_KIND = {
+    "input": ("register_input_kinds",),
+    "encoder": ("register_encoders",),
+    "head": ("register_heads",),
+    "fusion": ("register_fusions",),
+    "objective": ("register_objectives",),
+    "dataset": ("register_datasets",),
+    "tracker": ("register_trackers", "register_loggers"),  # register_loggers: the hook's old name
 }
 
 _pm: pluggy.PluginManager | None = None
@@ -105,8 +106,8 @@ def registries() -> dict[str, Registry]:
         packages = _package_of(pm)
         regs = {kind: Registry(kind) for kind in KINDS}
         regs["encoder"].inputs = regs["input"]  # filled first (KINDS order): encoders' declared kinds are checked
-        for kind, hook_name in _HOOK_OF_KIND.items():
-            for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        for kind, hook_names in _HOOKS_OF_KIND.items():
+            for impl in (i for name in hook_names for i in getattr(pm.hook, name).get_hookimpls()):
                 package = packages.get(id(impl.plugin), impl.plugin_name)
                 register = functools.partial(regs[kind].register, package=package)
                 kwargs = {"register": register}
@@ -117,8 +118,8 @@ def registries() -> dict[str, Registry]:
 
 
 def registry(kind: str) -> Registry:
-    """The registry of one kind (input, encoder, head, fusion, objective, dataset, logger)."""
-    return registries()[kind]
+    """The registry of one kind (input, encoder, head, fusion, objective, dataset, tracker)."""
+    return registries()[OLD_KINDS.get(kind, kind)]
 
 
 def plugin_listing() -> list[dict]:

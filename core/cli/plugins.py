@@ -9,11 +9,13 @@ import click
 
 @click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--kind", type=click.Choice(["input", "encoder", "head", "fusion", "objective", "dataset", "logger"]), help="Only this kind.")
+@click.option("--kind", type=click.Choice(["input", "encoder", "head", "fusion", "objective", "dataset", "tracker", "logger"]),
+              help="Only this kind (logger: the old name of tracker).")
 def plugins_command(as_json, kind):
-    """List registered input kinds, encoders, heads, fusions, objectives, datasets and loggers (trackers)."""
-    from fuse.base.plugin_manager import plugin_listing
+    """List registered input kinds, encoders, heads, fusions, objectives, datasets and trackers."""
+    from fuse.base.plugin_manager import OLD_KINDS, plugin_listing
 
+    kind = OLD_KINDS.get(kind, kind)
     rows = [r for r in plugin_listing() if kind is None or r["kind"] == kind]
     if as_json:
         click.echo(json.dumps(rows, indent=2))

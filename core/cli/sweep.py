@@ -16,7 +16,8 @@ import click
 @click.option("--seed", "sample_seed", type=int, default=None, help="Seed of the --samples draw (default 0).")
 @click.option("--index", type=int, help="Run only point I (0-based; a SLURM array's $SLURM_ARRAY_TASK_ID).")
 @click.option("--list", "list_only", is_flag=True, help="Print the points and their run folders, train nothing.")
-@click.option("--log", "trackers", multiple=True, metavar="NAME", help="Also log every run to this tracker.")
+@click.option("--tracker", "--log", "trackers", multiple=True, metavar="NAME",
+              help="Also send every run's metrics to this tracker (--log is its old name).")
 def sweep_command(recipe, overrides, grid_items, sweep_file, samples, sample_seed, index, list_only, trackers):
     """Train RECIPE at every point of a grid into OUTPUT_DIR/NNN-<values>/, then write OUTPUT_DIR/sweep.{json,md,png}
     ranked by train.best_metric. Running it again skips finished points and resumes an interrupted one."""
@@ -31,11 +32,8 @@ def sweep_command(recipe, overrides, grid_items, sweep_file, samples, sample_see
     grid = {**spec["grid"], **parse_grid(list(grid_items))}
     if not grid:
         raise RecipeError("fuse sweep: give --grid key=v1,v2 (repeatable) or --config sweep.yaml with a grid.")
-    overrides = list(overrides)
+    overrides = list(overrides) + ([f"trackers+={json.dumps(list(trackers))}"] if trackers else [])
     base = load_recipe(recipe, overrides)
-    if trackers:
-        own = [e if isinstance(e, str) else e.model_dump() for e in base.logging]
-        overrides.append(f"logging={json.dumps(own + [t for t in trackers if t not in own])}")
     points = grid_points(grid, samples if samples is not None else spec.get("samples"),
                          sample_seed if sample_seed is not None else spec.get("seed", 0))
     root = Path(base.output_dir)

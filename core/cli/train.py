@@ -16,8 +16,9 @@ import click
               "(give the same recipe; train.epochs may be raised).")
 @click.option("--overwrite", is_flag=True, help="Start afresh in an output_dir that holds an earlier run: it is moved "
               "aside to OUTPUT_DIR.old-<time> first (nothing is deleted).")
-@click.option("--log", "trackers", multiple=True, metavar="NAME",
-              help="Also log to this tracker (tensorboard, wandb, mlflow; see `fuse plugins --kind logger`); repeatable.")
+@click.option("--tracker", "--log", "trackers", multiple=True, metavar="NAME",
+              help="Also send metrics to this tracker (tensorboard, wandb, mlflow; see `fuse plugins --kind tracker`); "
+              "repeatable. --log is its old name.")
 @click.option("--seeds", help="Comma-separated seeds (0,1,2): one run per seed in OUTPUT_DIR/seed-N and a "
               "mean ± std table of every validation metric.")
 def train_command(recipe, overrides, dry_run, resume, overwrite, trackers, seeds):
@@ -27,12 +28,8 @@ def train_command(recipe, overrides, dry_run, resume, overwrite, trackers, seeds
 
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in output_dir and --overwrite moves it aside; give one.")
-    overrides = list(overrides) + ([f"logging={json.dumps(list(trackers))}"] if trackers else [])
-    if trackers:  # added to the recipe's own list
-        from fuse.recipes.recipe import load_recipe
-
-        own = [e if isinstance(e, str) else e.model_dump() for e in load_recipe(recipe, overrides[:-1]).logging]
-        overrides[-1] = f"logging={json.dumps(own + [t for t in trackers if t not in own])}"
+    # added to the recipe's own list by one more override (it travels to each seed and into the resume hint)
+    overrides = list(overrides) + ([f"trackers+={json.dumps(list(trackers))}"] if trackers else [])
     if seeds is not None:
         from fuse.training.sweep import run_seeds
 

@@ -224,9 +224,19 @@ class Recipe(Strict):
     schedule: ScheduleSection = ScheduleSection()
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
-    # Experiment trackers (registered loggers: jsonl, tensorboard, wandb, mlflow), by name or with options;
-    # jsonl (metrics.jsonl) is always written, as plots, resume and reports read it.
-    logging: list[str | Component] = ["jsonl"]
+    # Experiment trackers (tensorboard, wandb, mlflow, or a plugin's), by name or with options; `jsonl` names
+    # metrics.jsonl, which is always written (plots, resume and reports read it). `logging` is the old key.
+    trackers: list[str | Component] = ["jsonl"]
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _trackers_old_key(cls, data):
+        if isinstance(data, dict) and "logging" in data:
+            if "trackers" in data:
+                raise ValueError("give the trackers once: `logging` is the old name of `trackers`")
+            data = {**data, "trackers": data["logging"]}
+            del data["logging"]
+        return data
 
     @pydantic.field_validator("objectives")
     @classmethod
@@ -245,8 +255,12 @@ class Recipe(Strict):
         return self
 
 
+OLD_KEYS = {"logging": "trackers"}  # old top-level names still accepted in overrides
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """'train.batch_size=64' -> (['train', 'batch_size'], 64); the value is parsed as YAML."""
+    """'train.batch_size=64' -> (['train', 'batch_size'], 64); the value is parsed as YAML.
+    'trackers+=[wandb]' keeps the '+' on the last key: append to that list (``apply_override``)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise RecipeError(f"Override '{text}' must look like key.sub=value (e.g. train.epochs=3).")
@@ -254,11 +268,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value) if value != "" else ""
     except yaml.YAMLError:
         parsed = value
-    return key.split("."), parsed
+    keys = key.split(".")
+    keys[0] = OLD_KEYS.get(keys[0], keys[0])
+    return keys, parsed
 
 
 def apply_override(data: dict, keys: list[str], value: Any, text: str) -> None:
-    """Set one `key.sub=value` override in the raw recipe dict (list items by index)."""
+    """Set one `key.sub=value` override in the raw recipe dict (list items by index); `key+=[a, b]` appends
+    to a list the items it does not hold yet (by value, or by name for `{name: ...}` entries)."""
+    if keys[-1].endswith("+"):
+        keys = [*keys[:-1], keys[-1][:-1]]
+        value = _appended(_get(data, keys) or [], value, text)
     node: Any = data
     for i, k in enumerate(keys):
         last = i == len(keys) - 1
@@ -278,6 +298,27 @@ def apply_override(data: dict, keys: list[str], value: Any, text: str) -> None:
             raise RecipeError(f"Override '{text}': '{'.'.join(keys[:i])}' is a value, not a section.")
 
 
+def _get(data: dict, keys: list[str]) -> Any:
+    """The raw value at ``keys`` (None where a section is absent)."""
+    for k in keys:
+        data = data.get(k) if isinstance(data, dict) else None
+    return data
+
+
+def _appended(current: Any, extra: Any, text: str) -> list:
+    """``current`` plus the items of ``extra`` it does not hold yet."""
+    if not isinstance(current, list):
+        raise RecipeError(f"Override '{text}': '+=' appends to a list, and this field holds {type(current).__name__}.")
+    def name(e):
+        return e.get("name") if isinstance(e, dict) else e
+
+    out = list(current)
+    for e in extra if isinstance(extra, list) else [extra]:
+        if name(e) not in {name(o) for o in out}:
+            out.append(e)
+    return out
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read, override and validate a recipe's fields; every error becomes one RecipeError naming the file.
     Plugins, pairs and data sources are checked when it is resolved (``fuse.recipes.plan.load_plan``)."""
@@ -295,6 +336,11 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise RecipeError(f"{path}: invalid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping of sections (modalities, data, train, ...).")
+    for old, new in OLD_KEYS.items():  # before overrides, which use the new names
+        if old in data:
+            if new in data:
+                raise RecipeError(f"{path}: give `{new}` once (`{old}` is its old name).")
+            data[new] = data.pop(old)
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(data, keys, value, text)

@@ -1,4 +1,4 @@
-"""The run's experiment trackers (recipe ``logging``), opened together and fed the same records.
+"""The run's experiment trackers (recipe ``trackers``), opened together and fed the same records.
 
 A tracker that is not installed or cannot start is one line before the first step
 (``check_trackers`` runs before data is read; ``open_trackers`` before training); one that fails
@@ -24,15 +24,15 @@ def tracker_specs(recipe: Recipe) -> list[tuple[str, dict, str]]:
     """(name, options, recipe field) of every registered tracker, each name once; ``jsonl`` names core's
     metrics.jsonl, which is always written in the run folder and takes no options."""
     specs, seen = [], set()
-    for i, entry in enumerate(recipe.logging):
+    for i, entry in enumerate(recipe.trackers):
         name, options = (entry, {}) if isinstance(entry, str) else (entry.name, dict(entry.options))
         if name == "jsonl":
             if options not in ({}, {"file": FILE}):
-                raise RecipeError(f"logging.{i}.options: metrics.jsonl is always written inside the run folder "
+                raise RecipeError(f"trackers.{i}.options: metrics.jsonl is always written inside the run folder "
                                   f"and takes no options (got {options}); remove them.")
         elif name not in seen:
             seen.add(name)
-            specs.append((name, options, f"logging.{i}"))
+            specs.append((name, options, f"trackers.{i}"))
     return specs
 
 
@@ -40,7 +40,7 @@ def check_trackers(recipe: Recipe) -> list[tuple[str, object, str]]:
     """Every tracker's registry entry and options, and its modules importable; else one PluginError line."""
     from fuse.base.plugin_manager import registry
 
-    reg, checked = registry("logger"), []
+    reg, checked = registry("tracker"), []
     for name, options, where in tracker_specs(recipe):
         entry = reg.get(name, where)
         parsed = reg.parse_options(name, options, where)
@@ -49,7 +49,7 @@ def check_trackers(recipe: Recipe) -> list[tuple[str, object, str]]:
                 extra = EXTRA.get(module)
                 fix = f"pip install 'fuse-align[{extra}]'" if extra else f"pip install {module}"
                 raise PluginError(f"{where}: tracker '{name}' needs the '{module}' package, which is not installed; "
-                                  f"{fix}, or remove '{name}' from logging.")
+                                  f"{fix}, or remove '{name}' from trackers.")
         checked.append((name, (entry.cls, parsed), where))
     return checked
 
@@ -96,5 +96,5 @@ def open_trackers(recipe: Recipe, run_dir: Path, resume_step: int | None) -> Tra
                                      resume_step=resume_step)))
         except Exception as exc:  # noqa: BLE001 - one line naming the tracker, before any step runs
             raise PluginError(f"{where}: tracker '{name}' could not start: {exc}. Fix it or remove '{name}' "
-                              "from logging.") from exc
+                              "from trackers.") from exc
     return Trackers(MetricsFile(run_dir, resume_step), opened)
