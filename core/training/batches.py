@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fuse.base.inputs import read_value
 from fuse.data.manifest import PairedData
-from fuse.training import distributed
+from fuse.base import collectives
 
 
 class _OnlinePairs(Dataset):
@@ -86,7 +86,7 @@ class PairStream:
         self.mapped, self.prefetch = mapped or {}, options.prefetch
         self.seed, self.stream, self.drop_last = options.seed, options.stream, options.drop_last
         self.num_workers = options.num_workers
-        self.n_local = len(data) // distributed.world_size()
+        self.n_local = len(data) // collectives.world_size()
         self.batch_size = batch_size = options.batch_size
         if self.n_local < batch_size and self.drop_last:
             self.batch_size = max(2, self.n_local)  # a tiny dataset still trains, with one smaller batch per pass
@@ -108,7 +108,7 @@ class PairStream:
         if cycle != self._perm_cycle:
             gen = torch.Generator().manual_seed(self._seed(cycle))
             # Same permutation on every rank (same seed); each rank takes its own stride of it.
-            self._perm = torch.randperm(len(self.data), generator=gen)[distributed.rank()::distributed.world_size()]
+            self._perm = torch.randperm(len(self.data), generator=gen)[collectives.rank()::collectives.world_size()]
             self._perm_cycle = cycle
         return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
 

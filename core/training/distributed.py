@@ -13,17 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-# Re-exported: the training modules call distributed.rank(), distributed.barrier(), ... in one namespace.
-from fuse.base.collectives import (  # noqa: F401
-    barrier,
-    gather_all,
-    gather_with_grad,
-    is_distributed,
-    is_main,
-    is_sharded,
-    rank,
-    world_size,
-)
+from fuse.base.collectives import is_distributed, is_main, is_sharded, world_size
 from fuse.base.errors import RecipeError
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from fuse.base import collectives
 from fuse.base.collectives import is_sharded
-from fuse.training import distributed
 from fuse.training.fsdp import total_norm
 
 
@@ -53,7 +53,7 @@ class NonFiniteGuard:
         if self.mode != "skip_step":
             return False
         ok = ok.to(torch.int32)
-        if distributed.is_distributed():
+        if collectives.is_distributed():
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         if bool(ok):
             return False
@@ -65,7 +65,7 @@ class NonFiniteGuard:
         if self.mode != "stop":
             return None
         first = self.first_bad.clone()
-        if distributed.is_distributed():  # a rank whose own loss failed stops every rank
+        if collectives.is_distributed():  # a rank whose own loss failed stops every rank
             dist.all_reduce(first, op=dist.ReduceOp.MAX)
         step = int(first)  # the host read: only at logging steps and before checkpoints
         if step == 0:

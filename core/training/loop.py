@@ -28,6 +28,7 @@ from fuse.eval.tables import format_table
 from fuse.eval.val_split import evaluate_split
 from fuse.model.export import export_model
 from fuse.recipes.plan import Plan
+from fuse.base import collectives
 from fuse.training import distributed
 from fuse.training.batches import first_micro_step
 from fuse.training.checkpoints import epoch_file, keep_best, load_weights, prune_checkpoints, step_file, trainable_state
@@ -160,7 +161,7 @@ def train_epochs(run: Run, progress: Progress, preemption: Preemption, recipe_pa
             break
         if preemption.requested(progress.step):  # SIGTERM during an epoch's last step: its checkpoint is the one
             bar.close()
-            distributed.barrier()
+            collectives.barrier()
             raise Preempted(progress.step, run.run_dir)
     bar.close()
 
@@ -209,7 +210,7 @@ def run_epoch(run: Run, progress: Progress, bar, preemption: Preemption) -> None
             checkpoint(run, progress, step_file(run.ckpt_dir, step), epoch - 1)
             if stop:
                 bar.close()
-                distributed.barrier()  # rank 0 has written the checkpoint
+                collectives.barrier()  # rank 0 has written the checkpoint
                 raise Preempted(step, run.run_dir)
 
 

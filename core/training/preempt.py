@@ -16,7 +16,7 @@ import threading
 
 import torch
 
-from fuse.training import distributed
+from fuse.base import collectives
 
 EXIT_CODE = 143  # 128 + SIGTERM: what a shell reports for a job SIGTERM ended; here it also means "checkpointed"
 
@@ -26,7 +26,7 @@ class Preempted(Exception):
 
     def __init__(self, step: int, run_dir):
         super().__init__(f"preempted: checkpointed step {step} in {run_dir}")
-        self.step, self.run_dir, self.main = step, run_dir, distributed.is_main()
+        self.step, self.run_dir, self.main = step, run_dir, collectives.is_main()
 
 
 class Preemption:
@@ -57,7 +57,7 @@ class Preemption:
     def requested(self, step: int) -> bool:
         """Whether to stop after ``step``: this process was signalled (one process), or any rank was
         (torchrun: one small all-reduce on the steps that are multiples of ``every``)."""
-        if not distributed.is_distributed():
+        if not collectives.is_distributed():
             return self.flag
         if step % self.every:
             return False
