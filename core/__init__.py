@@ -77,7 +77,7 @@ def train(recipe, overrides=(), resume: bool = False):
     from fuse.recipes.plan import load_plan
     from fuse.training.loop import train as run_plan
 
-    return run_plan(load_plan(recipe, list(overrides)), recipe_path=str(recipe), resume=resume)
+    return run_plan(load_plan(recipe, list(overrides)), resume=resume)
 
 
 def create(kind: str, name: str, options: dict | None = None, where: str = "", **context):

@@ -56,7 +56,7 @@ def train_command(recipe, overrides, dry_run, resume, overwrite, trackers, seeds
     previous = signal.signal(signal.SIGTERM, on_term)
     resume_hint = f"fuse train {recipe}{''.join(' ' + o for o in overrides)} --resume"
     try:
-        train(plan, recipe_path=recipe, resume=resume, overwrite=overwrite)
+        train(plan, resume=resume, overwrite=overwrite)
     except Preempted as stop:  # SIGTERM during the steps: a checkpoint was written, the run ends cleanly
         if stop.main:  # once, not once per rank
             click.echo(f"\n{stop}; continue with {resume_hint}", err=True)

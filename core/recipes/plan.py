@@ -53,6 +53,7 @@ class PairPlan:
     source: Source
     batch_size: int
     weight: float = 1.0
+    batch_field: str = "train.batch_size"  # the recipe field its batch size came from (for error messages)
 
     @property
     def key(self) -> str:
@@ -79,6 +80,7 @@ class Plan:
     extras: dict[str, ExtraPlan]
     eval_pairs: list[tuple[str, str]] = field(default_factory=list)
     base_model: Path | None = None
+    source_file: str | None = None  # the recipe file it was read from (a label in the model card), if any
 
 
 def _base_towers(recipe: Recipe, problems: list[str]) -> tuple[Path | None, dict[str, TowerPlan]]:
@@ -170,7 +172,8 @@ def resolve(recipe: Recipe, file: str = "recipe") -> Plan:
     _check_best_metric(recipe, [p.modalities for p in pairs] + [tuple(p) for p in recipe.eval.pairs], problems)
     if problems:
         raise RecipeError(f"{file}: " + "; ".join(problems))
-    return Plan(recipe, towers, fusion, objectives, pairs, extras, [tuple(p) for p in recipe.eval.pairs], base_path)
+    return Plan(recipe, towers, fusion, objectives, pairs, extras, [tuple(p) for p in recipe.eval.pairs], base_path,
+                source_file=None if file == "recipe" else file)
 
 
 def val_metric_names(pairs: list[tuple[str, str]], ks) -> list[str]:
@@ -264,6 +267,7 @@ def _pair_sources(recipe: Recipe, pairs: list[PairPlan], problems: list[str], sp
         elif entry.train_split != "train" or entry.val_split != "val":
             pair.source = recipe.data.model_copy(update={"train_split": entry.train_split, "val_split": entry.val_split})
         pair.batch_size = entry.batch_size or recipe.train.batch_size
+        pair.batch_field = f"data.pairs.{i}.batch_size" if entry.batch_size else "train.batch_size"
         pair.weight = entry.weight
         if entry.dataset is not None:
             spec("dataset", entry.dataset, f"data.pairs.{i}.dataset")

@@ -55,7 +55,7 @@ class Progress:
     results: dict = field(default_factory=dict)  # eval.json: before, after, best_epoch
 
 
-def train(plan: Plan, recipe_path: str | None = None, resume: bool = False, overwrite: bool = False) -> Path:
+def train(plan: Plan, resume: bool = False, overwrite: bool = False) -> Path:
     """Run a resolved recipe (``fuse.recipes.plan.load_plan``) end to end; returns the run directory. ``resume`` continues the run in
     ``output_dir`` after its last checkpoint (see ``fuse.training.resume``). SIGTERM during the steps
     checkpoints and raises ``Preempted`` (see ``fuse.training.preempt``). Under torchrun only rank 0 prints.
@@ -64,14 +64,14 @@ def train(plan: Plan, recipe_path: str | None = None, resume: bool = False, over
     with owned_run(Path(plan.recipe.output_dir), resume, overwrite, plan.recipe.name), \
             Preemption() as preemption, open(os.devnull, "w") as devnull, \
             contextlib.redirect_stdout(devnull) if quiet else contextlib.nullcontext():
-        return _train(plan, recipe_path, resume, preemption)
+        return _train(plan, resume, preemption)
 
 
-def _train(plan: Plan, recipe_path: str | None, resume: bool, preemption: Preemption) -> Path:
+def _train(plan: Plan, resume: bool, preemption: Preemption) -> Path:
     run = setup(plan, resume)                       # setup
     progress = begin(run)                           # eval before; a resumed run's place
-    train_epochs(run, progress, preemption, recipe_path)   # train
-    save(run, progress, recipe_path)                # save
+    train_epochs(run, progress, preemption)         # train
+    save(run, progress)                             # save
     # cleanup: the DDP reducer holds the process group: let it go while the group still lives. Freed
     # after destroy_process_group, the group's destructor joins gloo's worker threads with the GIL held
     # while a worker may need the GIL to free a finished collective's tensors (a hang at exit).
@@ -140,7 +140,7 @@ def checkpoint(run: Run, progress: Progress, weights_file: Path, epochs_done: in
                    precision=run.precision, modules=run.step_module, skipped_steps=run.guard.skipped)
 
 
-def train_epochs(run: Run, progress: Progress, preemption: Preemption, recipe_path: str | None) -> None:
+def train_epochs(run: Run, progress: Progress, preemption: Preemption) -> None:
     """Epochs of steps, each ending in a checkpoint and (every train.eval_every) an evaluation."""
     from tqdm.auto import tqdm
 
@@ -155,7 +155,7 @@ def train_epochs(run: Run, progress: Progress, preemption: Preemption, recipe_pa
         if failed:
             bar.close()
             unshard(run)  # rank 0 rolls back and exports whole encoders
-            stop_diverged(failed, run, recipe_path)
+            stop_diverged(failed, run)
         end_epoch(run, progress)
         if progress.step >= run.total_steps:
             break
@@ -249,7 +249,7 @@ def end_epoch(run: Run, progress: Progress) -> None:
         prune_checkpoints(run.ckpt_dir, recipe.train.keep_checkpoints)
 
 
-def save(run: Run, progress: Progress, recipe_path: str | None) -> None:
+def save(run: Run, progress: Progress) -> None:
     """The best weights evaluated, eval.json, the metrics plot and the export (rank 0)."""
     unshard(run)  # whole encoders on rank 0 for the final evaluation and the export
     if not run.dist.main:
@@ -267,7 +267,7 @@ def save(run: Run, progress: Progress, recipe_path: str | None) -> None:
                             f"after (best epoch {progress.best_epoch})": results["after"]}))
     plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
     run.log.finish(results, [run_dir / "metrics.png"], progress.step)
-    export_run(run, {"recipe": recipe_path or run.recipe.name, "metrics": results}, [run_dir / "metrics.png"])
+    export_run(run, {"recipe": run.plan.source_file or run.recipe.name, "metrics": results}, [run_dir / "metrics.png"])
     print(f"run dir: {run_dir}  (metrics.jsonl, metrics.png, eval.json, checkpoints/, export/)")
 
 
@@ -277,7 +277,7 @@ def export_run(run: Run, card: dict, plots: list[Path] = ()) -> None:
     export_model(run.model, run.run_dir / "export", card=card, pairs=run.trained, force=True, plots=list(plots))
 
 
-def stop_diverged(failed, run: Run, recipe_path: str | None):
+def stop_diverged(failed, run: Run):
     """Stop a run whose loss or gradients went NaN/Inf: log it, keep the last good checkpoint (and
     export the best good one, train.export_on_failure), then raise one line."""
     step, parts = failed
@@ -291,7 +291,7 @@ def stop_diverged(failed, run: Run, recipe_path: str | None):
             kept = f"{run_dir} keeps the last good checkpoint ({good[-1]})"
             if recipe.train.export_on_failure:
                 load_weights(run.step_module, best if best.exists() else ckpt_dir / good[-1])  # roll back
-                export_run(run, {"recipe": recipe_path or recipe.name, "stopped": f"non-finite at step {step}"})
+                export_run(run, {"recipe": run.plan.source_file or recipe.name, "stopped": f"non-finite at step {step}"})
                 kept += f" and its best good weights are exported to {run_dir / 'export'}"
             kept += "."
     distributed.cleanup()

@@ -109,22 +109,13 @@ def pass_batches(plan: Plan, streams: dict[tuple[str, str], PairStream]) -> int:
     return next(v for p, v in sizes.items() if set(p) == set(epoch))
 
 
-def batch_field(recipe: Recipe, pair: tuple[str, str]) -> str:
-    """The recipe field that sets a pair's batch size (for error messages)."""
-    for i, entry in enumerate(recipe.data.pairs):
-        if set(entry.modalities) == set(pair) and entry.batch_size:
-            return f"data.pairs.{i}.batch_size"
-    return "train.batch_size"
-
-
 def setup(plan: Plan, resume: bool) -> Run:
     """Everything before the first step; checks that can refuse the run come before any write."""
     recipe = plan.recipe
     device = distributed.setup(resolve_device(recipe.device))
     dist = Distribution.decide(recipe.train, online=any(not t.frozen for t in plan.towers.values()))
     # Each rank's share of every pair's batch: checked before any data is read or encoded.
-    local = {p.modalities: distributed.local_batch_size(p.batch_size, batch_field(recipe, p.modalities))
-             for p in plan.pairs}
+    local = {p.modalities: distributed.local_batch_size(p.batch_size, p.batch_field) for p in plan.pairs}
     torch.manual_seed(recipe.seed)  # identical head init on every rank
     state = open_run_dir(Path(recipe.output_dir), recipe, resume, dist.main)  # a refused resume writes nothing
     cache_dir = Path(recipe.data.cache_dir or default_cache_root()).expanduser()

@@ -144,7 +144,7 @@ def run_points(recipe: str, overrides: list[str], points: list[Point], root: Pat
         resume = (run_dir / "checkpoints" / "state.pt").exists() and marker.exists()
         echo(f"[{i + 1}/{len(points)}] {p.name}: {'resuming' if resume else 'training'} ({' '.join(p.overrides())})")
         write_text(marker, json.dumps({"values": p.values, "done": False}))
-        train(plan, recipe_path=recipe, resume=resume)
+        train(plan, resume=resume)
         write_text(marker, json.dumps({"values": p.values, "done": True}))
     done = []
     for p in points:
