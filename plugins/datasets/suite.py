@@ -80,7 +80,8 @@ def read_coop(spec: SuiteSet, folder: Path) -> tvlayouts.Layout:
 def find_layout(spec: SuiteSet, root: Path) -> tvlayouts.Layout:
     """CoOp's split file in the root (or the set's CoOp/torchvision folder under it), else torchvision's layout;
     neither is one line naming what each needs."""
-    folders = [root] + [root / n for n in {spec.tv, spec.name} if n]
+    # the set's folder itself, or torchvision's root above it (DTD nests dtd/dtd/), or a folder named by the set
+    folders = [root] + ([root / spec.tv, root / spec.tv / spec.tv] if spec.tv else []) + [root / spec.name]
     if spec.coop:
         for folder in folders:
             if (folder / spec.coop[0]).is_file():
