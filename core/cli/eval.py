@@ -91,7 +91,7 @@ def eval_command(model_dir, task, benchmark, root, limit, on_missing, manifest, 
     else:
         metrics = {k: {m: v for m, v in r.items() if not isinstance(v, dict)} for k, r in report["metrics"].items()}
         click.echo(format_table(metrics, [k for k in next(iter(metrics.values())) if "R@" in k or "top" in k
-                                          or "rank" in k or k == "C"]))
+                                          or "rank" in k or k in ("C", "mAP")]))
     if out:
         from fuse.api.atomic import write_text
         from fuse.api.owned import claim
@@ -104,7 +104,8 @@ def eval_command(model_dir, task, benchmark, root, limit, on_missing, manifest, 
         elif task == "retrieval":
             plot_recall_curves(report["curves"], out / "recall_at_k.png")
         else:
-            plot_worst_classes(report["metrics"]["model"]["per_class_top1"], out / "worst_classes.png")
+            per_class = report["metrics"]["model"]
+            plot_worst_classes(per_class.get("per_class_top1") or per_class["per_class_ap"], out / "worst_classes.png")
         if not as_json:
             click.echo(f"wrote {out}/{task}.json and a plot")
 
