@@ -64,6 +64,17 @@ def test_zeroshot_suite_table_with_average(tmp_path, suite_root, trained_shapes_
         100 * sum(p == t for p, t in zip(pred, truth)) / len(files), abs=1e-4)
 
 
+def test_a_suite_folder_in_neither_layout_is_one_line(tmp_path, suite_root, trained_shapes_export):
+    (tmp_path / "root" / "dtd" / "stray").mkdir(parents=True)
+    result = CliRunner().invoke(cli, ["eval", str(trained_shapes_export), "--benchmark", "zeroshot", "--root",
+                                      str(tmp_path / "root"), "--cache-dir", str(tmp_path / "c"), "--out",
+                                      str(tmp_path / "out")])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1, result.output
+    assert "dtd: " in errors[0] and "is in neither known layout; it needs CoOp's split_zhou_DescribableTextures.json "         "beside images/ or torchvision's layout (labels/test1.txt)" in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_on_missing_is_offered_and_reuses_the_data_build(tmp_path, trained_shapes_export):
     root = sf.coop(tmp_path, "oxford_pets", "split_zhou_OxfordPets.json", "images", "oxford_pets")
     gone = next((root / "oxford_pets" / "images").rglob("*.jpg"))

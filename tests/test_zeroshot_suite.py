@@ -110,6 +110,14 @@ def test_coop_caltech101_leaves_out_background_and_faces_easy(tmp_path):
     assert len(tv_rows) == 101 and tv_rows[1][1] == "centered face"   # torchvision keeps Faces_easy
 
 
+def test_fgvc_aircraft_as_coop_holds_it(tmp_path):
+    """CoOp's fgvc_aircraft/ folder is the contents of the archive's data/ folder."""
+    root = sf.fgvc_aircraft(tmp_path / "tv")
+    (root / "fgvc-aircraft-2013b" / "data").rename(tmp_path / "fgvc_aircraft")
+    splits, rows, _ = build("fgvc_aircraft", tmp_path / "fgvc_aircraft", tmp_path / "cache")
+    assert len(splits["test"]) == len(rows) == 100 and splits["test"][0]["label"] == "0"
+
+
 def test_ucf101_midframes(tmp_path):
     root = sf.coop(tmp_path, "ucf101", "split_zhou_UCF101.json", "UCF-101-midframes", "ucf101")
     splits, rows, folder = build("ucf101", root / "ucf101", tmp_path / "cache")

@@ -30,7 +30,9 @@ MARKERS = {
 
 
 def holds(name: str, folder: Path) -> bool:
-    """Whether ``folder`` is the set's torchvision folder."""
+    """Whether ``folder`` is the set's torchvision folder (for FGVC-Aircraft also CoOp's copy of its data/)."""
+    if name == "fgvc_aircraft" and (folder / "variants.txt").is_file():
+        return True
     marker = folder / MARKERS[name]
     return marker.is_dir() if MARKERS[name].endswith("/") else marker.is_file()
 
@@ -114,8 +116,9 @@ def read_flowers102(folder: Path) -> Layout:
 
 
 def read_fgvc_aircraft(folder: Path) -> Layout:
-    """data/variants.txt (the 100 classes in order), data/images_variant_{split}.txt ('1025794 707-320')."""
-    data = folder / "data"
+    """data/variants.txt (the 100 classes in order), data/images_variant_{split}.txt ('1025794 707-320'); CoOp
+    reads the same files from a folder holding data/'s contents."""
+    data = folder / "data" if (folder / "data" / "variants.txt").is_file() else folder
     variants = _lines(data / "variants.txt", "fgvc_aircraft")
     index = {v: i for i, v in enumerate(variants)}
     splits = {}
