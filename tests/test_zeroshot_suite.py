@@ -192,7 +192,9 @@ def test_shipped_names_and_templates_are_clip_benchmarks():
     for ours, theirs in {"oxford_pets": "pets", "flowers102": "flowers", "caltech101": "caltech101",
                          "eurosat": "eurosat", "imagenet": "imagenet1k"}.items():
         assert class_names(ours) == names[theirs], ours
-    from fuse.plugins.datasets.suite import set_templates
+    from fuse.plugins.datasets.suite import SETS, set_templates
+
+    assert all(len(class_names(name)) == spec.classes for name, spec in SETS.items())
 
     for ours, theirs in {"food101": "food101", "oxford_pets": "pets", "caltech101": "caltech101",
                          "stanford_cars": "cars", "flowers102": "flowers", "fgvc_aircraft": "fgvc_aircraft",

@@ -74,7 +74,7 @@ def read_coop(spec: SuiteSet, folder: Path) -> tvlayouts.Layout:
                              "file is {\"train\"|\"val\"|\"test\": [[relpath, label, classname], ...]}.") from None
     base = folder / images
     splits = {s: [(base / rel, label) for rel, label, _ in getattr(split, s)] for s in ("train", "val", "test")}
-    return tvlayouts.Layout(splits, None, path)
+    return tvlayouts.Layout(splits, None, path, coop=True)
 
 
 def find_layout(spec: SuiteSet, root: Path) -> tvlayouts.Layout:
@@ -108,7 +108,7 @@ class SuiteBuilder(RootBuilder):
         spec, opts = self.spec, self.options
         root = root_dir(opts, spec.name)
         layout = find_layout(spec, root)
-        drop = spec.coop_drop if layout.source.name.startswith("split_zhou") else spec.tv_drop
+        drop = spec.coop_drop if layout.coop else spec.tv_drop
         names = [n for i, n in enumerate(class_names(spec.name)) if i not in drop]
         labels = {label for items in layout.splits.values() for _, label in items}
         if layout.classes is not None and layout.classes != len(names):

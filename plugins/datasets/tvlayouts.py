@@ -19,6 +19,7 @@ class Layout:
     splits: dict[str, list[tuple[Path, int]]]   # split -> (image path, class index)
     classes: int | None                         # the class count the layout's own class file lists
     source: Path                                # the file that defines the labels (named in errors)
+    coop: bool = False                          # read from CoOp's split file (its class subset may differ)
 
 
 # What marks each set's torchvision folder (relative to it), also quoted in the "neither layout" error.
