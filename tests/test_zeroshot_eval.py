@@ -111,6 +111,8 @@ def test_multilabel_manifest_is_scored_with_map(tmp_path, trained_shapes_export)
     truth = torch.tensor([[c in r["label"] for c in sorted(colors)] for r in records]).int()
     want = sum(average_precision_score(truth[:, c], scores[:, c]) for c in range(3)) / 3 * 100
     assert report["metrics"]["model"]["mAP"] == pytest.approx(want, abs=1e-3)
+    with pytest.raises(fuse.DataError, match="'label' holds 2 labels; this takes one label per item"):
+        fuse.eval.run_probe(model, manifest, test_fraction=0.5, modality="image")   # never just the first label
 
 
 def build(name, root, cache, *args):

@@ -83,8 +83,10 @@ def _recall_curves(emb_a, emb_b, pairs, names, chunk_size, max_k: int = 50) -> d
     return out
 
 
-def read_classification_manifest(path: str | Path, modality: str, label_field: str, is_file: bool):
-    """Values of ``modality`` and their labels from a JSONL manifest."""
+def read_classification_manifest(path: str | Path, modality: str, label_field: str, is_file: bool,
+                                 multilabel: bool = False):
+    """Values of ``modality`` and their labels from a JSONL manifest; a list label stays a list with
+    ``multilabel`` (zero-shot scores such items with mAP), else it must hold one label."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"Manifest not found: {path}")
@@ -93,7 +95,12 @@ def read_classification_manifest(path: str | Path, modality: str, label_field: s
         for field in (modality, label_field):
             if field not in record:
                 raise DataError(f"{path}:{n}: record has no '{field}' field (fields: {', '.join(record)}).")
-        label = record[label_field]   # a list is a multi-label item (scored with mAP when any has two)
+        label = record[label_field]
+        if isinstance(label, list) and not multilabel:
+            if len(label) != 1:
+                raise DataError(f"{path}:{n}: '{label_field}' holds {len(label)} labels; this takes one label per "
+                                "item (zero-shot scores multi-label items with mAP).")
+            label = label[0]
         value = record[modality][0] if isinstance(record[modality], list) else record[modality]
         if is_file:
             value = str((path.parent / value).resolve())
@@ -148,7 +155,7 @@ def zeroshot_inputs(model, manifest: str | Path, classes: list[str] | None = Non
     if query_modality not in others:
         raise FuseError(f"--modality '{query_modality}' is not a non-text tower of this model ({', '.join(others)}).")
     files = input_kind(model.input_kind(query_modality)).files
-    values, items = read_classification_manifest(manifest, query_modality, label_field, files)
+    values, items = read_classification_manifest(manifest, query_modality, label_field, files, multilabel=True)
     multi = any(isinstance(x, list) and len(x) > 1 for x in items)
     items = [x if multi else x[0] if isinstance(x, list) else x for x in items]
     if any(isinstance(x, list) and not x for x in items):
