@@ -69,7 +69,7 @@ BENCHMARKS = {
     "flickr30k": Benchmark("retrieval", "flickr30k", ("test",), ("image", "text"), ("flickr30k", "Flickr30k"),
                            published=(1000,)),
     "audiocaps": Benchmark("retrieval", "audiocaps", ("test",), ("audio", "text"), ("audiocaps", "AudioCaps")),
-    "clotho": Benchmark("retrieval", "clotho", ("test",), ("audio", "text"), ("clotho", "Clotho")),
+    "clotho": Benchmark("retrieval", "clotho", ("test",), ("audio", "text"), ("clotho", "Clotho"), published=(1045,)),
     "msrvtt": Benchmark("retrieval", "msrvtt", ("test_1k", "test"), ("video", "text"), ("msrvtt", "MSRVTT"),
                         published=(1000, 2990)),
     "esc50": Benchmark("zeroshot", "esc50", ("all",), ("audio", "text"), ("esc50", "ESC-50-master", "ESC-50"),
