@@ -131,6 +131,15 @@ def test_imagenet_as_kaggle_ships_it(tmp_path):
     assert len(records) == 8 and all("ILSVRC/Data/CLS-LOC/val" in r["image"] for r in records)
 
 
+def test_imagenet_as_coop_holds_it(tmp_path):
+    root = fx.write_imagenet(tmp_path / "imagenet")
+    (root / "images").mkdir()
+    (root / "val").rename(root / "images" / "val")
+    (root / "classnames.txt").write_text("n01440764 tench\n")   # CoOp's; the shipped names are used
+    result = build("imagenet", root, tmp_path / "cache")
+    assert result.exit_code == 0 and "val: /" in result.output, result.output
+
+
 def test_coco_with_only_captions_val2017(tmp_path):
     root = fx.write_coco2017(tmp_path / "coco")
     (root / "annotations" / "captions_train2017.json").unlink()
