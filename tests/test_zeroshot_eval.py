@@ -111,6 +111,9 @@ def test_multilabel_manifest_is_scored_with_map(tmp_path, trained_shapes_export)
     truth = torch.tensor([[c in r["label"] for c in sorted(colors)] for r in records]).int()
     want = sum(average_precision_score(truth[:, c], scores[:, c]) for c in range(3)) / 3 * 100
     assert report["metrics"]["model"]["mAP"] == pytest.approx(want, abs=1e-3)
+    result = CliRunner().invoke(cli, ["eval", str(trained_shapes_export), "--task", "zeroshot", "--data", str(manifest),
+                                      "--templates", "short", "--no-baselines", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0 and "mAP" in result.output and (tmp_path / "out" / "worst_classes.png").is_file()
     with pytest.raises(fuse.DataError, match="'label' holds 2 labels; this takes one label per item"):
         fuse.eval.run_probe(model, manifest, test_fraction=0.5, modality="image")   # never just the first label
 
