@@ -51,8 +51,10 @@ def test_benchmark_all_matches_brute_force(tmp_path, roots, trained_shapes_expor
     assert "needs the towers audio and text" in report["skipped"]["esc50"]
     assert report["skipped"]["msrvtt"].startswith("no msrvtt/ under")
     table = (tmp_path / "out" / "benchmarks.md").read_text()
-    assert "| coco | test (5 image, 25 text) | image→text R@1 |" in table
+    assert "| coco | test (5 image, 25 text; 5 of 5,000 images: not the published protocol) | image→text R@1 |" in table
     assert "- skipped esc50: benchmark esc50 needs" in table
+    assert "| imagenet | val (8 queries, 1000 classes; 8 of 50,000 images: not the published protocol) | top-1 (paper) |" \
+        in table
 
     model = fuse.load(trained_shapes_export)
     coco = report["benchmarks"]["coco"]

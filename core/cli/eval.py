@@ -12,13 +12,18 @@ import click
 @click.command("eval")
 @click.argument("model_dir", metavar="MODEL", type=click.Path(file_okay=False))
 @click.option("--task", type=click.Choice(["retrieval", "zeroshot", "probe"]), default="retrieval", show_default=True)
-@click.option("--benchmark", help="Standard benchmarks in their published protocols, e.g. coco,imagenet, or all "
-              "(whatever is under --root): coco, flickr30k, audiocaps, clotho, msrvtt, imagenet, esc50. Writes "
-              "benchmarks.json and .md to --out.")
-@click.option("--root", type=click.Path(file_okay=False), help="--benchmark: the folder holding the datasets "
-              "(coco/, flickr30k/, audiocaps/, clotho/, msrvtt/, imagenet/, esc50/; docs/datasets-and-benchmarks.md).")
+@click.option("--benchmark", help="Standard benchmarks in their published protocols, e.g. coco,imagenet, zeroshot "
+              "(every zero-shot suite set under --root, with their average) or all (whatever is under --root): coco, "
+              "flickr30k, audiocaps, clotho, msrvtt, esc50, imagenet, imagenet_v2, imagenet_sketch, imagenet_a, "
+              "imagenet_r, cifar10, cifar100, stl10, food101, oxford_pets, caltech101, stanford_cars, flowers102, "
+              "fgvc_aircraft, sun397, dtd, eurosat, ucf101. Writes benchmarks.json and .md to --out.")
+@click.option("--root", type=click.Path(file_okay=False), help="--benchmark: the folder holding the datasets, "
+              "one sub-folder each named by benchmark (coco/, imagenet/, food101/ ...; docs/datasets-and-benchmarks.md).")
 @click.option("--limit", type=click.IntRange(min=1), help="--benchmark: the first N items of each split only (a "
               "quick check; not the published protocol).")
+@click.option("--on-missing", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="--benchmark: items whose media file is absent: stop and list them, or leave them out and count "
+              "them (as `fuse data build --on-missing`; reuses a build made with it).")
 @click.option("--data", "manifest", type=click.Path(dir_okay=False),
               help="JSONL manifest: pairs (retrieval) or items with a label field (zeroshot).")
 @click.option("--train", "train", type=click.Path(dir_okay=False),
@@ -46,7 +51,7 @@ import click
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="retrieval, zeroshot: read latents training "
               "cached in this cache dir's latent store (e.g. ~/.cache/fuse) instead of encoding them again; --benchmark: "
               "where dataset builds and latents go (default $FUSE_CACHE or ~/.cache/fuse).")
-def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test, test_fraction, split_key, out, as_json,
+def eval_command(model_dir, task, benchmark, root, limit, on_missing, manifest, train, test, test_fraction, split_key, out, as_json,
                  classes, label_field, templates, modality, modalities, chunk_size, batch_size, device, no_baselines,
                  skip_bad_media, cache_dir):
     """Evaluate MODEL (an export dir or a run dir) on a manifest, or on standard benchmarks (--benchmark)."""
@@ -61,8 +66,8 @@ def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test,
     if out:  # checked before any work (written at the end): new, empty or fuse eval's; never a user's folder
         claimable(Path(out), "eval", "--out", legacy=_eval_files)
     if benchmark or root:
-        return _benchmarks(model_dir, benchmark, root, limit, out, as_json, batch_size, device, no_baselines, cache_dir,
-                           given=[f for f, v in (("--data", manifest), ("--train", train), ("--test", test)) if v])
+        return _benchmarks(model_dir, benchmark, root, limit, on_missing, out, as_json, batch_size, device, no_baselines,
+                           cache_dir, given=[f for f, v in (("--data", manifest), ("--train", train), ("--test", test)) if v])
     if task == "probe" and (manifest or not train):
         raise FuseError("--task probe takes --train LABELS.jsonl and --test LABELS.jsonl (or --test-fraction), not --data.")
     if task != "probe" and (not manifest or train or test or test_fraction is not None):
@@ -86,7 +91,7 @@ def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test,
     else:
         metrics = {k: {m: v for m, v in r.items() if not isinstance(v, dict)} for k, r in report["metrics"].items()}
         click.echo(format_table(metrics, [k for k in next(iter(metrics.values())) if "R@" in k or "top" in k
-                                          or "rank" in k or k == "C"]))
+                                          or "rank" in k or k in ("C", "mAP")]))
     if out:
         from fuse.base.atomic import write_text
         from fuse.base.owned import claim
@@ -99,7 +104,8 @@ def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test,
         elif task == "retrieval":
             plot_recall_curves(report["curves"], out / "recall_at_k.png")
         else:
-            plot_worst_classes(report["metrics"]["model"]["per_class_top1"], out / "worst_classes.png")
+            per_class = report["metrics"]["model"]
+            plot_worst_classes(per_class.get("per_class_top1") or per_class["per_class_ap"], out / "worst_classes.png")
         if not as_json:
             click.echo(f"wrote {out}/{task}.json and a plot")
 
@@ -113,12 +119,13 @@ def _eval_files(folder: Path) -> bool:
     return all(p.name in EVAL_FILES for p in folder.iterdir())
 
 
-def _benchmarks(model_dir, names, root, limit, out, as_json, batch_size, device, no_baselines, cache_dir, given):
+def _benchmarks(model_dir, names, root, limit, on_missing, out, as_json, batch_size, device, no_baselines, cache_dir,
+                given):
     """`fuse eval MODEL --benchmark NAMES --root DIR`: every benchmark's table in one JSON and one markdown file."""
     from fuse.base.devices import resolve_device
     from fuse.base.errors import FuseError
     from fuse.data.datasets import default_cache_root
-    from fuse.eval.benchmarks import markdown_table, parse_names, run_benchmarks
+    from fuse.eval.benchmarks import SUITE, markdown_table, parse_names, run_benchmarks
     from fuse.model.load import load_aligned
 
     if not names or not root or given:
@@ -128,7 +135,8 @@ def _benchmarks(model_dir, names, root, limit, out, as_json, batch_size, device,
     model = load_aligned(model_dir, device=str(resolve_device(device)))
     report = run_benchmarks(model, selected, root, Path(cache_dir) if cache_dir else default_cache_root(),
                             everything=names.strip() == "all", batch_size=batch_size, baselines=not no_baselines,
-                            progress=not as_json, limit=limit)
+                            optional=tuple(SUITE) if "zeroshot" in [n.strip() for n in names.split(",")] else (),
+                            progress=not as_json, limit=limit, on_missing=on_missing)
     table = markdown_table(report)
     click.echo(json.dumps(report, indent=2) if as_json else table)
     if out:

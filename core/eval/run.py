@@ -16,6 +16,7 @@ from fuse.base.errors import DataError, FuseError
 from fuse.base.inputs import input_kind
 from fuse.data.manifest import jsonl_records, load_pairs
 from fuse.data.screening import drop_bad_media
+from fuse.eval.multilabel import multi_hot, multilabel_metrics
 from fuse.eval.retrieval import evaluate_retrieval, ranks_of_best_positive
 from fuse.eval.zeroshot import (class_embeddings_from, confusion_matrix, load_templates, metrics_from_ranks,
                                prompt_texts, top_classes, true_class_ranks, zeroshot_metrics)
@@ -82,8 +83,10 @@ def _recall_curves(emb_a, emb_b, pairs, names, chunk_size, max_k: int = 50) -> d
     return out
 
 
-def read_classification_manifest(path: str | Path, modality: str, label_field: str, is_file: bool):
-    """Values of ``modality`` and their labels from a JSONL manifest."""
+def read_classification_manifest(path: str | Path, modality: str, label_field: str, is_file: bool,
+                                 multilabel: bool = False):
+    """Values of ``modality`` and their labels from a JSONL manifest; a list label stays a list with
+    ``multilabel`` (zero-shot scores such items with mAP), else it must hold one label."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"Manifest not found: {path}")
@@ -92,14 +95,19 @@ def read_classification_manifest(path: str | Path, modality: str, label_field: s
         for field in (modality, label_field):
             if field not in record:
                 raise DataError(f"{path}:{n}: record has no '{field}' field (fields: {', '.join(record)}).")
-        label = record[label_field][0] if isinstance(record[label_field], list) else record[label_field]
+        label = record[label_field]
+        if isinstance(label, list) and not multilabel:
+            if len(label) != 1:
+                raise DataError(f"{path}:{n}: '{label_field}' holds {len(label)} labels; this takes one label per "
+                                "item (zero-shot scores multi-label items with mAP).")
+            label = label[0]
         value = record[modality][0] if isinstance(record[modality], list) else record[modality]
         if is_file:
             value = str((path.parent / value).resolve())
             if not Path(value).is_file():
                 raise DataError(f"{path}:{n}: {modality} file not found: {value}")
         values.append(value)
-        labels.append(str(label))
+        labels.append([str(x) for x in label] if isinstance(label, list) else str(label))
     if not values:
         raise DataError(f"Manifest is empty: {path}")
     return values, labels
@@ -120,6 +128,11 @@ class ZeroshotInputs:
     files: bool
     latents: object
     prompt_latents: object
+
+    @property
+    def multilabel(self) -> bool:
+        """Items carry several labels: ``target`` is [N, C] 0/1 instead of [N] class indices."""
+        return self.target.dim() == 2
 
     def embeddings(self, variant) -> tuple[torch.Tensor, torch.Tensor]:
         """(query embeddings [N, D], class embeddings [C, D]) through ``variant``'s heads."""
@@ -142,7 +155,12 @@ def zeroshot_inputs(model, manifest: str | Path, classes: list[str] | None = Non
     if query_modality not in others:
         raise FuseError(f"--modality '{query_modality}' is not a non-text tower of this model ({', '.join(others)}).")
     files = input_kind(model.input_kind(query_modality)).files
-    values, labels = read_classification_manifest(manifest, query_modality, label_field, files)
+    values, items = read_classification_manifest(manifest, query_modality, label_field, files, multilabel=True)
+    multi = any(isinstance(x, list) and len(x) > 1 for x in items)
+    items = [x if multi else x[0] if isinstance(x, list) else x for x in items]
+    if any(isinstance(x, list) and not x for x in items):
+        raise DataError(f"{manifest}: an item has an empty '{label_field}' list; give each item one label or more.")
+    labels = [label for x in items for label in (x if multi else [x])]
     classes = list(classes) if classes is not None else sorted(set(labels))
     if not classes:
         raise DataError("The class list is empty: give at least one class name.")
@@ -156,7 +174,8 @@ def zeroshot_inputs(model, manifest: str | Path, classes: list[str] | None = Non
     prompts = load_templates(templates)
     # The prompts' text latents are encoded once (through the latent store with cache_dir).
     return ZeroshotInputs(
-        values, torch.tensor([index[l] for l in labels]), classes, names, len(prompts), query_modality,
+        values, multi_hot(items, index) if multi else torch.tensor([index[l] for l in items]), classes, names,
+        len(prompts), query_modality,
         text_modality, files, model.encode(query_modality, values, batch_size, progress, cache_dir=cache_dir),
         model.encode(text_modality, prompt_texts(names, prompts), batch_size, progress, cache_dir=cache_dir))
 
@@ -179,8 +198,10 @@ def run_zeroshot(model, manifest: str | Path, classes: list[str] | None = None, 
     results = {}
     for name, variant in variants.items():
         query, cls = given.embeddings(variant)
-        results[name] = zeroshot_metrics(query, cls, given.target, given.classes, ks, chunk_size)
-    return {"task": "zeroshot", "manifest": str(manifest), "classes": len(given.classes),
+        results[name] = (multilabel_metrics(query, cls, given.target, given.classes) if given.multilabel else
+                         zeroshot_metrics(query, cls, given.target, given.classes, ks, chunk_size))
+    return {"task": "zeroshot", "multilabel": given.multilabel, "manifest": str(manifest),
+            "classes": len(given.classes),
             "templates": given.n_templates, "queries": len(given.values), "query_modality": given.query_modality,
             "metrics": results}
 
@@ -190,6 +211,9 @@ def zeroshot_predictions(model, manifest: str | Path, k: int = 5, chunk_size: in
     top-1 prediction (rows: true class, columns: predicted) and the model's zero-shot metrics.
     ``options`` are ``zeroshot_inputs``'s (classes, label_field, templates, query_modality, ...)."""
     given = zeroshot_inputs(model, manifest, **options)
+    if given.multilabel:
+        raise DataError(f"{manifest}: items with several labels are scored with mAP (fuse eval --task zeroshot); "
+                        "per-item predictions take one label per item.")
     query, cls = given.embeddings(model)
     k = min(k, len(given.classes))
     top = top_classes(query, cls, k, chunk_size).cpu()

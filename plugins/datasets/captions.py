@@ -74,9 +74,10 @@ class Coco(RootBuilder):
         use = opts.annotations
         if use == "auto":
             use = "karpathy" if any((root / n).is_file() for n in karpathy) else "2017"
-            if use == "2017" and not (root / "annotations" / "captions_train2017.json").is_file():
+            if use == "2017" and not any((root / "annotations" / f"captions_{s}2017.json").is_file()
+                                         for s in ("train", "val")):
                 raise fuse.DataError(f"coco: {root} holds neither dataset_coco.json (Karpathy's splits) nor "
-                                     "annotations/captions_train2017.json; point --root at your COCO folder.")
+                                     "annotations/captions_{train,val}2017.json; point --root at your COCO folder.")
         by_id = {int(m[1]): p for stem, p in index_media(root, IMAGE_EXT).items() if (m := COCO_ID.search(stem))}
         missing = Missing("coco", opts.on_missing, root)
         if use == "karpathy":
@@ -85,7 +86,9 @@ class Coco(RootBuilder):
             splits = karpathy_records(karpathy_images(path, "coco"), lambda im: by_id.get(int(im["cocoid"])),
                                       missing, opts.restval)
         else:
-            splits = {s: self._coco2017(root, s, by_id, missing) for s in ("train", "val")}
+            # either file alone is a usable root (val2017 alone is what many hold for evaluation)
+            present = [s for s in ("train", "val") if (root / "annotations" / f"captions_{s}2017.json").is_file()]
+            splits = {s: self._coco2017(root, s, by_id, missing) for s in present or ["val"]}
         missing.finish(out_dir)
         return write_splits(out_dir, splits, opts.limit, "coco")
 

@@ -21,6 +21,7 @@ from .layout import (AUDIO_EXT, IMAGE_EXT, VIDEO_EXT, Missing, RootBuilder, Root
 
 SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 WNID = re.compile(r"^n\d{8}$")
+VAL_FOLDERS = ("val", "images/val", "ILSVRC/Data/CLS-LOC/val")
 
 
 def _devkit_labels(root: Path) -> dict[str, str] | None:
@@ -59,7 +60,8 @@ def _solution_labels(root: Path) -> dict[str, str] | None:
 
 
 class ImageNet(RootBuilder):
-    """ImageNet-1k validation (50k images): val/<wnid>/ folders, or a flat val/ with the devkit or Kaggle's csv."""
+    """ImageNet-1k validation (50k images): val/<wnid>/ folders (or CoOp's images/val/), or a flat val/ with the
+    devkit, or Kaggle's ILSVRC/Data/CLS-LOC/val/ with its LOC_val_solution.csv."""
 
     modalities = ("image",)
     Options = RootOptions
@@ -69,7 +71,8 @@ class ImageNet(RootBuilder):
         root = root_dir(opts, "imagenet")
         wnids, names = class_names("imagenet_synsets"), class_names("imagenet")
         known = set(wnids)
-        val = root / "val" if (root / "val").is_dir() else root
+        # ILSVRC2012's val/, CoOp's images/val/, Kaggle's ILSVRC/Data/CLS-LOC/val/ (its csv at the top), or the root
+        val = next((root / v for v in VAL_FOLDERS if (root / v).is_dir()), root)
         folders = [d for d in sorted(val.iterdir()) if d.is_dir() and WNID.match(d.name)]
         records = []
         if folders:

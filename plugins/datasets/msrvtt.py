@@ -26,6 +26,30 @@ class MsrvttOptions(RootOptions):
         return str(Path(v).expanduser().resolve()) if v else v
 
 
+def _read_info(path: Path) -> dict:
+    info = read_json(path, "msrvtt")
+    if not isinstance(info, dict) or not {"videos", "sentences"} <= set(info):
+        raise fuse.DataError(f"msrvtt: {path} has no 'videos' and 'sentences'; it is not MSR-VTT's videodatainfo.json.")
+    return info
+
+
+def _video_info(root: Path) -> tuple[Path, dict]:
+    """videodatainfo.json (all 10,000 videos), or the split files as distributed: train_val_videodatainfo.json
+    (7,010) with test_videodatainfo.json (the 2,990 test videos) beside it, read as one."""
+    for name in ("videodatainfo.json", "annotation/videodatainfo.json"):
+        if (root / name).is_file():
+            return root / name, _read_info(root / name)
+    train_val = find_file(root, ["train_val_videodatainfo.json", "annotation/train_val_videodatainfo.json"], "msrvtt",
+                          "videodatainfo.json", "Put MSR-VTT's videodatainfo.json (or train_val_videodatainfo.json "
+                          "and test_videodatainfo.json) in the root.")
+    test = train_val.with_name("test_videodatainfo.json")
+    if not test.is_file():
+        raise fuse.DataError(f"msrvtt: {train_val} holds only the train and validate videos; put "
+                             f"test_videodatainfo.json (the 2,990 test videos) beside it.")
+    info, more = _read_info(train_val), _read_info(test)
+    return train_val, {"videos": info["videos"] + more["videos"], "sentences": info["sentences"] + more["sentences"]}
+
+
 class Msrvtt(RootBuilder):
     """MSR-VTT: train/val/test from videodatainfo.json, and test_1k (JSFusion 1k-A) from its csv."""
 
@@ -35,13 +59,7 @@ class Msrvtt(RootBuilder):
     def build(self, out_dir: Path) -> dict[str, Path]:
         opts = self.options
         root = root_dir(opts, "msrvtt")
-        info_path = find_file(root, ["videodatainfo.json", "annotation/videodatainfo.json",
-                                     "train_val_videodatainfo.json"], "msrvtt", "videodatainfo.json",
-                              "Put MSR-VTT's videodatainfo.json in the root.")
-        info = read_json(info_path, "msrvtt")
-        if not isinstance(info, dict) or not {"videos", "sentences"} <= set(info):
-            raise fuse.DataError(f"msrvtt: {info_path} has no 'videos' and 'sentences'; it is not MSR-VTT's "
-                                 "videodatainfo.json.")
+        info_path, info = _video_info(root)
         captions: dict[str, list[str]] = {}
         for sentence in info["sentences"]:
             captions.setdefault(sentence["video_id"], []).append(sentence["caption"].strip())
