@@ -1,6 +1,6 @@
 """``fuse.api``, the old name of ``fuse.base``: kept so that code written against it still imports.
 
-``fuse.api.X`` is ``fuse.base.X`` itself (the same module object, so classes such as FuseError stay one
+``fuse.api.<module>`` is ``fuse.base.<module>`` itself (the same module object, so classes such as FuseError stay one
 class), bound the first time it is imported. New code imports ``fuse`` (the public API,
 ``fuse.__all__``) or ``fuse.base``.
 """

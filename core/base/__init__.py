@@ -5,6 +5,6 @@ specifications, registries and plugin manager, the helpers plugins share (latent
 collectives, weights, Hugging Face loading, paths, shard references) and the small file-system
 and device helpers (``atomic``, ``devices``, ``errors``).
 
-May import: nothing else of fuse. Everything above builds on it; ``fuse.__all__`` re-exports the
-part plugins use.
+Imports: no other fuse package. Everything above builds on it; ``fuse.__all__`` re-exports the part
+plugins use.
 """

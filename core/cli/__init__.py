@@ -6,8 +6,11 @@ when a command needs them. Plugin commands (hook ``register_commands``) are aske
 is not built-in, and by `fuse --help` only when a plugin other than fuse's own is installed or
 registered in-process (the built-in plugins add no commands; tests/test_cli_start.py checks both).
 
-User errors (FuseError, and file-system errors such as a full disk) print as one line and exit with code 2; `fuse --debug ...` shows the
-traceback instead.
+User errors (FuseError, and file-system errors such as a full disk) print as one line and exit with code 2;
+`fuse --debug ...` shows the traceback instead.
+
+Imports: ``fuse.base``, ``fuse.recipes``, ``fuse.data``, ``fuse.eval``, ``fuse.select``, ``fuse.model``,
+``fuse.training`` (every layer below; each command imports what it runs).
 """
 
 from __future__ import annotations

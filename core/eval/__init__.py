@@ -5,6 +5,8 @@
     report = fuse.eval.run_retrieval(model, "val.jsonl")
     report = fuse.eval.run_zeroshot(model, "labels.jsonl", templates="imagenet")
     report = fuse.eval.run_probe(model, "train.jsonl", "test.jsonl")   # linear probe of one tower
+
+Imports: ``fuse.base``, ``fuse.data``. Metrics take tensors, not models, so the model layer sits above.
 """
 
 from fuse.eval.run import run_retrieval, run_zeroshot

@@ -1,5 +1,5 @@
 """The aligned model and its uses: the model itself (``aligned``), export and load, embedding
 (``embed``, ``embed_file``, ``collect``), indexes and search, the model card and the sentence-transformers bridge.
 
-May import: ``fuse.base``, ``fuse.recipes``, ``fuse.data``, ``fuse.eval``.
+Imports: ``fuse.base``, ``fuse.recipes``, ``fuse.data``, ``fuse.eval``.
 """

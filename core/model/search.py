@@ -1,6 +1,6 @@
 """Search: which modality the index and the queries are, what to index, and the answer table.
 
-Used by `fuse search` and by ``model.search(...)``: the index (core/index.py) is built or
+Used by `fuse search` and by ``model.search(...)``: the index (``fuse.model.index``) is built or
 updated first, then the queries are embedded by their own tower and ranked exactly.
 """
 

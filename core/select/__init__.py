@@ -5,5 +5,5 @@ between candidate towers' latents, ``similarity``: the measures themselves) and 
 
 It never touches an aligned model: it reads frozen encoders' latents through the latent store.
 
-May import: ``fuse.base``, ``fuse.recipes``, ``fuse.data``.
+Imports: ``fuse.base``, ``fuse.recipes``, ``fuse.data``.
 """
