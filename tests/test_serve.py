@@ -42,7 +42,7 @@ QUERIES = ["a red circle", "a blue square", "a green triangle", "the red square 
 
 def start(app) -> tuple[str, uvicorn.Server, threading.Thread]:
     """uvicorn serving ``app`` in a thread on a free loopback port; returns once it accepts requests."""
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -255,3 +255,19 @@ def test_chromium_page_shows_results_with_no_request_elsewhere(cli_server, tmp_p
     assert any("/items/" in u for u in by_page) and origin + "/search" in by_page
     assert all(u.startswith(origin + "/") for u in by_page), sorted(by_page)
     assert cli_server + "?q=a+red+circle" in {j["url"] for j in jobs}  # the navigation itself
+
+
+def test_command_refuses_a_busy_port_and_a_missing_index(trained_shapes_export, tmp_path):
+    from click.testing import CliRunner
+
+    from fuse.cli import cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", str(trained_shapes_export), "--port", str(port)])
+    assert result.exit_code == 2 and f"--port {port}: cannot listen there" in result.output
+    assert "--port 0" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(cli, ["serve", str(trained_shapes_export), "--index", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "Index source not found" in result.output

@@ -18,7 +18,7 @@ import click
               help="Port to listen on (0: a free one, printed at start).")
 @click.option("--max-batch", default=32, show_default=True, type=click.IntRange(1, 1024),
               help="Most inputs per request, and per forward of concurrent requests batched together.")
-@click.option("--batch-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0, 1000),
+@click.option("--batch-wait-ms", default=2.0, show_default=True, type=click.FloatRange(0, 1000),
               help="How long a forward waits for more concurrent requests to batch.")
 @click.option("--max-k", default=100, show_default=True, type=click.IntRange(1, 10000), help="Most results per query.")
 @click.option("--max-media-mb", default=20, show_default=True, type=click.IntRange(1, 4096),
@@ -50,7 +50,9 @@ def serve_command(model_dir, source, modality, index_dir, host, port, max_batch,
     model = load_aligned(model_dir, device=str(resolve_device(device)))
     index = None if source is None else load_index(model, source, modality, index_dir, cache_option(cache_dir, no_cache))
     limits = Limits(max_batch=max_batch, wait_ms=batch_wait_ms, max_k=max_k, max_media_bytes=max_media_mb * 2**20)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    # proto given, so that asyncio turns Nagle off on each connection (it checks IPPROTO_TCP): with proto 0,
+    # every keep-alive answer waited ~40 ms for the client's delayed ACK
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

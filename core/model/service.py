@@ -25,7 +25,7 @@ class Limits:
     """Bounds on one request (a request over one is refused with a 4xx, never truncated)."""
 
     max_batch: int = 32            # inputs per request, and per forward the batcher makes
-    wait_ms: float = 5.0           # how long the batcher waits for more requests after the first
+    wait_ms: float = 2.0           # how long the batcher waits for more requests after the first
     max_k: int = 100               # results per search query
     max_media_bytes: int = 20 * 2**20
     max_text_chars: int = 2000
