@@ -205,4 +205,4 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=1, help="torch threads, here and in the server (2 cores "
                         "shared with the clients)")
     args = parse(parser, items=512, clients=[1, 4], requests=12, seconds=30)
-    write("serve", main(args))
+    write("bench_serve", main(args))

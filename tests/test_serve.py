@@ -271,3 +271,30 @@ def test_command_refuses_a_busy_port_and_a_missing_index(trained_shapes_export, 
     assert "--port 0" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["serve", str(trained_shapes_export), "--index", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "Index source not found" in result.output
+
+
+def test_batcher_groups_by_key_and_a_failing_batch_fails_only_its_requests():
+    from fuse.model.batcher import MicroBatcher
+
+    calls = []
+
+    def run(key, inputs):
+        calls.append((key, list(inputs)))
+        if key == ("bad",):
+            raise ValueError("this batch failed")
+        return [x * 10 for x in inputs]
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch=4, wait_ms=50)
+        asks = [batcher.submit(("bad",) if i % 3 == 2 else ("ok",), [i, i + 100] if i == 0 else [i])
+                for i in range(7)]
+        answers = await asyncio.gather(*asks, return_exceptions=True)
+        await batcher.close()
+        return answers, batcher.stats
+
+    answers, stats = asyncio.run(main())
+    assert answers[0] == [0, 1000] and answers[1] == [10] and answers[3] == [30] and answers[6] == [60]
+    assert all(isinstance(answers[i], ValueError) for i in (2, 5))
+    # a collection stops at 4 inputs over all keys (requests 0-2, then 3-6), each key one call per collection
+    assert [(key, len(inputs)) for key, inputs in calls] == [(("ok",), 3), (("bad",), 1), (("ok",), 3), (("bad",), 1)]
+    assert stats.requests == 5 and stats.batches == 2  # the failed batch answered no request

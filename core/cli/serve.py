@@ -56,6 +56,7 @@ def serve_command(model_dir, source, modality, index_dir, host, port, max_batch,
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(2048)  # from here clients queue until the server accepts, rather than being refused
     except OSError as exc:
         sock.close()
         raise FuseError(f"--host {host} --port {port}: cannot listen there ({exc.strerror}); pick another port "

@@ -71,7 +71,7 @@ class Service:
     # --- checks -----------------------------------------------------------------------------------------------
     def modality(self, given: str | None, files: bool, filename: str = "") -> str:
         """The tower a request's inputs go to: ``given`` (checked), else the one tower that takes such inputs
-        (inline values, or files of ``filename``'s kind)."""
+        (inline values, or files; of several file towers, the one whose kind takes ``filename``'s suffix)."""
         if given:
             if given not in self.model.modalities:
                 raise RequestError(f"modality '{given}': this model has towers {', '.join(self.model.modalities)}.")
@@ -81,8 +81,9 @@ class Service:
                     "files: send them as multipart/form-data fields named 'file'." if takes_files else
                     "inline values: send them as JSON."))
             return given
-        fits = [m for m in self.model.modalities if input_kind(self.model.input_kind(m)).files == files
-                and (not files or input_kind(self.model.input_kind(m)).accepts(filename))]
+        fits = [m for m in self.model.modalities if input_kind(self.model.input_kind(m)).files == files]
+        if len(fits) > 1 and files:  # several file towers: the one whose kind takes the file's suffix
+            fits = [m for m in fits if input_kind(self.model.input_kind(m)).accepts(filename)]
         if len(fits) != 1:
             raise RequestError(f"name the modality (field 'modality'): this model has towers "
                                f"{', '.join(self.model.modalities)}, and {len(fits)} take these inputs.")

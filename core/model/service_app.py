@@ -74,45 +74,11 @@ def make_app(service: Service) -> FastAPI:
 
     @app.post("/embed")
     async def embed(request: Request):
-        limits = service.limits
-        if is_json(request):
-            body = parse(EmbedBody, await read_json(request, limits.max_batch * limits.max_text_chars * 4))
-            modality = service.modality(body.modality, files=False)
-            vectors = await service.embed(modality, service.texts(modality, body.inputs))
-            return {"modality": modality, "dim": service.model.embed_dim, "embeddings": vectors}
-        form = await read_form(request, limits.max_batch, limits.max_media_bytes)
-        try:
-            files = form.getlist("file")
-            service.count(files)
-            modality = service.modality(str(form.get("modality") or ""), files=True, filename=files[0].filename or "")
-            with tempfile.TemporaryDirectory(prefix="fuse-serve-") as tmp:
-                raw = await decode_all(service, modality, await save_uploads(files, Path(tmp), service))
-                vectors = await service.embed(modality, raw)
-        finally:
-            await form.close()
-        return {"modality": modality, "dim": service.model.embed_dim, "embeddings": vectors}
+        return await embed_answer(service, request)
 
     @app.post("/search")
     async def search(request: Request):
-        limits = service.limits
-        if is_json(request):
-            body = parse(SearchBody, await read_json(request, limits.max_text_chars * 4 + 4096))
-            modality = service.modality(body.modality, files=False)
-            query = service.texts(modality, [body.query])[0]
-            return answer(service, modality, body.k, await service.search(modality, query, service.k(body.k)))
-        form = await read_form(request, 1, limits.max_media_bytes)
-        try:
-            files = form.getlist("file")
-            if len(files) != 1:
-                raise RequestError(f"a search takes one query file (field 'file'), not {len(files)}.")
-            k = service.k(int_field(form.get("k"), "k", 10))
-            modality = service.modality(str(form.get("modality") or ""), files=True, filename=files[0].filename or "")
-            with tempfile.TemporaryDirectory(prefix="fuse-serve-") as tmp:
-                raw = await decode_all(service, modality, await save_uploads(files, Path(tmp), service))
-                hits = await service.search(modality, raw[0], k)
-        finally:
-            await form.close()
-        return answer(service, modality, k, hits)
+        return await search_answer(service, request)
 
     @app.get("/items/{item}")
     async def item(item: str):
@@ -122,6 +88,50 @@ def make_app(service: Service) -> FastAPI:
         return Response(source.read(), media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
 
     return app
+
+
+async def embed_answer(service: Service, request: Request) -> dict:
+    """POST /embed: texts (JSON) or files (multipart) -> one embedding per input, in order."""
+    limits = service.limits
+    if is_json(request):
+        body = parse(EmbedBody, await read_json(request, limits.max_batch * limits.max_text_chars * 4))
+        modality = service.modality(body.modality, files=False)
+        vectors = await service.embed(modality, service.texts(modality, body.inputs))
+        return {"modality": modality, "dim": service.model.embed_dim, "embeddings": vectors}
+    form = await read_form(request, limits.max_batch, limits.max_media_bytes)
+    try:
+        files = form.getlist("file")
+        service.count(files)
+        modality = service.modality(str(form.get("modality") or ""), files=True, filename=files[0].filename or "")
+        with tempfile.TemporaryDirectory(prefix="fuse-serve-") as tmp:
+            raw = await decode_all(service, modality, await save_uploads(files, Path(tmp), service))
+            vectors = await service.embed(modality, raw)
+    finally:
+        await form.close()
+    return {"modality": modality, "dim": service.model.embed_dim, "embeddings": vectors}
+
+
+async def search_answer(service: Service, request: Request) -> dict:
+    """POST /search: one text (JSON) or one file (multipart) -> its k best index items."""
+    limits = service.limits
+    if is_json(request):
+        body = parse(SearchBody, await read_json(request, limits.max_text_chars * 4 + 4096))
+        modality = service.modality(body.modality, files=False)
+        query = service.texts(modality, [body.query])[0]
+        return answer(service, modality, body.k, await service.search(modality, query, service.k(body.k)))
+    form = await read_form(request, 1, limits.max_media_bytes)
+    try:
+        files = form.getlist("file")
+        if len(files) != 1:
+            raise RequestError(f"a search takes one query file (field 'file'), not {len(files)}.")
+        k = service.k(int_field(form.get("k"), "k", 10))
+        modality = service.modality(str(form.get("modality") or ""), files=True, filename=files[0].filename or "")
+        with tempfile.TemporaryDirectory(prefix="fuse-serve-") as tmp:
+            raw = await decode_all(service, modality, await save_uploads(files, Path(tmp), service))
+            hits = await service.search(modality, raw[0], k)
+    finally:
+        await form.close()
+    return answer(service, modality, k, hits)
 
 
 def answer(service: Service, modality: str, k: int, hits: list[dict]) -> dict:
