@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import io
 import json
 import re
 import shutil
@@ -167,13 +168,20 @@ def test_only_indexed_files_are_served_and_only_by_id(served, photos):
     first = httpx.get(url + "/items/0")
     assert first.status_code == 200 and first.content == Path(index.values[0]).read_bytes()
     assert first.headers["content-type"] == "image/png"
+    from PIL import Image
+
+    thumb = httpx.get(url + "/items/0/thumbnail")
+    assert thumb.headers["content-type"] == "image/jpeg"
+    picture = Image.open(io.BytesIO(thumb.content))
+    assert picture.format == "JPEG" and picture.size == Image.open(index.values[0]).size  # 64 px: not enlarged
     host, port = url.removeprefix("http://").split(":")
     secret = photos.parent / "secret.txt"
     secret.write_text("root:do-not-serve")
     for path in ["/items/../../etc/passwd", "/items/..%2F..%2Fetc%2Fpasswd", "/items/%2e%2e%2fsecret.txt",
                  "/items/-1", f"/items/{len(index)}", "/items/0/../../secret.txt", "/../secret.txt",
                  "/items/1e1", "/items/0x1", f"/items/{secret}", "/items/%2Fetc%2Fpasswd", "/items/..",
-                 "/static/../secret.txt", "/secret.txt"]:
+                 "/static/../secret.txt", "/secret.txt", "/items/../thumbnail", f"/items/{len(index)}/thumbnail",
+                 "/items/0/thumbnail/../../../secret.txt", "/items/%2e%2e/thumbnail"]:
         conn = http.client.HTTPConnection(host, int(port), timeout=10)
         conn.request("GET", path)  # sent as written, not normalised by a client
         response = conn.getresponse()
@@ -252,7 +260,7 @@ def test_chromium_page_shows_results_with_no_request_elsewhere(cli_server, tmp_p
     jobs = [e["params"] for e in log["events"] if e["type"] == start_job and "url" in e.get("params", {})]
     origin = cli_server.rstrip("/")
     by_page = {j["url"] for j in jobs if j.get("initiator") == origin}  # what the page's script and images asked
-    assert any("/items/" in u for u in by_page) and origin + "/search" in by_page
+    assert sum(u.endswith("/thumbnail") for u in by_page) == 12 and origin + "/search" in by_page
     assert all(u.startswith(origin + "/") for u in by_page), sorted(by_page)
     assert cli_server + "?q=a+red+circle" in {j["url"] for j in jobs}  # the navigation itself
 

@@ -164,6 +164,27 @@ class Service:
         except DataError as exc:
             raise RequestError(f"item {item} cannot be read: {exc}", 404) from None
 
+    def thumbnail(self, item: str, size: int = 256) -> bytes:
+        """A JPEG of at most ``size`` pixels a side of image item ``item``, read through its input kind (so its
+        pixel limit holds); an item that does not read as an image is a 404."""
+        import io
+
+        from PIL import Image
+
+        self.item_file(item)  # the same checks: an indexed file item, by position
+        value = self.index.meta["items"][int(item)][0]
+        try:
+            picture = input_kind(self.model.input_kind(self.index.modality)).read(value)
+        except DataError as exc:
+            raise RequestError(f"item {item} cannot be read: {str(exc).splitlines()[0]}", 404) from None
+        if not isinstance(picture, Image.Image):
+            raise RequestError(f"item {item} is not an image, so it has no thumbnail; GET /items/{item}.", 404)
+        picture = picture.convert("RGB")
+        picture.thumbnail((size, size))
+        out = io.BytesIO()
+        picture.save(out, format="JPEG", quality=85)
+        return out.getvalue()
+
     # --- descriptions -----------------------------------------------------------------------------------------
     def health(self) -> dict:
         index = None if self.index is None else {"modality": self.index.modality, "items": len(self.index),

@@ -6,6 +6,7 @@
     POST /embed        JSON {"modality", "inputs": [texts]} or multipart: modality + files "file"
     POST /search       JSON {"query", "k", "modality"} or multipart: one file "file" (+ k, modality)
     GET  /items/ID     an indexed file, by its position in the index (nothing else is ever served)
+    GET  /items/ID/thumbnail   a JPEG of at most 256 pixels a side of an indexed image
 
 Every refusal is JSON {"error": "one line"} with a 4xx status; the answers come from
 ``fuse.model.service.Service``. Bodies are bounded by their Content-Length before they are read.
@@ -13,6 +14,7 @@ Every refusal is JSON {"error": "one line"} with a 4xx status; the answers come 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
 import tempfile
@@ -86,6 +88,11 @@ def make_app(service: Service) -> FastAPI:
         if isinstance(source, str):
             return FileResponse(source, filename=name, content_disposition_type="inline")
         return Response(source.read(), media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+
+    @app.get("/items/{item}/thumbnail")
+    async def thumbnail(item: str):
+        data = await asyncio.to_thread(service.thumbnail, item)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     return app
 

@@ -2,7 +2,8 @@
 
 One self-contained page: its script and style are inline, it loads nothing from elsewhere, and its
 Content-Security-Policy (sent as a header, the script allowed by its hash) lets it talk only to the
-server that sent it: ``/search`` for results, ``/items/ID`` for their images, audio and video.
+server that sent it: ``/search`` for results, ``/items/ID/thumbnail`` for images (linked to the full
+``/items/ID``), ``/items/ID`` for audio and video players.
 ``/?q=TEXT`` runs a query on load, so a search can be linked.
 """
 
@@ -28,7 +29,7 @@ function show(body) {
       media.alt = name;
       media.addEventListener('load', () => div.classList.add('loaded'));
       media.addEventListener('error', () => div.classList.add('broken'));
-      media.src = hit.url;
+      media.src = hit.url + '/thumbnail';
     } else if (tag === 'audio' || tag === 'video') {
       media.controls = true;
       media.preload = 'metadata';
@@ -42,7 +43,14 @@ function show(body) {
     const caption = document.createElement('div');
     caption.className = 'caption';
     caption.textContent = `${hit.rank}. ${hit.score.toFixed(3)}` + (hit.url ? ` ${name}` : '');
-    div.append(media, caption);
+    if (tag === 'img') {  // the thumbnail opens the full image
+      const link = document.createElement('a');
+      link.href = hit.url;
+      link.append(media);
+      div.append(link, caption);
+    } else {
+      div.append(media, caption);
+    }
     box.append(div);
   }
   $('#status').textContent = `${body.results.length} of ${body.index.items} ${body.index.modality} items`;
