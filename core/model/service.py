@@ -89,15 +89,15 @@ class Service:
                                f"{', '.join(self.model.modalities)}, and {len(fits)} take these inputs.")
         return fits[0]
 
-    def texts(self, modality: str, values: list) -> list[str]:
+    def texts(self, modality: str, values: list, field: str = "inputs") -> list[str]:
         """Inline values, each a non-empty string within ``max_text_chars``; at most ``max_batch`` of them."""
         self.count(values)
         for i, v in enumerate(values):
+            where = f"{field}[{i}]" if field == "inputs" else field
             if not isinstance(v, str) or not v.strip():
-                raise RequestError(f"inputs[{i}]: an empty {modality} value; send non-empty strings.")
+                raise RequestError(f"{where}: an empty {modality} value; send non-empty strings.")
             if len(v) > self.limits.max_text_chars:
-                raise RequestError(f"inputs[{i}]: {len(v)} characters, over the limit of {self.limits.max_text_chars}.",
-                                   413)
+                raise RequestError(f"{where}: {len(v)} characters, over the limit of {self.limits.max_text_chars}.", 413)
         return values
 
     def count(self, values: list) -> None:

@@ -124,7 +124,7 @@ async def search_answer(service: Service, request: Request) -> dict:
     if is_json(request):
         body = parse(SearchBody, await read_json(request, limits.max_text_chars * 4 + 4096))
         modality = service.modality(body.modality, files=False)
-        query = service.texts(modality, [body.query])[0]
+        query = service.texts(modality, [body.query], "query")[0]
         return answer(service, modality, body.k, await service.search(modality, query, service.k(body.k)))
     form = await read_form(request, 1, limits.max_media_bytes)
     try:
