@@ -67,8 +67,8 @@ def build_export(folder: Path, smoke: bool) -> Path:
 
 def write_index(folder: Path, model, n: int) -> None:
     """``n`` random unit vectors as an image index of ``model`` (its fingerprint, so fuse serve opens it)."""
-    from fuse.api.atomic import save_tensors, write_text
-    from fuse.api.weights import tensors_hash
+    from fuse.base.atomic import save_tensors, write_text
+    from fuse.base.weights import tensors_hash
     from fuse.model.embed import model_fingerprint
     from fuse.model.index import FORMAT, FORMAT_VERSION, META, SHARD_ROWS
 

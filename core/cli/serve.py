@@ -33,7 +33,7 @@ def serve_command(model_dir, source, modality, index_dir, host, port, max_batch,
     /model, /items/ID (indexed files only) and a search page at /."""
     import socket
 
-    from fuse.api.errors import FuseError
+    from fuse.base.errors import FuseError
 
     try:
         import uvicorn
@@ -42,7 +42,7 @@ def serve_command(model_dir, source, modality, index_dir, host, port, max_batch,
     except ImportError as exc:
         raise FuseError(f"fuse serve needs FastAPI and uvicorn ({exc.name} is missing): "
                         "pip install 'fuse-align[serve]'.") from None
-    from fuse.api.devices import resolve_device
+    from fuse.base.devices import resolve_device
     from fuse.cli.embed import cache_option
     from fuse.model.load import load_aligned
     from fuse.model.service import Limits, Service, load_index

@@ -15,8 +15,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fuse.api.errors import DataError, FuseError, ModelFileError
-from fuse.api.inputs import input_kind
+from fuse.base.errors import DataError, FuseError, ModelFileError
+from fuse.base.inputs import input_kind
 from fuse.model.batcher import MicroBatcher
 
 
@@ -150,7 +150,7 @@ class Service:
     def item_file(self, item: str):
         """(path or file object, name) of index item ``item`` (its position, as digits): only files the index
         lists are ever served, looked up by position; anything else is a 404."""
-        from fuse.api.shard_refs import open_value, split_ref
+        from fuse.base.shard_refs import open_value, split_ref
 
         if self.index is None or not self.index_files or not item.isdigit() or int(item) >= len(self.index):
             raise RequestError(f"no item '{item[:40]}' in this server's index (items are 0 to "

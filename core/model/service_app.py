@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
 
-from fuse.api.errors import FuseError
+from fuse.base.errors import FuseError
 from fuse.model.service import RequestError, Service, decode_all
 from fuse.model.service_page import csp, search_page
 
