@@ -34,7 +34,7 @@ def test_help_lists_every_built_in_command():
     assert result.exit_code == 0, result.output
     listed = {line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line.strip()}
     assert listed == set(BUILT_IN) == {"curate", "data", "embed", "eval", "export", "plot", "plugins", "report",
-                                       "search", "select", "sweep", "train"}
+                                       "search", "select", "serve", "sweep", "train"}
 
 
 def test_built_in_plugins_add_no_commands():

@@ -35,6 +35,7 @@ BUILT_IN = {
     "report": "fuse.cli.report:report_command",
     "search": "fuse.cli.search:search_command",
     "select": "fuse.cli.select:select_command",
+    "serve": "fuse.cli.serve:serve_command",
     "sweep": "fuse.cli.sweep:sweep_command",
     "train": "fuse.cli.train:train_command",
 }
