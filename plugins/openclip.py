@@ -14,8 +14,10 @@ this tower's weights only, so it rebuilds with no cache and no network. Needs th
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +35,18 @@ def _open_clip():
         raise fuse.PluginError("encoder 'open_clip' needs open_clip: pip install 'fuse-align[openclip]' "
                                "(open_clip_torch).") from None
     return open_clip
+
+
+@contextlib.contextmanager
+def quiet():
+    """open_clip reports through the root logger (a download it could not make, a checkpoint it found): fuse says
+    what matters in its own one-line errors."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 def check_name(model: str, pretrained: str | None) -> None:
@@ -101,8 +115,9 @@ class OpenClipEncoder(fuse.Encoder):
     @staticmethod
     def _load_named(oc, options: Options):
         try:
-            return oc.create_model(options.model, pretrained=str(Path(options.pretrained).expanduser())
-                                   if Path(options.pretrained).expanduser().is_file() else options.pretrained)
+            with quiet():
+                return oc.create_model(options.model, pretrained=str(Path(options.pretrained).expanduser())
+                                       if Path(options.pretrained).expanduser().is_file() else options.pretrained)
         except RuntimeError as exc:
             if "download" in str(exc).lower():
                 raise fuse.ModelFileError(f"open_clip:{options.model}@{options.pretrained}: the weights are not in the "
@@ -115,7 +130,8 @@ class OpenClipEncoder(fuse.Encoder):
         """A tower fuse saved: the architecture from its config, this tower's weights from tower.safetensors."""
         if not (directory / CONFIG).is_file():
             raise fuse.ModelFileError(f"{directory} holds no {CONFIG}: not an open_clip tower fuse saved.")
-        model = oc.create_model(f"local-dir:{directory}", load_weights=False)
+        with quiet():
+            model = oc.create_model(f"local-dir:{directory}", load_weights=False)
         state = fuse.load_state_dict(directory / WEIGHTS)
         mine = {k for k in model.state_dict() if k.startswith("visual.") == (self.options.tower == "image")}
         missing = sorted(mine - set(state))
