@@ -27,6 +27,8 @@ _LAZY = {
                                                      "RecipeError")},
     "enable_hf_checkpointing": "fuse.api.hf:enable_checkpointing",
     **{name: f"fuse.api.hf:{name}" for name in ("hf_source", "load_hf", "save_hf", "truncate_layers")},
+    "load_hf_tower": "fuse.api.hf_towers:load_hf_tower",
+    "save_hf_tower": "fuse.api.hf_towers:save_hf_tower",
     "hookimpl": "fuse.api.hookspecs:hookimpl",
     **{name: f"fuse.api.inputs:{name}" for name in ("InputKind", "input_kind", "read_value")},
     **{name: f"fuse.api.interfaces:{name}" for name in ("Encoder", "EncoderInfo", "Fusion", "Head", "Objective",
@@ -96,8 +98,8 @@ __all__ = [
     "DataError", "FuseError", "ModelFileError", "PluginError", "RecipeError",
     # helpers plugins share
     "LogitScale", "Tokens", "create", "enable_hf_checkpointing", "gather_all", "gather_with_grad", "hf_source",
-    "info_nce", "input_kind", "length_mask", "load_hf", "load_state_dict", "masked_mean", "open_value", "read_value",
-    "resolve_path", "save_hf", "save_state_dict", "truncate_layers",
+    "info_nce", "input_kind", "length_mask", "load_hf", "load_hf_tower", "load_state_dict", "masked_mean", "open_value",
+    "read_value", "resolve_path", "save_hf", "save_hf_tower", "save_state_dict", "truncate_layers",
     # using fuse from Python
     "load", "register_plugin", "train", "unregister_plugin", "__version__",
 ]

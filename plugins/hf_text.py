@@ -4,7 +4,7 @@ Works with any encoder-only checkpoint (BERT, RoBERTa, MiniLM, E5, BGE, sentence
 models) from a hub id, a local directory, or a directory shipped in a package (`pkg:`).
 
 `projection: true` is the text tower of a CLIP, SigLIP or CLAP checkpoint with its own pooling and
-projection into its joint space (``hf_towers``), tokenized as the reference was: CLIP to its 77
+projection into its joint space (``fuse.load_hf_tower``), tokenized as the reference was: CLIP to its 77
 positions, SigLIP padded to its 64 (padding="max_length", no attention mask, as SigLIP trained and
 its last token pools), CLAP to LAION-CLAP's 77.
 """
@@ -18,8 +18,6 @@ import torch
 from pydantic import Field
 
 import fuse
-
-from .hf_towers import CLAP_CONTEXT, load_projected, save_projected
 
 
 class HFTextEncoder(fuse.Encoder):
@@ -51,7 +49,7 @@ class HFTextEncoder(fuse.Encoder):
         self.tokenizer = fuse.load_hf(AutoTokenizer, src, options.revision)
         self.max_length = options.max_length or 128
         if options.projection:
-            return self._load_projected(options)
+            return self._load_tower(options)
         self._load(options, src)
         fuse.truncate_layers(self.model, options.num_layers)
         if options.gradient_checkpointing:
@@ -60,14 +58,13 @@ class HFTextEncoder(fuse.Encoder):
         self.info = fuse.EncoderInfo(modality="text", input="text", dim=cfg.hidden_size, source=options.model,
                                 license=str(getattr(cfg, "license", "") or ""))
 
-    def _load_projected(self, options: Options) -> None:
+    def _load_tower(self, options: Options) -> None:
         if options.num_layers is not None or options.gradient_checkpointing or options.init_seed is not None:
             raise fuse.RecipeError("projection: true keeps the reference's whole text tower and weights; remove "
                                    "num_layers, gradient_checkpointing and init_seed.")
-        self.model = load_projected(options.model, options.revision, "text", options.dropout)
+        self.model = fuse.load_hf_tower(options.model, options.revision, "text", options.dropout)
         kind = self.model.model_type
-        context = CLAP_CONTEXT if kind == "clap" else self.model.config.text_config.max_position_embeddings
-        self.max_length = options.max_length or context
+        self.max_length = options.max_length or self.model.context_length()
         self.padding = "max_length" if kind == "siglip" else True  # SigLIP pools its last position
         self.info = fuse.EncoderInfo(modality="text", input="text", dim=self.model.dim(), source=options.model)
 
@@ -120,7 +117,7 @@ class HFTextEncoder(fuse.Encoder):
 
     def save(self, directory: Path) -> dict[str, Any]:
         if self.options.projection:
-            save_projected(directory, self.model, self.tokenizer)
+            fuse.save_hf_tower(directory, self.model, self.tokenizer)
             return {**self.options.model_dump(), "model": "./", "revision": None, "dropout": None}
         fuse.save_hf(directory, self.model, self.tokenizer)
         # The saved config already has the truncated depth.

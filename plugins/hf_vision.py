@@ -4,7 +4,7 @@ Preprocessing is the checkpoint's own AutoImageProcessor. Pooling: `cls` (the fi
 of the last hidden state, as FuseMix and freeze-align use for DINOv2), `pooler` (the model's
 pooler output) or `mean` over patch tokens. `projection: true` (CLIP, SigLIP) is the checkpoint's
 own image embedding instead: its pooling and its projection into its image-text space
-(``hf_towers``), so the tower gives the reference's own numbers.
+(``fuse.load_hf_tower``), so the tower gives the reference's own numbers.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import torch
 from pydantic import Field
 
 import fuse
-
-from .hf_towers import load_projected, save_projected
 
 
 class HFVisionEncoder(fuse.Encoder):
@@ -43,7 +41,7 @@ class HFVisionEncoder(fuse.Encoder):
         src = fuse.hf_source(options.model)
         self.processor = fuse.load_hf(AutoImageProcessor, src, options.revision)
         if options.projection:
-            self._load_projected(options)
+            self._load_tower(options)
         else:
             self._load(options, src)
         self.info = fuse.EncoderInfo(modality="image", input="image", dim=self.info_dim, source=options.model,
@@ -51,11 +49,11 @@ class HFVisionEncoder(fuse.Encoder):
                                 mean=tuple(getattr(self.processor, "image_mean", ()) or ()) or None,
                                 std=tuple(getattr(self.processor, "image_std", ()) or ()) or None)
 
-    def _load_projected(self, options: Options) -> None:
+    def _load_tower(self, options: Options) -> None:
         if options.num_layers is not None or options.gradient_checkpointing:
             raise fuse.RecipeError("projection: true keeps the reference's whole image tower; remove num_layers and "
                                    "gradient_checkpointing.")
-        self.model = load_projected(options.model, options.revision, "image", options.dropout)
+        self.model = fuse.load_hf_tower(options.model, options.revision, "image", options.dropout)
         self.info_dim, self.image_size = self.model.dim(), self.model.config.vision_config.image_size
 
     def _load(self, options: Options, src: str) -> None:
@@ -98,7 +96,7 @@ class HFVisionEncoder(fuse.Encoder):
 
     def save(self, directory: Path) -> dict[str, Any]:
         if self.options.projection:
-            save_projected(directory, self.model, self.processor)
+            fuse.save_hf_tower(directory, self.model, self.processor)
             return {**self.options.model_dump(), "model": "./", "revision": None, "dropout": None}
         fuse.save_hf(directory, self._full_model, self.processor)
         # The saved config already has the truncated depth.
