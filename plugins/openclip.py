@@ -67,10 +67,13 @@ def check_name(model: str, pretrained: str | None) -> None:
 
 
 def fetch_hint(model: str, pretrained: str) -> str:
-    """How to put a tag's weights into the cache fuse reads offline."""
+    """How to put a tag's weights into the cache open_clip reads offline."""
+    cfg = _open_clip().get_pretrained_cfg(model, pretrained) or {}
+    cache = "the Hugging Face cache, $HF_HOME/hub or ~/.cache/huggingface/hub" if cfg.get("hf_hub") else \
+        "open_clip's cache, ~/.cache/clip"
     return (f"Fetch them once where there is network: python -c \"import open_clip; open_clip.create_model('{model}', "
-            f"pretrained='{pretrained}')\" (into the Hugging Face cache, $HF_HOME/hub or ~/.cache/huggingface/hub), "
-            f"or there run fuse export open_clip:{model}@{pretrained} DIR and copy DIR here.")
+            f"pretrained='{pretrained}')\" (into {cache}), or there run fuse export open_clip:{model}@{pretrained} DIR "
+            "and copy DIR here.")
 
 
 class OpenClipEncoder(fuse.Encoder):

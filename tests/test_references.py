@@ -173,7 +173,8 @@ def test_source_string_works_wherever_an_export_does(refs, tmp_path, kind):
     assert found.exit_code == 0, found.output
     assert len(json.loads(found.stdout)[0]["results"]) == 3
     for task, data in (("retrieval", val), ("zeroshot", labelled)):
-        result = run.invoke(cli, ["eval", source, "--task", task, "--data", str(data), "--json", "--no-baselines"])
+        result = run.invoke(cli, ["eval", source, "--task", task, "--data", str(data), "--json", "--no-baselines",
+                                  "--templates", "short"])
         assert result.exit_code == 0, result.output
         metrics = json.loads(result.stdout)["metrics"]["model"]
         assert 0 <= metrics["image_to_text/R@1" if task == "retrieval" else "top1"] <= 100
@@ -186,7 +187,7 @@ def test_clap_reference_classifies_audio_zero_shot(refs, tone_files, tmp_path):
     result = CliRunner().invoke(cli, ["eval", refs["clap"], "--task", "zeroshot", "--data", str(manifest),
                                       "--templates", "sound", "--json", "--no-baselines"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["classes"] == 3 or "top1" in json.loads(result.stdout)["metrics"]["model"]
+    assert 0 <= json.loads(result.stdout)["metrics"]["model"]["top1"] <= 100
 
 
 # ---------------------------------------------------------------- bad input: one line, exit 2, nothing written
