@@ -67,7 +67,8 @@ __version__ = "0.1.0"
 
 
 def load(path, device: str = "cpu"):
-    """Load an exported model directory (or a run directory) for embedding."""
+    """Load an exported model directory (or a run directory) for embedding, or a reference model by its source
+    string, ``open_clip:ARCH@PRETRAINED`` or ``hf:MODEL_ID_OR_DIR``, from the model cache (docs/references.md)."""
     from fuse.model.load import load_aligned
 
     return load_aligned(path, device=device)
