@@ -97,7 +97,7 @@ class OpenClipEncoder(fuse.Encoder):
         self.preprocess_cfg = dict(model.visual.preprocess_cfg)
         self.model_cfg = json.loads(json.dumps(oc.get_model_config(options.model) if saved is None else
                                                json.loads((saved / CONFIG).read_text())["model_cfg"]))
-        dim = model.visual.output_dim  # both towers embed into the model's joint space
+        dim = self.model_cfg["embed_dim"]  # both towers embed into the model's joint space
         if options.tower == "image":
             from open_clip.transform import PreprocessCfg, image_transform_v2
 
@@ -151,7 +151,7 @@ class OpenClipEncoder(fuse.Encoder):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.options.tower == "text":
-            return self.tower.encode_text(batch["input_ids"])
+            return self.tower.encode_text(batch["input_ids"], normalize=False)
         out = self.tower(batch["pixel_values"])
         return out[0] if isinstance(out, tuple) else out  # CoCa's visual also returns its tokens
 
