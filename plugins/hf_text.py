@@ -48,6 +48,7 @@ class HFTextEncoder(fuse.Encoder):
         src = fuse.hf_source(options.model)
         self.tokenizer = fuse.load_hf(AutoTokenizer, src, options.revision)
         self.max_length = options.max_length or 128
+        self.padding, self.inputs = True, ("input_ids", "attention_mask", "token_type_ids")
         if options.projection:
             return self._load_tower(options)
         self._load(options, src)
@@ -63,9 +64,9 @@ class HFTextEncoder(fuse.Encoder):
             raise fuse.RecipeError("projection: true keeps the reference's whole text tower and weights; remove "
                                    "num_layers, gradient_checkpointing and init_seed.")
         self.model = fuse.load_hf_tower(options.model, options.revision, "text", options.dropout)
-        kind = self.model.model_type
         self.max_length = options.max_length or self.model.context_length()
-        self.padding = "max_length" if kind == "siglip" else True  # SigLIP pools its last position
+        if self.model.model_type == "siglip":  # trained on padded positions without a mask: its last one pools
+            self.padding, self.inputs = "max_length", ("input_ids",)
         self.info = fuse.EncoderInfo(modality="text", input="text", dim=self.model.dim(), source=options.model)
 
     def _load(self, options: Options, src: str) -> None:
@@ -82,12 +83,9 @@ class HFTextEncoder(fuse.Encoder):
                                                                   dropout=options.dropout))
 
     def preprocess(self, raw: list[str]) -> dict[str, torch.Tensor]:
-        padding = self.padding if self.options.projection else True
-        enc = self.tokenizer(list(raw), padding=padding, truncation=True, max_length=self.max_length,
+        enc = self.tokenizer(list(raw), padding=self.padding, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
-        keep = ("input_ids",) if self.options.projection and self.model.model_type == "siglip" else \
-            ("input_ids", "attention_mask", "token_type_ids")
-        return {k: v for k, v in enc.items() if k in keep}
+        return {k: v for k, v in enc.items() if k in self.inputs}
 
     def forward_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.options.projection:
