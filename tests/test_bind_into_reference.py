@@ -56,7 +56,7 @@ def bound(tmp_path_factory, tiny_wav2vec2):
                  f"modalities.audio.encoder.options.model={tiny_wav2vec2}", "modalities.audio.encoder.options.pooling=mean",
                  f"data.train={pairs}", f"data.val={pairs}", "data.num_workers=0", "data.encode_batch_size=8",
                  f"data.cache_dir={tmp / 'cache'}", "schedule.warmup_steps=0", "optim.lr=1e-2",
-                 "train.batch_size=4", "train.epochs=3", "train.log_every=1"]
+                 "train.batch_size=4", "train.epochs=2", "train.log_every=1"]
     result = CliRunner().invoke(cli, ["train", "recipes/audio_into_clip.yaml", *overrides])
     assert result.exit_code == 0, result.output
     return base, tmp / "run", labels
