@@ -219,7 +219,7 @@ def test_model_without_the_towers_of_a_reference_is_refused(tiny_text_model, ref
 
 
 def test_base_model_must_be_an_export_not_a_source(refs):
-    from fuse.api.errors import ModelFileError
+    from fuse.base.errors import ModelFileError
     from fuse.recipes.export_format import read_config
 
     with pytest.raises(ModelFileError, match="export it first"):

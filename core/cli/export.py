@@ -20,7 +20,7 @@ def export_command(run_dir, out_dir, checkpoint, force, tower):
     reference model SOURCE (open_clip:ARCH@PRETRAINED, hf:MODEL_ID_OR_DIR) with its weights inside OUT_DIR.
 
     OUT_DIR must be new, empty, or (with --force) a previous export; it is written atomically."""
-    from fuse.api.errors import FuseError
+    from fuse.base.errors import FuseError
     from fuse.model.export import export_reference, export_run
     from fuse.model.reference import is_reference
 

@@ -11,7 +11,7 @@ writes a normal export that carries them, which is what ``base_model`` takes.
 
 from __future__ import annotations
 
-from fuse.api.errors import FuseError, RecipeError
+from fuse.base.errors import FuseError, RecipeError
 from fuse.model.aligned import AlignedModel, build_model
 from fuse.recipes.spec import resolve_spec
 
@@ -43,7 +43,7 @@ def reference_towers(source: str) -> dict[str, tuple[str, dict]]:
         raise RecipeError(f"'{source}': write {SYNTAX}.")
     from transformers import AutoConfig
 
-    from fuse.api.hf import hf_source, load_hf
+    from fuse.base.hf import hf_source, load_hf
 
     model_type = load_hf(AutoConfig, hf_source(rest)).model_type
     if model_type not in HF_TOWERS:

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fuse.api.errors import ModelFileError, RecipeError
-from fuse.api.hf import hf_source, load_hf
-from fuse.api.weights import load_state_dict, save_state_dict
+from fuse.base.errors import ModelFileError, RecipeError
+from fuse.base.hf import hf_source, load_hf
+from fuse.base.weights import load_state_dict, save_state_dict
 
 # (model_type, input) -> (the tower's attribute on the full model, its projection's, or None: inside the tower)
 PARTS = {("clip", "image"): ("vision_model", "visual_projection"), ("clip", "text"): ("text_model", "text_projection"),
