@@ -27,6 +27,8 @@ _LAZY = {
                                                      "RecipeError")},
     "enable_hf_checkpointing": "fuse.base.hf:enable_checkpointing",
     **{name: f"fuse.base.hf:{name}" for name in ("hf_source", "load_hf", "save_hf", "truncate_layers")},
+    "load_hf_tower": "fuse.base.hf_towers:load_hf_tower",
+    "save_hf_tower": "fuse.base.hf_towers:save_hf_tower",
     "hookimpl": "fuse.base.hookspecs:hookimpl",
     **{name: f"fuse.base.inputs:{name}" for name in ("InputKind", "input_kind", "read_value")},
     **{name: f"fuse.base.interfaces:{name}" for name in ("Encoder", "EncoderInfo", "Fusion", "Head", "Objective",
@@ -65,7 +67,8 @@ __version__ = "0.1.0"
 
 
 def load(path, device: str = "cpu"):
-    """Load an exported model directory (or a run directory) for embedding."""
+    """Load an exported model directory (or a run directory) for embedding, or a reference model by its source
+    string, ``open_clip:ARCH@PRETRAINED`` or ``hf:MODEL_ID_OR_DIR``, from the model cache (docs/references.md)."""
     from fuse.model.load import load_aligned
 
     return load_aligned(path, device=device)
@@ -96,8 +99,8 @@ __all__ = [
     "DataError", "FuseError", "ModelFileError", "PluginError", "RecipeError",
     # helpers plugins share
     "LogitScale", "Tokens", "create", "enable_hf_checkpointing", "gather_all", "gather_with_grad", "hf_source",
-    "info_nce", "input_kind", "length_mask", "load_hf", "load_state_dict", "masked_mean", "open_value", "read_value",
-    "resolve_path", "save_hf", "save_state_dict", "truncate_layers",
+    "info_nce", "input_kind", "length_mask", "load_hf", "load_hf_tower", "load_state_dict", "masked_mean", "open_value",
+    "read_value", "resolve_path", "save_hf", "save_hf_tower", "save_state_dict", "truncate_layers",
     # using fuse from Python
     "load", "register_plugin", "train", "unregister_plugin", "__version__",
 ]

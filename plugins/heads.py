@@ -1,4 +1,5 @@
-"""Heads that map an encoder latent into the shared space: linear and FuseMix's residual MLP."""
+"""Heads that map an encoder latent into the shared space: linear, FuseMix's residual MLP, and identity
+(a reference model's towers already embed into its own joint space)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,21 @@ class ResidualMLPHead(fuse.Head):
         return self.proj(self.norm(self.blocks(x)))
 
 
+class IdentityHead(fuse.Head):
+    """No parameters: the latent is the embedding (a reference's tower, already in its joint space)."""
+
+    def __init__(self, options: fuse.Options, in_dim: int, out_dim: int):
+        if in_dim != out_dim:
+            raise fuse.RecipeError(f"head 'identity' keeps the encoder's {in_dim}-d latents as embeddings, but "
+                                   f"embed_dim is {out_dim}; set embed_dim: {in_dim} or use a head that projects.")
+        super().__init__(options, in_dim, out_dim)
+
+    def forward(self, x):
+        return x
+
+
 @fuse.hookimpl
 def register_heads(register):
     register("linear", LinearHead)
     register("residual-mlp", ResidualMLPHead)
+    register("identity", IdentityHead)

@@ -32,6 +32,20 @@ def _tiny_hf_vision(tmp_path_factory, kind: str) -> dict:
     return {"model": str(d)}
 
 
+def _tiny_open_clip(tmp_path_factory, tower: str) -> dict:
+    from reference_fixtures import OPEN_CLIP_ARCH, make_open_clip
+
+    weights = make_open_clip(tmp_path_factory.mktemp("tiny-open-clip")).split("@", 1)[1]
+    return {"model": OPEN_CLIP_ARCH, "pretrained": weights, "tower": tower}
+
+
+def _tiny_reference(tmp_path_factory, kind: str) -> dict:
+    from reference_fixtures import make_clip, make_siglip
+
+    make = make_clip if kind == "clip" else make_siglip
+    return {"model": str(make(tmp_path_factory.mktemp(f"tiny-{kind}"))), "projection": True}
+
+
 TINY = {
     "timm": lambda f, text: {"model": "test_efficientnet", "pretrained": False},
     "timm-vit": lambda f, text: {"model": "test_vit", "pretrained": False},
@@ -39,6 +53,11 @@ TINY = {
     "hf-text-cls": lambda f, text: {"model": str(text), "pooling": "cls"},
     "hf-vision": lambda f, text: _tiny_hf_vision(f, "vit"),
     "hf-vision-dinov2": lambda f, text: {**_tiny_hf_vision(f, "dinov2"), "pooling": "mean"},
+    # references: a tower with its own projection (docs/references.md)
+    "hf-vision-clip": lambda f, text: _tiny_reference(f, "clip"),
+    "hf-text-siglip": lambda f, text: _tiny_reference(f, "siglip"),
+    "open_clip-image": lambda f, text: _tiny_open_clip(f, "image"),
+    "open_clip-text": lambda f, text: _tiny_open_clip(f, "text"),
 }
 
 

@@ -57,8 +57,13 @@ class AlignedModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        """Where the heads live (the device embeddings are computed on)."""
-        return next(self.heads.parameters()).device
+        """Where the heads live (the device embeddings are computed on); the encoders' device when no head
+        has parameters (a reference model's identity heads)."""
+        for params in (self.heads.parameters(), self.parameters()):
+            first = next(params, None)
+            if first is not None:
+                return first.device
+        return torch.device("cpu")
 
     def encode_batch(self, modality: str, batch: dict[str, torch.Tensor]):
         """Encoder output for a preprocessed batch: pooled [B, D] or Tokens (with a fusion)."""

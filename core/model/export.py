@@ -130,6 +130,16 @@ def check_export_target(out: Path, force: bool, run_dir: Path | None = None) -> 
                            "only once the new one is complete).")
 
 
+def export_reference(source: str, out_dir: str | Path, force: bool = False, tower: str | None = None) -> Path:
+    """A reference model named by its source string (open_clip:ARCH@TAG, hf:MODEL), as a normal export that
+    carries its weights: it loads with no cache or network and serves as a recipe's base_model."""
+    from fuse.model.reference import load_reference
+
+    check_export_target(Path(out_dir), force)
+    model = load_reference(source)
+    return export_model(model, out_dir, card={"reference": source}, force=force, tower=tower)
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best", force: bool = False,
                tower: str | None = None) -> Path:
     """Rebuild a run's model from its recipe.yaml, load a checkpoint's trainable weights (its content

@@ -15,12 +15,18 @@ from safetensors.torch import load_file
 from fuse.base.errors import ModelFileError, RecipeError
 from fuse.model.aligned import AlignedModel, build_model
 from fuse.model.export_files import verify_files
+from fuse.model.reference import is_reference, load_reference
 from fuse.recipes.export_format import CONFIG, read_config, tower_specs
 from fuse.recipes.spec import resolve_spec
 
 
 def load_aligned(path: str | Path, device: str = "cpu") -> AlignedModel:
-    """Rebuild an exported model (or the export inside a run dir) with no network access."""
+    """Rebuild an exported model (or the export inside a run dir) with no network access; a reference's
+    source string (open_clip:ARCH@TAG, hf:MODEL) loads the reference from the model cache."""
+    if is_reference(path):
+        model = load_reference(path)
+        model.path = path
+        return model.to(torch.device(device))
     given = path
     path, config = read_config(path)
     verify_files(path, config.get("files") or {})

@@ -56,6 +56,9 @@ def model_card(config: dict) -> str:
         lines.append(f"| {m} | {t['encoder']['name']} ({t['encoder']['package']}) | {info.get('source', '')} | "
                      f"{info.get('license', '') or 'see source'} | {info['dim']} | {t['head']['name']} |")
     lines += ["", "Each encoder keeps its own licence (see its source).", ""]
+    if card.get("reference"):
+        lines += [f"The reference model `{card['reference']}` as published: each tower with its own projection and "
+                  "preprocessing, identity heads, nothing trained.", ""]
     if config.get("fusion"):
         lines += [f"The towers share a `{config['fusion']['name']}` fusion block after their heads.", ""]
     recipe_text = card.get("recipe_text")

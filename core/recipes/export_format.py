@@ -85,6 +85,9 @@ def read_config(path: str | Path) -> tuple[Path, dict]:
         path = path / "export"
     cfg_file = path / CONFIG
     if not cfg_file.exists():
+        if str(path).startswith(("open_clip:", "hf:")):  # a reference's source string (fuse.model.reference)
+            raise ModelFileError(f"{path} names a reference model, not an export; export it first (fuse export "
+                                 f"{path} DIR) and give DIR.")
         raise ModelFileError(f"{path} is not a fuse model: no {CONFIG}. Give an export dir (fuse export RUN OUT) "
                              f"or a run dir that has one.")
     try:
