@@ -27,6 +27,7 @@ _LAZY = {
                                                      "RecipeError")},
     "enable_hf_checkpointing": "fuse.base.hf:enable_checkpointing",
     **{name: f"fuse.base.hf:{name}" for name in ("hf_source", "load_hf", "save_hf", "truncate_layers")},
+    "HFEncoder": "fuse.base.hf_encoder:HFEncoder",
     "load_hf_tower": "fuse.base.hf_towers:load_hf_tower",
     "save_hf_tower": "fuse.base.hf_towers:save_hf_tower",
     "hookimpl": "fuse.base.hookspecs:hookimpl",
@@ -93,7 +94,7 @@ def create(kind: str, name: str, options: dict | None = None, where: str = "", *
 
 __all__ = [
     # components a plugin implements
-    "DatasetBuilder", "Encoder", "EncoderInfo", "Fusion", "Head", "InputKind", "Objective", "Options", "Step",
+    "DatasetBuilder", "Encoder", "EncoderInfo", "Fusion", "HFEncoder", "Head", "InputKind", "Objective", "Options", "Step",
     "hookimpl",
     # errors a user can cause
     "DataError", "FuseError", "ModelFileError", "PluginError", "RecipeError",

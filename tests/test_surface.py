@@ -151,6 +151,6 @@ def test_recipe_field_paths_in_docs_exist():
     for doc in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]:
         for token in re.findall(r"`((?:%s)\.[a-z_]+(?:\.[a-z_]+)*)`" % "|".join(sorted(sections)), doc.read_text()):
             parts = token.split(".")
-            if parts[0] == "modalities" or parts[-1] in ("jsonl", "json", "yaml", "md", "png", "py", "txt", "pt", "safetensors", "tar"):
+            if parts[0] == "modalities" or parts[-1] in ("jsonl", "json", "yaml", "md", "png", "py", "txt", "pt", "safetensors", "tar", "bin"):
                 continue  # modalities.<name>.... (user-chosen names)
             assert token in paths or ".".join(parts[:2]) in paths, f"{doc.name}: `{token}` is not a recipe field"
