@@ -130,7 +130,7 @@ def run_benchmarks(model, names: list[str], root: str | Path, cache_dir: str | P
     return {"root": str(root), "benchmarks": results, "skipped": skipped}
 
 
-def _rows(name: str, result: dict) -> list[tuple[str, str]]:
+def metric_rows(name: str, result: dict) -> list[tuple[str, str]]:
     """(metric label, metric key) rows of one benchmark's table."""
     if result["task"] == "zeroshot":
         how = " (5-fold mean)" if result["folds"] else ""
@@ -149,7 +149,7 @@ def markdown_table(report: dict) -> str:
     for name, result in report["benchmarks"].items():
         size = (f"{result['queries']} queries, {result['classes']} classes" if result["task"] == "zeroshot" else
                 ", ".join(f"{n} {m}" for m, n in result["items"].items()))
-        for label, key in _rows(name, result):
+        for label, key in metric_rows(name, result):
             cells = [result["metrics"].get(v, {}).get(key) for v in variants]
             lines.append(f"| {name} | {result['split']} ({size}) | {label} | "
                          + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
