@@ -159,7 +159,7 @@ def _leaderboard(sources, names, root, limit, out, as_json, batch_size, device, 
     from fuse.api.devices import resolve_device
     from fuse.data.datasets import default_cache_root
     from fuse.eval.benchmarks import parse_names
-    from fuse.eval.leaderboard import markdown, plot, run_leaderboard
+    from fuse.eval.leaderboard import markdown, plot_png, run_leaderboard
     from fuse.model.load import load_aligned
 
     device = str(resolve_device(device))
@@ -169,13 +169,14 @@ def _leaderboard(sources, names, root, limit, out, as_json, batch_size, device, 
     table = markdown(board)
     click.echo(json.dumps(board, indent=2) if as_json else table)
     if out:
-        from fuse.api.atomic import write_text
+        from fuse.api.atomic import write_bytes, write_text
         from fuse.api.owned import claim
 
         out = Path(out)
+        png = plot_png(board)
         claim(out, "eval", "--out", legacy=_eval_files)
         write_text(out / "leaderboard.json", json.dumps(board, indent=2))
         write_text(out / "leaderboard.md", table + "\n")
-        plot(board, out / "leaderboard.png")
+        write_bytes(out / "leaderboard.png", png)
         if not as_json:
             click.echo(f"wrote {out}/leaderboard.json, .md and .png")

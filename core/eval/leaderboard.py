@@ -113,8 +113,10 @@ def markdown(board: dict) -> str:
     return "\n".join(lines + ([""] + skipped if skipped else []))
 
 
-def plot(board: dict, png) -> None:
-    """Grouped horizontal bars: a group per row (and the average), a bar per model, in percent."""
+def plot_png(board: dict) -> bytes:
+    """Grouped horizontal bars, as PNG bytes: a group per row (and the average), a bar per model, in percent."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,8 +136,10 @@ def plot(board: dict, png) -> None:
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    return buf.getvalue()
 
 
 def read_leaderboard(path: str | Path) -> dict:

@@ -110,7 +110,7 @@ def overlaid_curves(runs: dict[str, Path]) -> str:
 
 def leaderboard_section(path: Path, n: int) -> str:
     """A leaderboard's table (a column per model, the average row last) and its bar chart."""
-    from fuse.eval.leaderboard import plot, read_leaderboard
+    from fuse.eval.leaderboard import plot_png, read_leaderboard
 
     board = read_leaderboard(path)
     labels = list(board["models"])
@@ -122,14 +122,12 @@ def leaderboard_section(path: Path, n: int) -> str:
     body += (f"<tr><td><b>average</b></td><td>{board['averaged_rows']} rows every model has</td>"
              + "".join(cell(board["average"][m]).replace("<td>", "<td><b>").replace("</td>", "</b></td>")
                        for m in labels) + "</tr>")
-    buf = io.BytesIO()
-    plot(board, buf)
     sources = "".join(f"<li>{html.escape(m)}: <code>{html.escape(s)}</code></li>" for m, s in board["models"].items())
     skipped = "".join(f"<li>{html.escape(m)} skipped {html.escape(b)}: {html.escape(why)}</li>"
                       for m, reasons in board["skipped"].items() for b, why in reasons.items())
     return section(f"leaderboard-{n}" if n else "leaderboard", f"leaderboard: {board['root']}",
                    f"<table>{head}{body}</table><ul>{sources}{skipped}</ul>"
-                   f'<img alt="leaderboard chart" src="{data_uri(buf.getvalue(), "image/png")}">')
+                   f'<img alt="leaderboard chart" src="{data_uri(plot_png(board), "image/png")}">')
 
 
 def compare_page(paths: list[str | Path]) -> tuple[str, list[str]]:
