@@ -126,7 +126,7 @@ def plot_png(board: dict) -> bytes:
     rows = [(f"{r['benchmark']}: {r['metric']}", r["values"]) for r in board["rows"]]
     rows.append((f"average ({board['averaged_rows']} rows)", board["average"]))
     height = 1.0 / (len(labels) + 1)
-    fig, ax = plt.subplots(figsize=(8, 0.25 * len(rows) * (len(labels) + 1) + 1.2))
+    fig, ax = plt.subplots(figsize=(8, 0.16 * len(rows) * (len(labels) + 1) + 1.2))
     for j, label in enumerate(labels):
         ys = [len(rows) - 1 - i + (len(labels) / 2 - j - 0.5) * height for i in range(len(rows))]
         ax.barh(ys, [v[label] or 0.0 for _, v in rows], height=height, label=label)

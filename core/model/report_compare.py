@@ -82,7 +82,7 @@ def overlaid_curves(runs: dict[str, Path]) -> str:
     import matplotlib.pyplot as plt
 
     rows = {name: _metric_rows(path) for name, path in runs.items()}
-    val = sorted({k for rs in rows.values() for r in rs if r.get("kind") == "val" for k in r if "R@" in k})
+    val = list(dict.fromkeys(k for rs in rows.values() for r in rs if r.get("kind") == "val" for k in r if "R@" in k))
     charts = [(k, "train") for k in CHARTS] + [(k, "val") for k in val]
     images = []
     for key, kind in charts:
