@@ -58,7 +58,6 @@ def eval_command(models, task, benchmark, root, limit, manifest, train, test, te
     from fuse.eval.report import format_table, plot_recall_curves, plot_worst_classes
     from fuse.eval.zeroshot import read_class_list
     from fuse.api.owned import claimable
-    from fuse.model.load import load_aligned
 
     if out:  # checked before any work (written at the end): new, empty or fuse eval's; never a user's folder
         claimable(Path(out), "eval", "--out", legacy=_eval_files)
@@ -78,7 +77,7 @@ def eval_command(models, task, benchmark, root, limit, manifest, train, test, te
         raise FuseError("--task probe takes --train LABELS.jsonl and --test LABELS.jsonl (or --test-fraction), not --data.")
     if task != "probe" and (not manifest or train or test or test_fraction is not None):
         raise FuseError(f"--task {task} takes --data MANIFEST; --train/--test/--test-fraction are for --task probe.")
-    model = load_aligned(model_dir, device=str(resolve_device(device)))
+    model = load_model(model_dir, str(resolve_device(device)))
     if task == "probe":
         report = run_probe(model, train, test, test_fraction, split_key, modality, label_field, batch_size=batch_size,
                            baselines=not no_baselines, progress=not as_json)
@@ -115,6 +114,13 @@ def eval_command(models, task, benchmark, root, limit, manifest, train, test, te
             click.echo(f"wrote {out}/{task}.json and a plot")
 
 
+def load_model(source: str, device: str):
+    """A MODEL argument as a model: the one loader of every `fuse eval` path (single, benchmarks, leaderboard)."""
+    from fuse.model.load import load_aligned
+
+    return load_aligned(source, device=device)
+
+
 # What `fuse eval --out` wrote before it marked its folders: such a folder is recognised as its own.
 EVAL_FILES = {"retrieval.json", "zeroshot.json", "probe.json", "benchmarks.json", "benchmarks.md", "worst_classes.png",
               "recall_at_k.png"}
@@ -130,13 +136,12 @@ def _benchmarks(model_dir, names, root, limit, out, as_json, batch_size, device,
     from fuse.api.errors import FuseError
     from fuse.data.datasets import default_cache_root
     from fuse.eval.benchmarks import markdown_table, parse_names, run_benchmarks
-    from fuse.model.load import load_aligned
 
     if not names or not root or given:
         raise FuseError("--benchmark NAME[,NAME...]|all and --root DIR go together"
                         + (f"; {', '.join(given)} is for --task runs" if given else "") + ".")
     selected = parse_names(names)
-    model = load_aligned(model_dir, device=str(resolve_device(device)))
+    model = load_model(model_dir, str(resolve_device(device)))
     report = run_benchmarks(model, selected, root, Path(cache_dir) if cache_dir else default_cache_root(),
                             everything=names.strip() == "all", batch_size=batch_size, baselines=not no_baselines,
                             progress=not as_json, limit=limit)
@@ -160,10 +165,9 @@ def _leaderboard(sources, names, root, limit, out, as_json, batch_size, device, 
     from fuse.data.datasets import default_cache_root
     from fuse.eval.benchmarks import parse_names
     from fuse.eval.leaderboard import markdown, plot_png, run_leaderboard
-    from fuse.model.load import load_aligned
 
     device = str(resolve_device(device))
-    board = run_leaderboard(sources, lambda source: load_aligned(source, device=device), parse_names(names), root,
+    board = run_leaderboard(sources, lambda source: load_model(source, device), parse_names(names), root,
                             Path(cache_dir) if cache_dir else default_cache_root(), everything=names.strip() == "all",
                             batch_size=batch_size, progress=not as_json, limit=limit)
     table = markdown(board)
