@@ -151,7 +151,10 @@ def read_leaderboard(path: str | Path) -> dict:
     path = Path(path)
     file = path / FILES[0] if path.is_dir() else path
     try:
-        return Leaderboard.model_validate(json.loads(file.read_text(encoding="utf-8"))).model_dump()
+        board = Leaderboard.model_validate(json.loads(file.read_text(encoding="utf-8"))).model_dump()
+        if board["format"] != FORMAT:
+            raise ValueError(f"format {board['format']!r}, this fuse reads {FORMAT!r}")
+        return board
     except (OSError, ValueError, ValidationError) as exc:
         first = str(exc).splitlines()[0]
         raise DataError(f"{file} is not a leaderboard fuse eval wrote ({first}); give the --out folder of "
