@@ -52,12 +52,12 @@ def eval_command(models, task, benchmark, root, limit, manifest, train, test, te
                  skip_bad_media, cache_dir):
     """Evaluate MODEL (an export dir or a run dir) on a manifest, or on standard benchmarks (--benchmark);
     several MODELs with --benchmark make one leaderboard (a column per model)."""
-    from fuse.api.devices import resolve_device
-    from fuse.api.errors import FuseError
+    from fuse.base.devices import resolve_device
+    from fuse.base.errors import FuseError
     from fuse.eval import run_probe, run_retrieval, run_zeroshot
-    from fuse.eval.report import format_table, plot_recall_curves, plot_worst_classes
+    from fuse.eval.tables import format_table, plot_recall_curves, plot_worst_classes
     from fuse.eval.zeroshot import read_class_list
-    from fuse.api.owned import claimable
+    from fuse.base.owned import claimable
 
     if out:  # checked before any work (written at the end): new, empty or fuse eval's; never a user's folder
         claimable(Path(out), "eval", "--out", legacy=_eval_files)
@@ -98,8 +98,8 @@ def eval_command(models, task, benchmark, root, limit, manifest, train, test, te
         click.echo(format_table(metrics, [k for k in next(iter(metrics.values())) if "R@" in k or "top" in k
                                           or "rank" in k or k == "C"]))
     if out:
-        from fuse.api.atomic import write_text
-        from fuse.api.owned import claim
+        from fuse.base.atomic import write_text
+        from fuse.base.owned import claim
 
         out = Path(out)
         claim(out, "eval", "--out", legacy=_eval_files)
@@ -132,8 +132,8 @@ def _eval_files(folder: Path) -> bool:
 
 def _benchmarks(model_dir, names, root, limit, out, as_json, batch_size, device, no_baselines, cache_dir, given):
     """`fuse eval MODEL --benchmark NAMES --root DIR`: every benchmark's table in one JSON and one markdown file."""
-    from fuse.api.devices import resolve_device
-    from fuse.api.errors import FuseError
+    from fuse.base.devices import resolve_device
+    from fuse.base.errors import FuseError
     from fuse.data.datasets import default_cache_root
     from fuse.eval.benchmarks import markdown_table, parse_names, run_benchmarks
 
@@ -148,8 +148,8 @@ def _benchmarks(model_dir, names, root, limit, out, as_json, batch_size, device,
     table = markdown_table(report)
     click.echo(json.dumps(report, indent=2) if as_json else table)
     if out:
-        from fuse.api.atomic import write_text
-        from fuse.api.owned import claim
+        from fuse.base.atomic import write_text
+        from fuse.base.owned import claim
 
         out = Path(out)
         claim(out, "eval", "--out", legacy=_eval_files)
@@ -161,7 +161,7 @@ def _benchmarks(model_dir, names, root, limit, out, as_json, batch_size, device,
 
 def _leaderboard(sources, names, root, limit, out, as_json, batch_size, device, cache_dir):
     """`fuse eval MODEL MODEL ... --benchmark NAMES --root DIR`: one table, a column per model, written at the end."""
-    from fuse.api.devices import resolve_device
+    from fuse.base.devices import resolve_device
     from fuse.data.datasets import default_cache_root
     from fuse.eval.benchmarks import parse_names
     from fuse.eval.leaderboard import markdown, plot_png, run_leaderboard
@@ -173,8 +173,8 @@ def _leaderboard(sources, names, root, limit, out, as_json, batch_size, device, 
     table = markdown(board)
     click.echo(json.dumps(board, indent=2) if as_json else table)
     if out:
-        from fuse.api.atomic import write_bytes, write_text
-        from fuse.api.owned import claim
+        from fuse.base.atomic import write_bytes, write_text
+        from fuse.base.owned import claim
 
         out = Path(out)
         png = plot_png(board)

@@ -14,7 +14,7 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from fuse.api.errors import DataError, FuseError
+from fuse.base.errors import DataError, FuseError
 from fuse.eval.benchmarks import metric_rows, run_benchmarks
 
 FORMAT = "fuse-leaderboard/1"

@@ -15,8 +15,8 @@ import io
 import json
 from pathlib import Path
 
-from fuse.api.errors import DataError
-from fuse.model.html_page import data_uri, metrics_table, page, section
+from fuse.base.errors import DataError
+from fuse.model.report_html import data_uri, metrics_table, page, section
 
 CHARTS = ("loss", "temperature", "lr")   # training rows' metrics drawn, then every validation recall
 
