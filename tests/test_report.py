@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from fuse.cli import cli
 
-SECTIONS = ("recipe", "curves", "table", "examples", "failures", "gap")
+SECTIONS = ("recipe", "curves", "table", "examples", "failures", "examples-back", "failures-back", "gap")
 
 PROBE = """<script>
 const violations = [];

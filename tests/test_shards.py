@@ -122,7 +122,8 @@ def test_a_record_with_several_images_packs_to_the_same_pairs(tmp_path, shapes_d
     kinds = {"image": input_kind("image"), "text": input_kind("text")}
     a = load_pairs(tmp_path / "m.jsonl", ("image", "text"), ("image",))
     b = load_shard_pairs(shard_set([str(p) for p in paths]), ("image", "text"), kinds, tmp_path / "cache")
-    assert b.values["text"] == a.values["text"] == ["one", "two", "three"]
-    assert b.pairs.tolist() == a.pairs.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1], [2, 0], [2, 1], [3, 2], [4, 1]]
+    # each caption is its own item: the last record's "two" is not the first record's (whose three images share it)
+    assert b.values["text"] == a.values["text"] == ["one", "two", "three", "two"]
+    assert b.pairs.tolist() == a.pairs.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1], [2, 0], [2, 1], [3, 2], [4, 3]]
     first = kinds["image"].read(b.values["image"][4])
     assert first.tobytes() == kinds["image"].read(a.values["image"][4]).tobytes()

@@ -1,5 +1,5 @@
 """`fuse eval MODEL --task retrieval|zeroshot --data MANIFEST` and `--task probe --train T [--test S]`: the
-numbers papers report."""
+numbers papers report; `fuse eval MODEL MODEL ... --benchmark NAMES --root DIR`: one leaderboard of them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 
 
 @click.command("eval")
-@click.argument("model_dir", metavar="MODEL", type=click.Path(file_okay=False))
+@click.argument("models", metavar="MODEL [MODEL ...]", nargs=-1, required=True)
 @click.option("--task", type=click.Choice(["retrieval", "zeroshot", "probe"]), default="retrieval", show_default=True)
 @click.option("--benchmark", help="Standard benchmarks in their published protocols, e.g. coco,imagenet, zeroshot "
               "(every zero-shot suite set under --root, with their average) or all (whatever is under --root): coco, "
@@ -32,7 +32,8 @@ import click
 @click.option("--test-fraction", type=float, help="probe: instead of --test, hold out this fraction of --train.")
 @click.option("--split-key", help="probe: with --test-fraction, records with the same value of this field stay on "
               "one side (default: each record on its own).")
-@click.option("--out", type=click.Path(file_okay=False), help="Write eval.json and a PNG here.")
+@click.option("--out", type=click.Path(file_okay=False), help="Write eval.json and a PNG here (several MODELs: "
+              "leaderboard.json, .md and .png).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--classes", type=click.Path(dir_okay=False), help="zeroshot: class names, one per line "
               "(default: the labels found in the manifest).")
@@ -51,28 +52,38 @@ import click
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="retrieval, zeroshot: read latents training "
               "cached in this cache dir's latent store (e.g. ~/.cache/fuse) instead of encoding them again; --benchmark: "
               "where dataset builds and latents go (default $FUSE_CACHE or ~/.cache/fuse).")
-def eval_command(model_dir, task, benchmark, root, limit, on_missing, manifest, train, test, test_fraction, split_key, out, as_json,
-                 classes, label_field, templates, modality, modalities, chunk_size, batch_size, device, no_baselines,
-                 skip_bad_media, cache_dir):
-    """Evaluate MODEL (an export dir or a run dir) on a manifest, or on standard benchmarks (--benchmark)."""
+def eval_command(models, task, benchmark, root, limit, on_missing, manifest, train, test, test_fraction, split_key, out,
+                 as_json, classes, label_field, templates, modality, modalities, chunk_size, batch_size, device,
+                 no_baselines, skip_bad_media, cache_dir):
+    """Evaluate MODEL (an export dir or a run dir) on a manifest, or on standard benchmarks (--benchmark);
+    several MODELs with --benchmark make one leaderboard (a column per model)."""
     from fuse.base.devices import resolve_device
     from fuse.base.errors import FuseError
     from fuse.eval import run_probe, run_retrieval, run_zeroshot
     from fuse.eval.tables import format_table, plot_recall_curves, plot_worst_classes
     from fuse.eval.zeroshot import read_class_list
     from fuse.base.owned import claimable
-    from fuse.model.load import load_aligned
 
     if out:  # checked before any work (written at the end): new, empty or fuse eval's; never a user's folder
         claimable(Path(out), "eval", "--out", legacy=_eval_files)
+    given = [f for f, v in (("--data", manifest), ("--train", train), ("--test", test)) if v]
+    if len(models) > 1:
+        if not (benchmark and root) or given:
+            raise FuseError(f"{len(models)} MODELs make a leaderboard: give --benchmark NAME[,NAME...]|all and --root "
+                            "DIR" + (f" ({', '.join(given)} is for one MODEL's --task run)" if given else "") + ".")
+        return _leaderboard(list(models), benchmark, root, limit, on_missing, out, as_json, batch_size, device,
+                            cache_dir)
+    model_dir = models[0]
+    if Path(model_dir).is_file():
+        raise FuseError(f"MODEL {model_dir} is a file; give an export dir or a run dir.")
     if benchmark or root:
         return _benchmarks(model_dir, benchmark, root, limit, on_missing, out, as_json, batch_size, device, no_baselines,
-                           cache_dir, given=[f for f, v in (("--data", manifest), ("--train", train), ("--test", test)) if v])
+                           cache_dir, given=given)
     if task == "probe" and (manifest or not train):
         raise FuseError("--task probe takes --train LABELS.jsonl and --test LABELS.jsonl (or --test-fraction), not --data.")
     if task != "probe" and (not manifest or train or test or test_fraction is not None):
         raise FuseError(f"--task {task} takes --data MANIFEST; --train/--test/--test-fraction are for --task probe.")
-    model = load_aligned(model_dir, device=str(resolve_device(device)))
+    model = load_model(model_dir, str(resolve_device(device)))
     if task == "probe":
         report = run_probe(model, train, test, test_fraction, split_key, modality, label_field, batch_size=batch_size,
                            baselines=not no_baselines, progress=not as_json)
@@ -110,6 +121,13 @@ def eval_command(model_dir, task, benchmark, root, limit, on_missing, manifest, 
             click.echo(f"wrote {out}/{task}.json and a plot")
 
 
+def load_model(source: str, device: str):
+    """A MODEL argument as a model: the one loader of every `fuse eval` path (single, benchmarks, leaderboard)."""
+    from fuse.model.load import load_aligned
+
+    return load_aligned(source, device=device)
+
+
 # What `fuse eval --out` wrote before it marked its folders: such a folder is recognised as its own.
 EVAL_FILES = {"retrieval.json", "zeroshot.json", "probe.json", "benchmarks.json", "benchmarks.md", "worst_classes.png",
               "recall_at_k.png"}
@@ -125,18 +143,16 @@ def _benchmarks(model_dir, names, root, limit, on_missing, out, as_json, batch_s
     from fuse.base.devices import resolve_device
     from fuse.base.errors import FuseError
     from fuse.data.datasets import default_cache_root
-    from fuse.eval.benchmarks import SUITE, markdown_table, parse_names, run_benchmarks
-    from fuse.model.load import load_aligned
+    from fuse.eval.benchmarks import markdown_table, parse_names, run_benchmarks
 
     if not names or not root or given:
         raise FuseError("--benchmark NAME[,NAME...]|all and --root DIR go together"
                         + (f"; {', '.join(given)} is for --task runs" if given else "") + ".")
     selected = parse_names(names)
-    model = load_aligned(model_dir, device=str(resolve_device(device)))
+    model = load_model(model_dir, str(resolve_device(device)))
     report = run_benchmarks(model, selected, root, Path(cache_dir) if cache_dir else default_cache_root(),
-                            everything=names.strip() == "all", batch_size=batch_size, baselines=not no_baselines,
-                            optional=tuple(SUITE) if "zeroshot" in [n.strip() for n in names.split(",")] else (),
-                            progress=not as_json, limit=limit, on_missing=on_missing)
+                            batch_size=batch_size, baselines=not no_baselines, progress=not as_json, limit=limit,
+                            on_missing=on_missing)
     table = markdown_table(report)
     click.echo(json.dumps(report, indent=2) if as_json else table)
     if out:
@@ -149,3 +165,30 @@ def _benchmarks(model_dir, names, root, limit, on_missing, out, as_json, batch_s
         write_text(out / "benchmarks.md", table + "\n")
         if not as_json:
             click.echo(f"wrote {out}/benchmarks.json and {out}/benchmarks.md")
+
+
+def _leaderboard(sources, names, root, limit, on_missing, out, as_json, batch_size, device, cache_dir):
+    """`fuse eval MODEL MODEL ... --benchmark NAMES --root DIR`: one table, a column per model, written at the end."""
+    from fuse.base.devices import resolve_device
+    from fuse.data.datasets import default_cache_root
+    from fuse.eval.benchmarks import parse_names
+    from fuse.eval.leaderboard import markdown, plot_png, run_leaderboard
+
+    device = str(resolve_device(device))
+    board = run_leaderboard(sources, lambda source: load_model(source, device), parse_names(names), root,
+                            Path(cache_dir) if cache_dir else default_cache_root(), batch_size=batch_size,
+                            progress=not as_json, limit=limit, on_missing=on_missing)
+    table = markdown(board)
+    click.echo(json.dumps(board, indent=2) if as_json else table)
+    if out:
+        from fuse.base.atomic import write_bytes, write_text
+        from fuse.base.owned import claim
+
+        out = Path(out)
+        png = plot_png(board)
+        claim(out, "eval", "--out", legacy=_eval_files)
+        write_text(out / "leaderboard.json", json.dumps(board, indent=2))
+        write_text(out / "leaderboard.md", table + "\n")
+        write_bytes(out / "leaderboard.png", png)
+        if not as_json:
+            click.echo(f"wrote {out}/leaderboard.json, .md and .png")

@@ -1,18 +1,22 @@
-"""`fuse report RUN_OR_EXPORT [--data MANIFEST] -o report.html` and `fuse report --compare RUN RUN ...`."""
+"""`fuse report RUN_OR_EXPORT [--data MANIFEST] -o report.html` and `fuse report --compare RUN RUN ... | LEADERBOARD`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 
 @click.command("report")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--task", type=click.Choice(["retrieval", "zeroshot"]), default="retrieval", show_default=True,
               help="retrieval: paired data; zeroshot: labelled items, classified by text prompts (confusion matrix).")
 @click.option("--data", "manifest", type=click.Path(dir_okay=False),
               help="retrieval: paired JSONL (default: the run's validation split); zeroshot: JSONL of items with a "
                    "label field.")
-@click.option("--compare", is_flag=True, help="Put the given run dirs side by side (metrics, recipe differences, curves).")
+@click.option("--compare", is_flag=True, help="Put the given run dirs side by side (metrics, recipe fields that "
+              "differ, curves overlaid) and show leaderboards (fuse eval MODEL MODEL ... --out OUT: OUT or its "
+              "leaderboard.json); other paths, such as a sweep's .point.json files, are left out with a note.")
 @click.option("-o", "--out", default="report.html", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--samples", default=8, show_default=True, help="Sampled (and worst) queries to show.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the query sample.")
@@ -32,19 +36,21 @@ def report_command(paths, task, manifest, compare, out, samples, seed, classes, 
     from fuse.base.errors import FuseError
     from fuse.eval.zeroshot import load_templates, read_class_list
     from fuse.model.report_html import check_replaceable
-    from fuse.model.report import compare_page, report_page
+    from fuse.model.report import report_page
+    from fuse.model.report_compare import compare_page
 
     check_replaceable(out)
     if compare:
         if manifest or task != "retrieval":
             raise FuseError("--compare reads each run's own metrics and curves; --data and --task are for one "
                             "run's report (fuse report RUN --task zeroshot --data LABELS.jsonl).")
-        if len(paths) < 2:
-            raise FuseError("--compare takes two or more run dirs, e.g. fuse report --compare runs/a runs/b")
-        write_text(out, compare_page(list(paths)))
-        click.echo(f"wrote {out} ({len(paths)} runs)")
+        text, notes = compare_page(list(paths))
+        write_text(out, text)
+        for note in notes:
+            click.echo(note)
+        click.echo(f"wrote {out} ({len(paths) - len(notes)} of the {len(paths)} paths)")
         return
-    if len(paths) != 1:
+    if len(paths) != 1 or not Path(paths[0]).is_dir():
         raise FuseError("give one run or export dir (or --compare RUN RUN ...)")
     options = {}
     if task == "zeroshot":  # bad class lists and templates are one line before the model loads

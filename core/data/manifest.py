@@ -3,9 +3,12 @@
     {"id": "cat-1", "image": "images/cat.jpg", "text": ["a cat", "a kitten on a sofa"]}
 
 File values (images, audio) are paths relative to the manifest. A value may be a list (an
-image with five captions). Values are de-duplicated per modality, and the ground truth is
-the set of (value_a, value_b) pairs found in the records, so both "one record per image with
-a caption list" and "one record per pair" give the standard many-to-many retrieval protocol.
+image with five captions). File values are de-duplicated (one file is one item, whichever
+records name it); inline values (captions) are not: every caption is its own item, as in the
+published protocols and clip_benchmark, so a caption two images share is two queries with one
+positive each, not one query with two. The ground truth is the set of (value_a, value_b) pairs
+found in the records, so both "one record per image with a caption list" and "one record per
+pair" give the standard many-to-many retrieval protocol.
 A manifest may hold more modalities than a pair reads, and records may lack some: a pair uses
 the records that have both of its modalities.
 """
@@ -57,11 +60,13 @@ class PairedData:
 
 
 class PairCollector:
-    """Records -> PairedData: unique values per modality (in order of appearance) and their pairs.
-    Shared by JSONL manifests and tar shards (fuse.data.shards), so both give the same tables."""
+    """Records -> PairedData: values per modality (in order of appearance) and their pairs. Values of the
+    ``merged`` modalities (files) are unique, one item per file; the others' (captions) are one item per
+    occurrence. Shared by JSONL manifests and tar shards (fuse.data.shards), so both give the same tables."""
 
-    def __init__(self, modalities: tuple[str, str]):
+    def __init__(self, modalities: tuple[str, str], merged: tuple[str, ...] = ()):
         self.modalities = tuple(modalities)
+        self.merged = set(merged)
         self.values: dict[str, list[str]] = {m: [] for m in modalities}
         self.index: dict[str, dict[str, int]] = {m: {} for m in modalities}
         self.pairs: set[tuple[int, int]] = set()
@@ -73,7 +78,7 @@ class PairCollector:
         for m in self.modalities:
             ids[m] = []
             for v in items[m]:
-                if v not in self.index[m]:
+                if m not in self.merged or v not in self.index[m]:
                     self.index[m][v] = len(self.values[m])
                     self.values[m].append(v)
                 ids[m].append(self.index[m][v])
@@ -111,7 +116,7 @@ def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: t
         raise DataError(f"Manifest not found: {path}. Build it (e.g. `fuse data build emoji`) or fix data.train/data.val.")
     raw = path.read_bytes()
     base = path.parent.resolve()
-    collector = PairCollector(modalities)
+    collector = PairCollector(modalities, merged=tuple(file_modalities))
     lacking = 0
     seen_fields: dict[str, None] = {}
     for line_no, record in jsonl_records(path, raw):

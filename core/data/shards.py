@@ -125,6 +125,21 @@ def _read(f, where: list[int]) -> bytes:
     return f.read(where[1])
 
 
+def _packed_records(keyed: list[tuple[str, dict]], files: list[str]) -> list[dict]:
+    """Join the keys ``fuse data pack`` split one record into (``NNNNNNNNN_0``, ``_1``, ...: one file each,
+    the same captions) back into that record, so its captions stay one item each, as in the manifest."""
+    records, last = [], None
+    for key, items in keyed:
+        spread = re.fullmatch(r"(\d{9})_\d+", key)
+        if spread and spread.group(1) == last:
+            for m in files:
+                records[-1][m] = records[-1][m] + items[m]
+            continue
+        last = spread.group(1) if spread else None
+        records.append(items)
+    return records
+
+
 def load_shard_pairs(shards: ShardSet, modalities: tuple[str, str], kinds: dict, cache_dir: Path | None,
                      skip_incomplete: bool = False) -> PairedData:
     """The pairs of a shard set, as ``load_pairs`` gives them for a manifest with the same records.
@@ -133,9 +148,9 @@ def load_shard_pairs(shards: ShardSet, modalities: tuple[str, str], kinds: dict,
     lists (``extensions``); an inline kind takes ``KEY.json``'s field of the modality's name, or
     else such a member's UTF-8 text. A key with one modality but not the other is an error
     naming shard and key, or, with ``skip_incomplete`` (data.bad_media: skip), left out."""
-    collector = PairCollector(modalities)
+    collector = PairCollector(modalities, merged=tuple(m for m in modalities if kinds[m].files))
     digest = hashlib.sha256()
-    skipped = []
+    skipped, keyed = [], []
     for shard in shards.paths:
         members = index_shard(shard, cache_dir)
         digest.update(f"{shard}|{json.dumps(members, sort_keys=True)}".encode())
@@ -164,7 +179,7 @@ def load_shard_pairs(shards: ShardSet, modalities: tuple[str, str], kinds: dict,
                             raise DataError(f"Shard {shard}: {key}: '{m}' must be a non-empty string or list of "
                                             "strings.")
                 if len(items) == 2:
-                    collector.add(items)
+                    keyed.append((key, items))
                 elif items:
                     have, lack = next(iter(items)), next(m for m in modalities if m not in items)
                     if not skip_incomplete:
@@ -173,6 +188,8 @@ def load_shard_pairs(shards: ShardSet, modalities: tuple[str, str], kinds: dict,
                                         f"{'' if kinds[lack].files else f' and {lack!r} in {key}.json'}). Re-pack "
                                         "the shard, or leave such keys out with data.bad_media: skip.")
                     skipped.append(f"{shard}#{key}")
+    for items in _packed_records(keyed, [m for m in modalities if kinds[m].files]):
+        collector.add(items)
     if skipped:
         print(f"{shards}: left out {len(skipped)} key(s) that lack {' or '.join(modalities)} (data.bad_media: skip), "
               f"e.g. {skipped[0]}")

@@ -78,18 +78,27 @@ BENCHMARKS = {
 }
 
 
-def parse_names(text: str) -> list[str]:
-    """'coco,imagenet', 'zeroshot' (the suite) or 'all' -> benchmark names; an unknown one is one line listing
+@dataclass(frozen=True)
+class Selection:
+    """What ``--benchmark`` asked for, decided once: the names, whether it was ``all`` (absent or failing
+    benchmarks are skipped with their reason) and which may be absent (``zeroshot``: the suite's sets)."""
+    names: tuple[str, ...]
+    everything: bool = False
+    optional: tuple[str, ...] = ()
+
+
+def parse_names(text: str) -> Selection:
+    """'coco,imagenet', 'zeroshot' (the suite) or 'all' -> the Selection; an unknown name is one line listing
     the known ones."""
-    names: list[str] = []
-    for name in (n.strip() for n in text.split(",")):
-        names += list(BENCHMARKS) if name == "all" else list(SUITE) if name == "zeroshot" else [name] if name else []
+    names, given = [], [n.strip() for n in text.split(",") if n.strip()]
+    for name in given:
+        names += list(BENCHMARKS) if name == "all" else list(SUITE) if name == "zeroshot" else [name]
     names = list(dict.fromkeys(names))
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown or not names:
         raise FuseError(f"--benchmark: unknown benchmark(s) {', '.join(unknown) or '(none given)'}; choose from "
                         f"{', '.join(BENCHMARKS)}, zeroshot (the suite) or all.")
-    return names
+    return Selection(tuple(names), everything="all" in given, optional=tuple(SUITE) if "zeroshot" in given else ())
 
 
 def dataset_root(bench: Benchmark, root: Path, alone: bool) -> Path | None:
@@ -159,12 +168,14 @@ def run_benchmark(model, name: str, root: Path, cache_dir: Path, batch_size: int
             **report}
 
 
-def run_benchmarks(model, names: list[str], root: str | Path, cache_dir: str | Path, *, everything: bool = False,
-                   optional: tuple[str, ...] = (), **kw) -> dict:
-    """Each named benchmark found under ``root``. With ``everything`` (``--benchmark all``) a benchmark whose
-    folder or towers are absent, or whose data does not build, is skipped with its reason; ``optional`` ones
-    (``--benchmark zeroshot``: the suite) are skipped when their folder is absent; otherwise that is an error.
-    Two or more suite sets also get their average of the paper's metric."""
+def run_benchmarks(model, selection: Selection | list[str], root: str | Path, cache_dir: str | Path, **kw) -> dict:
+    """Each selected benchmark found under ``root`` (a list of names selects just those). With ``all`` a
+    benchmark whose folder or towers are absent, or whose data does not build, is skipped with its reason;
+    optional ones (``zeroshot``: the suite) are skipped when their folder is absent; otherwise that is an
+    error. Two or more suite sets also get their average of the paper's metric."""
+    if not isinstance(selection, Selection):
+        selection = Selection(tuple(selection))
+    names, everything, optional = selection.names, selection.everything, selection.optional
     root, cache_dir = Path(root).expanduser().resolve(), Path(cache_dir).expanduser()
     if not root.is_dir():
         raise DataError(f"--root {root} is not a folder; give the folder that holds the datasets (coco/, imagenet/, "
@@ -198,7 +209,7 @@ def suite_average(results: dict) -> dict:
                                      for v in variants}}
 
 
-def _rows(name: str, result: dict) -> list[tuple[str, str]]:
+def metric_rows(name: str, result: dict) -> list[tuple[str, str]]:
     """(metric label, metric key) rows of one benchmark's table; the number the CLIP paper reports is marked."""
     if result["task"] == "zeroshot":
         how = " (5-fold mean)" if result["folds"] else ""
@@ -221,7 +232,7 @@ def markdown_table(report: dict) -> str:
         size = (f"{result['queries']} queries, {result['classes']} classes" if result["task"] == "zeroshot" else
                 ", ".join(f"{n} {m}" for m, n in result["items"].items()))
         size += f"; {result['protocol']}" if result.get("protocol") else ""
-        for label, key in _rows(name, result):
+        for label, key in metric_rows(name, result):
             cells = [result["metrics"].get(v, {}).get(key) for v in variants]
             lines.append(f"| {name} | {result['split']} ({size}) | {label} | "
                          + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")

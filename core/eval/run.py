@@ -54,7 +54,7 @@ def run_retrieval(model, manifest: str | Path, ks=(1, 5, 10), chunk_size: int = 
     data = load_pairs(manifest, (a, b), file_modalities(model, (a, b)))
     if skip_bad_media:
         data = drop_bad_media(data, {m: model.input_kind(m) for m in (a, b)}, cache_dir=None)
-    latents = {m: model.encode(m, data.values[m], batch_size, progress, cache_dir=cache_dir) for m in (a, b)}
+    latents = {m: encode_distinct(model, m, data.values[m], batch_size, progress, cache_dir) for m in (a, b)}
     variants = {"model": model}
     if baselines:
         variants["untrained heads"] = model.with_untrained_heads(seed=0)
@@ -71,6 +71,18 @@ def run_retrieval(model, manifest: str | Path, ks=(1, 5, 10), chunk_size: int = 
     return {"task": "retrieval", "manifest": str(manifest), "modalities": [a, b],
             "items": {m: len(data.values[m]) for m in (a, b)},
             "pairs": len(data), "metrics": results, "curves": curves}
+
+
+def encode_distinct(model, modality: str, values: list[str], batch_size: int = 32, progress: bool = False,
+                    cache_dir: str | Path | None = None):
+    """Encoder latents of ``values``, each distinct value encoded once: every caption is its own item (and
+    query), but a caption two images share costs one forward pass."""
+    distinct = list(dict.fromkeys(values))
+    latents = model.encode(modality, distinct, batch_size, progress, cache_dir=cache_dir)
+    if len(distinct) == len(values):
+        return latents
+    row = {v: i for i, v in enumerate(distinct)}
+    return latents[torch.tensor([row[v] for v in values])]
 
 
 def _recall_curves(emb_a, emb_b, pairs, names, chunk_size, max_k: int = 50) -> dict[str, list[float]]:

@@ -5,7 +5,7 @@ Content-Security-Policy forbids any fetch, so the page opens offline, in a mail,
 recipe, metric curves, before/after table, sampled queries with their top-5 (the right item marked),
 the worst-ranked queries, and a 2-D PCA of both towers' embeddings with the modality gap (the
 distance between the two centroids, Liang et al. 2022); for zero-shot, the confusion matrix and
-per-class accuracy (``fuse.model.report_zeroshot``). ``compare_page`` puts several runs side by side.
+per-class accuracy (``fuse.model.report_zeroshot``). ``fuse.model.report_compare`` compares runs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import random
 from pathlib import Path
 
 import torch
-import yaml
 
 from fuse.base.errors import DataError
 from fuse.model.report_html import data_uri, metrics_table, page, png_of, query_block, section, thumbnail
@@ -52,43 +51,66 @@ def val_manifest(run_dir: Path | None, data: str | None) -> tuple[Path, Path | N
 
 
 def retrieval_sections(model, manifest: Path, cache: Path | None, samples: int, seed: int) -> tuple[list[str], dict]:
-    """Sampled queries' top-5, the worst-ranked queries and the modality-gap projection."""
+    """Both directions' sampled queries and worst-ranked queries (each hit with its score, the correct item's
+    rank and score), and the modality-gap projection. Text queries image (or audio) candidates first."""
     from fuse.data.manifest import load_pairs
-    from fuse.eval.run import file_modalities, pick_pair
+    from fuse.eval.run import encode_distinct, file_modalities, pick_pair
 
     a, b = pick_pair(model, None)
     files = file_modalities(model, (a, b))
     query, cand = (b, a) if a in files and b not in files else (a, b)  # inline (text) queries, file candidates
     data = load_pairs(manifest, (a, b), files)
-    emb = {m: model.embed(m, data.values[m], cache_dir=cache) for m in (a, b)}
+    emb = {m: model.project(m, encode_distinct(model, m, data.values[m], cache_dir=cache)) for m in (a, b)}
     qcol, ccol = data.modalities.index(query), data.modalities.index(cand)
-    sims = emb[query] @ emb[cand].T
-    order = sims.argsort(dim=1, descending=True)
-    positives = [set() for _ in data.values[query]]
+    sections, numbers = [], {}
+    for keys, (q, c, cols) in zip((("examples", "failures"), ("examples-back", "failures-back")),
+                                  ((query, cand, (qcol, ccol)), (cand, query, (ccol, qcol)))):
+        body, ranks = _direction(data, emb, (q, c), cols, files, samples, seed)
+        r1 = 100 * sum(r == 1 for r in ranks) / len(ranks)
+        sections += [
+            section(keys[0], f"{q} → {c}: sampled queries", f"<p>{len(ranks)} {html.escape(q)} queries over "
+                    f"{len(data.values[c])} {html.escape(c)} candidates from {html.escape(str(manifest))}; R@1 "
+                    f"{r1:.1f}%. Each result shows its rank and cosine score; green: a correct item (shown after "
+                    "the top 5 when it ranks lower).</p>" + body["picked"]),
+            section(keys[1], f"{q} → {c}: worst-ranked queries", body["worst"])]
+        numbers = numbers or {"R@1": r1, "queries": len(ranks)}
+    gap, proj = modality_gap(emb[a], emb[b], (a, b))
+    sections.append(section("gap", "modality gap", f"<p>Centroid distance between the {a} and {b} embeddings: "
+                            f"<b id=gap-value>{gap:.3f}</b> (0 = the clouds overlap; 2 = opposite poles).</p>"
+                            f'<img alt="PCA of both modalities" src="{proj}">'))
+    return sections, {"gap": gap, **numbers}
+
+
+def _direction(data, emb, names: tuple[str, str], cols: tuple[int, int], files, samples: int,
+               seed: int) -> tuple[dict, list[int]]:
+    """One direction's sampled and worst query blocks (HTML) and every query's rank of its best correct item."""
+    q, c = names
+    sims = emb[q] @ emb[c].T
+    order = sims.argsort(dim=1, descending=True, stable=True)
+    positives = [set() for _ in data.values[q]]
     for row in data.pairs.tolist():
-        positives[row[qcol]].add(row[ccol])
-    rank = [min(order[i].tolist().index(j) for j in positives[i]) + 1 for i in range(len(positives))]
-    qkind, ckind = query in files, cand in files
+        positives[row[cols[0]]].add(row[cols[1]])
+    rank = [min(order[i].tolist().index(j) for j in positives[i]) + 1 if positives[i] else 0
+            for i in range(len(positives))]
+    qfile, cfile = q in files, c in files
+
+    def hit(i: int, j: int) -> tuple[str, bool]:
+        return f"{thumbnail(data.values[c][j], cfile)}<br><span class=muted>score {sims[i, j]:.3f}</span>", \
+            j in positives[i]
 
     def block(i: int) -> str:
-        return query_block(thumbnail(data.values[query][i], qkind), f"(correct item at rank {rank[i]})",
-                           [(thumbnail(data.values[cand][j], ckind), j in positives[i]) for j in order[i, :5].tolist()])
+        best = int(order[i, rank[i] - 1])
+        hits = [hit(i, j) for j in order[i, :5].tolist()]
+        if rank[i] > 5:
+            hits.append((*hit(i, best), rank[i]))
+        return query_block(thumbnail(data.values[q][i], qfile), f"(correct item at rank {rank[i]}, score "
+                           f"{sims[i, best]:.3f})", hits)
 
-    rng = random.Random(seed)
-    picked = sorted(rng.sample(range(len(positives)), min(samples, len(positives))))
-    worst = sorted(range(len(positives)), key=lambda i: -rank[i])[:samples]
-    gap, proj = modality_gap(emb[a], emb[b], (a, b))
-    r1 = 100 * sum(r == 1 for r in rank) / len(rank)
-    sections = [
-        section("examples", f"{query} → {cand}: sampled queries", f"<p>{len(positives)} queries over "
-                f"{len(data.values[cand])} candidates from {html.escape(str(manifest))}; R@1 {r1:.1f}%. "
-                "Green: a correct item.</p>" + "".join(block(i) for i in picked)),
-        section("failures", "worst-ranked queries", "".join(block(i) for i in worst)),
-        section("gap", "modality gap", f"<p>Centroid distance between the {a} and {b} embeddings: "
-                f"<b id=gap-value>{gap:.3f}</b> (0 = the clouds overlap; 2 = opposite poles).</p>"
-                f'<img alt="PCA of both modalities" src="{proj}">'),
-    ]
-    return sections, {"gap": gap, "R@1": r1, "queries": len(positives)}
+    scored = [i for i in range(len(positives)) if rank[i]]
+    picked = sorted(random.Random(seed).sample(scored, min(samples, len(scored))))
+    worst = sorted(scored, key=lambda i: (-rank[i], i))[:samples]
+    return {"picked": "".join(block(i) for i in picked), "worst": "".join(block(i) for i in worst)}, \
+        [rank[i] for i in scored]
 
 
 def modality_gap(ea: torch.Tensor, eb: torch.Tensor, names: tuple[str, str]) -> tuple[float, str]:
@@ -147,32 +169,3 @@ def report_page(path: str | Path, data: str | None = None, samples: int = 8, see
     else:
         sections, numbers = retrieval_sections(model, manifest, cache, samples, seed)
     return page(f"fuse report: {Path(path).resolve().name}", run_sections(run_dir) + sections), numbers
-
-
-def compare_page(runs: list[str | Path]) -> str:
-    """Several runs side by side: their final metrics, the recipe fields that differ, their curves."""
-    def flat(node, prefix=""):
-        if isinstance(node, dict):
-            return {k2: v2 for k, v in node.items() for k2, v2 in flat(v, f"{prefix}{k}.").items()}
-        return {prefix.rstrip("."): json.dumps(node)}
-
-    names, finals, recipes, curves = [], {}, {}, []
-    for r in map(Path, runs):
-        if not (r / "eval.json").exists():
-            raise DataError(f"--compare {r}: not a finished run dir (no eval.json).")
-        names.append(r.name)
-        results = json.loads((r / "eval.json").read_text())
-        finals[r.name] = results.get("after") or results.get("before") or {}
-        recipes[r.name] = flat(yaml.safe_load((r / "recipe.yaml").read_text()))
-        if (r / "metrics.png").exists():
-            curves.append(f'<div><b>{html.escape(r.name)}</b><img alt="{html.escape(r.name)}" '
-                          f'src="{data_uri((r / "metrics.png").read_bytes(), "image/png")}"></div>')
-    keys = sorted({k for f in recipes.values() for k in f})
-    differ = [k for k in keys if len({recipes[n].get(k) for n in names}) > 1 and k != "output_dir"]
-    diff = "<table><tr><th>recipe field</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>" + \
-        "".join("<tr><td>" + html.escape(k) + "</td>" + "".join(f"<td>{html.escape(recipes[n].get(k, '-'))}</td>"
-                                                                for n in names) + "</tr>" for k in differ) + "</table>"
-    return page("fuse report: " + ", ".join(names), [
-        section("table", "final metrics (best epoch)", metrics_table(finals)),
-        section("recipe", "recipe fields that differ", diff if differ else "<p>none</p>"),
-        section("curves", "metric curves", f'<div class="runs">{"".join(curves)}</div>')])

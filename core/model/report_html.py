@@ -23,7 +23,7 @@ th:first-child,td:first-child{text-align:left}pre{background:#f6f6f6;padding:8px
 .q{margin:10px 0;padding:6px;border:1px solid #eee}.hits{display:flex;gap:8px}
 .hit{width:112px;font-size:11px;text-align:center;border:3px solid transparent;padding:2px}
 .hit.ok{border-color:#2a2}.hit img{width:96px;height:96px;object-fit:contain}.runs{display:flex;gap:12px}
-.runs img{width:100%}.muted{color:#777}"""
+.runs img{width:100%}.muted{color:#777}.charts{display:flex;flex-wrap:wrap;gap:8px}"""
 
 
 def data_uri(data: bytes, mime: str) -> str:
@@ -85,11 +85,11 @@ def _video_of(path: str) -> str:
         return _jpeg(next(box.decode(video=0)).to_image())
 
 
-def query_block(item: str, note: str, hits: list[tuple[str, bool]]) -> str:
-    """One query (or classified item) as HTML, with its top results best first as (html, correct) pairs:
-    the correct ones framed green and ticked."""
-    cells = "".join(f'<div class="hit{" ok" if ok else ""}">{"✓ " if ok else ""}#{r}<br>{body}</div>'
-                    for r, (body, ok) in enumerate(hits, 1))
+def query_block(item: str, note: str, hits: list[tuple]) -> str:
+    """One query (or classified item) as HTML, with its top results best first as (html, correct) pairs, or
+    (html, correct, rank) for one shown out of order: the correct ones framed green and ticked."""
+    cells = "".join(f'<div class="hit{" ok" if ok else ""}">{"✓ " if ok else ""}#{at[0] if at else r}<br>{body}</div>'
+                    for r, (body, ok, *at) in enumerate(hits, 1))
     return f'<div class="q"><b>{item}</b> <span class=muted>{note}</span><div class="hits">{cells}</div></div>'
 
 
