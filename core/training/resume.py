@@ -54,7 +54,7 @@ def check_resume_recipe(run_dir: Path, recipe) -> list[str]:
         stored = _flatten(yaml.safe_load(stored_file.read_text()))
     except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as exc:
         raise ModelFileError(f"{stored_file} is corrupt ({exc}); the run cannot be resumed.") from None
-    new = _flatten(recipe.model_dump(mode="json"))
+    new = _flatten(recipe.public_dump())
     changed = sorted(k for k in stored.keys() | new.keys() if stored.get(k, "<unset>") != new.get(k, "<unset>"))
     describe = [f"{k}: {stored.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in changed]
     refused = [d for k, d in zip(changed, describe) if k not in HARMLESS]

@@ -1,0 +1,162 @@
+"""Remote tar shards: indexed by one streamed read, encoded from another, never kept on disk.
+
+Reading a shard set that lives behind a URL takes two passes, each reading a shard whole into
+the spool (``fuse.data.fetch``) and deleting it before the next: indexing keeps what the pair
+tables need (the member index, the inline members' text, a digest of every member's bytes, the
+shard's identity) as JSON under ``<cache_dir>/remote-index/``; encoding (``staged``) reads a shard
+again only when some of its members lack latents, and checks that it is the shard it indexed.
+Once both are done a run reads nothing remote. Values of file members are references
+``URL#OFFSET:SIZE:MEMBER`` with the URL redacted; the real URL stays in this process's memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+from fuse.api.atomic import write_text
+from fuse.api.errors import DataError
+from fuse.api.urls import redact
+from fuse.data.fetch import FetchFailed, FetchOptions, fetched, sweep_spool
+from fuse.data.tar_index import scan
+
+INDEX_VERSION = 1
+TEXT_EXTS = ("json", "txt")
+_REF = re.compile(r"^(?P<name>.+?)#(?P<rest>(?P<offset>\d+):(?P<size>\d+):(?P<member>.+))$")
+
+
+@dataclass
+class RemoteShard:
+    """What indexing learnt about one remote shard. ``members``: key -> ext -> [offset, size, digest];
+    ``text``: key -> ext -> the inline members' text. ``url`` is the real URL (never written)."""
+
+    url: str
+    name: str
+    identity: dict
+    members: dict[str, dict[str, list]]
+    text: dict[str, dict[str, str]]
+    options: FetchOptions
+    spool: Path
+    index_file: Path
+
+
+_SHARDS: dict[str, RemoteShard] = {}  # redacted URL -> its index, for content keys and encoding
+_SWEPT: set[Path] = set()
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _read_index(path: Path, text_exts: set[str]) -> dict | None:
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # absent or damaged: read the shard again
+    if index.get("version") != INDEX_VERSION or not text_exts <= set(index.get("text_exts", [])):
+        return None
+    return index
+
+
+def _index_spooled(path: Path, name: str, identity: dict, text_exts: set[str]) -> dict:
+    members = scan(path, name)
+    text: dict[str, dict[str, str]] = {}
+    with open(path, "rb") as f:
+        for key, exts in members.items():
+            for ext, where in exts.items():
+                f.seek(where[0])
+                data = f.read(where[1])
+                where.append(_digest(data))
+                if ext in text_exts:
+                    text.setdefault(key, {})[ext] = data.decode("utf-8", errors="replace")
+    return {"version": INDEX_VERSION, "url": name, "identity": identity, "text_exts": sorted(text_exts),
+            "members": members, "text": text}
+
+
+def spool_dir(cache_dir: Path) -> Path:
+    """Where shards are read to: one at a time per process (the bounded temporary space)."""
+    spool = Path(cache_dir) / "remote-spool"
+    if spool not in _SWEPT:
+        _SWEPT.add(spool)
+        if spool.is_dir():
+            sweep_spool(spool)
+    return spool
+
+
+def index_remote(url: str, cache_dir: Path, options: FetchOptions, text_exts: set[str]) -> RemoteShard | None:
+    """The index of the shard at ``url`` (read once, then from the cache); None when it cannot be read
+    and ``options.on_error`` is "skip" (the caller counts it)."""
+    name = redact(url)
+    index_file = Path(cache_dir) / "remote-index" / f"{hashlib.sha256(name.encode()).hexdigest()[:24]}.json"
+    text_exts = set(text_exts) | set(TEXT_EXTS)
+    index = _read_index(index_file, text_exts)
+    if index is None:
+        try:
+            with fetched(url, spool_dir(cache_dir), options) as (path, identity):
+                index = _index_spooled(path, name, identity, text_exts)
+        except FetchFailed as exc:
+            if options.on_error == "skip":
+                print(f"skipped: {exc}")
+                return None
+            raise
+        write_text(index_file, json.dumps(index))
+    shard = RemoteShard(url, name, index["identity"], index["members"], index["text"], options,
+                        spool_dir(cache_dir), index_file)
+    _SHARDS[name] = shard
+    return shard
+
+
+def split_remote(value: str) -> tuple[RemoteShard, str] | None:
+    """(the shard, ``OFFSET:SIZE:MEMBER``) of a remote member reference; None for anything else."""
+    m = _REF.match(value)
+    if m is None or m["name"] not in _SHARDS:
+        return None
+    return _SHARDS[m["name"]], m["rest"]
+
+
+def member_digest(value: str) -> tuple[str, str] | None:
+    """(extension, digest of the bytes) of a remote member, from its index; None for other values."""
+    found = split_remote(value)
+    if found is None:
+        return None
+    shard, rest = found
+    key, _, ext = rest.split(":", 2)[2].rpartition(".")
+    return ext, shard.members[key][ext][2]
+
+
+def _changed(old: dict, new: dict) -> str | None:
+    for field in ("bytes", "etag", "sha256"):
+        if old.get(field) is not None and new.get(field) is not None and old[field] != new[field]:
+            return f"{field} {old[field]} -> {new[field]}"
+    return None
+
+
+def staged(values: list[str], keys: list[str]) -> Iterator[tuple[list[str], list[str]]]:
+    """``values`` (with their ``keys``) in runs: local values as they are, each remote shard's members as
+    references into its spooled copy, read once and deleted after the run is consumed. A shard that
+    is not the one indexed (size, ETag or hash differ) stops with DataError and forgets the index."""
+    def owner(value: str) -> RemoteShard | None:
+        found = split_remote(value)
+        return found[0] if found else None
+
+    i = 0
+    while i < len(values):
+        shard, j = owner(values[i]), i + 1
+        while j < len(values) and owner(values[j]) is shard:
+            j += 1
+        if shard is None:
+            yield values[i:j], keys[i:j]
+        else:
+            with fetched(shard.url, shard.spool, replace(shard.options, on_error="stop")) as (path, identity):
+                change = _changed(shard.identity, identity)
+                if change:
+                    shard.index_file.unlink(missing_ok=True)
+                    raise DataError(f"Shard {shard.name} changed since fuse indexed it ({change}): its members no "
+                                    "longer match the pairs read from it, so none of them is encoded. Run again to "
+                                    "index the new version (latents of unchanged members are kept).")
+                yield [f"{path}#{split_remote(v)[1]}" for v in values[i:j]], keys[i:j]
+        i = j
