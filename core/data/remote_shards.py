@@ -45,7 +45,6 @@ class RemoteShard:
 
 
 _SHARDS: dict[str, RemoteShard] = {}  # redacted URL -> its index, for content keys and encoding
-_SWEPT: set[Path] = set()
 
 
 def _digest(data: bytes) -> str:
@@ -80,10 +79,8 @@ def _index_spooled(path: Path, name: str, identity: dict, text_exts: set[str]) -
 def spool_dir(cache_dir: Path) -> Path:
     """Where shards are read to: one at a time per process (the bounded temporary space)."""
     spool = Path(cache_dir) / "remote-spool"
-    if spool not in _SWEPT:
-        _SWEPT.add(spool)
-        if spool.is_dir():
-            sweep_spool(spool)
+    if spool.is_dir():
+        sweep_spool(spool)  # what a killed process left (a glob of a folder of a few files)
     return spool
 
 
