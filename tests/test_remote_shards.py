@@ -205,7 +205,7 @@ def test_s3_without_credentials_is_one_line_and_gs_names_its_extra(s3, packed, t
         import gcsfs  # noqa: F401
     except ImportError:
         message, _ = _one_line_error(shard_set("gs://bucket/a-{0..1}.tar"), tmp_path, FAST)
-        assert message.startswith("gs://bucket/a-0.tar: gs:// needs a client") and "fuse[gcs]" in message
+        assert message.startswith("gs://bucket/a-0.tar: gs:// needs a client") and "fuse-align[gcs]" in message
 
 
 def test_training_from_s3_https_and_pipe_equals_training_from_disk(packed, s3, tmp_path, tiny_text_model):

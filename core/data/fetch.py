@@ -6,7 +6,7 @@ indexes or encodes it and deletes it, so a process never holds more than one sha
 read records as the shard's identity (its size, the server's ETag, the SHA-256 of the bytes read)
 lets a later read notice that the shard changed. Every message names the URL as ``redact`` writes it.
 Credentials come from where each client looks: the environment, ``~/.aws``, the cloud SDKs' config,
-``~/.netrc`` for HTTP, or the userinfo of the URL itself (never recorded).
+or for HTTP the userinfo of the URL itself (sent as Basic auth, never recorded).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _fsspec(url: str, timeout: float) -> Iterator[tuple[object, dict]]:
         fs, path = fsspec.core.url_to_fs(url, **_storage_options(protocol, timeout))
     except (ImportError, ValueError) as exc:
         extra = EXTRAS.get(protocol)
-        fix = f"pip install 'fuse[{extra}]'" if extra else f"install the fsspec package for {protocol}://"
+        fix = f"pip install 'fuse-align[{extra}]'" if extra else f"install the fsspec package for {protocol}://"
         raise DataError(f"{protocol}:// needs a client that is not installed ({exc}); {fix}.") from None
     try:
         info = fs.info(path)

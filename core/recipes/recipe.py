@@ -243,6 +243,10 @@ class Recipe(Strict):
     # --allow-pipe), never one a recipe file names by itself (fuse.recipes.recipe.load_recipe).
     _commands: frozenset[str] = pydantic.PrivateAttr(default=frozenset())
 
+    def permit_commands(self, commands: set[str]) -> None:
+        """Let these ``pipe:`` entries run ("*": every one); ``load_recipe`` calls it with the command line's."""
+        self._commands = frozenset(commands)
+
     def allows(self, command: str) -> bool:
         """Whether the ``pipe:`` shard entry ``command`` may run (see ``_commands``)."""
         return "*" in self._commands or command in self._commands
@@ -334,5 +338,5 @@ def load_recipe(path: str | Path, overrides: list[str] = (), allow_pipe: bool = 
         recipe = Recipe.model_validate(data)
     except pydantic.ValidationError as err:
         raise RecipeError(format_validation_error(err, title=f"{path}: invalid recipe")) from None
-    recipe._commands = frozenset(commands)
+    recipe.permit_commands(commands)
     return recipe
