@@ -137,7 +137,7 @@ def test_faults_retry_then_stop_or_skip_with_one_line_each(packed, tmp_path, cap
         assert message.startswith(f"Shard {srv.url}/s/junk.tar is truncated or not an uncompressed tar")
     message, _ = _one_line_error(shard_set(f"http://127.0.0.1:{closed}/s/a.tar"), tmp_path / "b", FAST)
     assert message.startswith(f"http://127.0.0.1:{closed}/s/a.tar: unreadable after 3 attempts") and "refused" in message
-    assert not list((tmp_path / "b").glob("remote-index/*")) and not list((tmp_path / "b").glob("remote-spool/*"))
+    assert not list((tmp_path / "b").glob("remote-index/*.json")) and not list((tmp_path / "b").glob("remote-spool/*"))
 
 
 def test_a_shard_changed_between_two_encodes_is_refused_and_nothing_mixed(packed, tmp_path):

@@ -92,7 +92,7 @@ def content_keys(kind: InputKind, values: list[str], cache_dir: Path) -> list[st
 def legacy_aliases(store: LatentStore, kind: InputKind, values: dict[str, str]) -> dict[str, str]:
     """{content key: path key} for ``values`` (content key -> value) that a store written before content
     keys holds under their path/size/mtime key."""
-    if not by_content(kind):
+    if not by_content(kind) or not store.records:  # a new store has nothing to migrate
         return {}
     out = {}
     for key, value in values.items():

@@ -85,13 +85,15 @@ def _pipe(cmd: str, timeout: float) -> Iterator[tuple[object, dict]]:
 @contextmanager
 def _http(url: str, timeout: float) -> Iterator[tuple[object, dict]]:
     parts = urlsplit(url)
-    headers = {"User-Agent": "fuse"}
+    auth = None
     if parts.username is not None:  # urllib does not send a URL's userinfo by itself
-        token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-        headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
+        auth = "Basic " + base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
         url = url.replace(parts.netloc, parts.netloc.rsplit("@", 1)[1], 1)
+    request = urllib.request.Request(url, headers={"User-Agent": "fuse"})
+    if auth:
+        request.add_unredirected_header("Authorization", auth)  # never sent on to a host a redirect names
     try:
-        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        resp = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code in (408, 425, 429) or exc.code >= 500:
             raise Transient(f"HTTP {exc.code} {exc.reason}") from None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from fuse.api.atomic import write_text
+from fuse.api.atomic import locked, write_text
 from fuse.api.errors import DataError
 from fuse.api.urls import redact
 from fuse.data.fetch import FetchFailed, FetchOptions, fetched, sweep_spool
@@ -92,15 +92,19 @@ def index_remote(url: str, cache_dir: Path, options: FetchOptions, text_exts: se
     text_exts = set(text_exts) | set(TEXT_EXTS)
     index = _read_index(index_file, text_exts)
     if index is None:
-        try:
-            with fetched(url, spool_dir(cache_dir), options) as (path, identity):
-                index = _index_spooled(path, name, identity, text_exts)
-        except FetchFailed as exc:
-            if options.on_error == "skip":
-                print(f"skipped: {exc}")
-                return None
-            raise
-        write_text(index_file, json.dumps(index))
+        index_file.parent.mkdir(parents=True, exist_ok=True)
+        with locked(index_file):  # ranks that start together: one reads the shard, the others wait for its index
+            index = _read_index(index_file, text_exts)
+            if index is None:
+                try:
+                    with fetched(url, spool_dir(cache_dir), options) as (path, identity):
+                        index = _index_spooled(path, name, identity, text_exts)
+                except FetchFailed as exc:
+                    if options.on_error == "skip":
+                        print(f"skipped: {exc}")
+                        return None
+                    raise
+                write_text(index_file, json.dumps(index))
     shard = RemoteShard(url, name, index["identity"], index["members"], index["text"], options,
                         spool_dir(cache_dir), index_file)
     _SHARDS[name] = shard
