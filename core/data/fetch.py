@@ -188,9 +188,9 @@ def sweep_spool(spool: Path) -> None:
 
 @contextmanager
 def fetched(url: str, spool: Path, options: FetchOptions) -> Iterator[tuple[Path, dict]]:
-    """The shard at ``url`` as a local file (deleted afterwards) and its identity; a fault that outlasts
-    the retries raises DataError naming the URL (``Transient`` and ``on_error`` are the caller's to
-    weigh: see ``FetchFailed``)."""
+    """The shard at ``url`` as a local file (deleted afterwards) and its identity. A permanent fault, or a
+    transient one that outlasts the retries, raises ``FetchFailed`` naming the URL (redacted); whether
+    that stops the run (``options.on_error``) is the caller's to decide."""
     spool.mkdir(parents=True, exist_ok=True)
     dest = spool / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.tar"
     try:

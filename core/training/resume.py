@@ -32,7 +32,9 @@ STATE_FILE = "state.pt"
 # trains or on what (anything else changes the model or the data, so the checkpoint would not fit).
 HARMLESS = ("name", "device", "output_dir", "train.epochs", "train.max_steps", "train.eval_every", "train.log_every",
             "train.keep_checkpoints", "train.checkpoint_every", "train.on_nonfinite", "train.export_on_failure",
-            "data.num_workers", "data.encode_batch_size", "eval.chunk_size")
+            "data.num_workers", "data.encode_batch_size", "eval.chunk_size",
+            # how hard remote shards are read (a resumed run reads its indexes and latents from the cache)
+            "data.remote.retries", "data.remote.timeout_s", "data.remote.backoff_s", "data.remote.on_error")
 
 
 def _flatten(d, prefix: str = "") -> dict[str, object]:
