@@ -72,7 +72,8 @@ def test_urls_braces_and_secrets_are_checked_before_anything_is_read():
     s = shard_set(f"https://u:{SECRET}@h.example/cc3m/{{00000..00002}}.tar?sig={SECRET}")
     assert s.paths[2] == f"https://u:{SECRET}@h.example/cc3m/00002.tar?sig={SECRET}"   # the real URL, for the request
     assert str(s) == "https://h.example/cc3m/{00000..00002}.tar" and SECRET not in str(s)
-    assert shard_set(["s3://b/a.tar", "gs://b/c-{1..2}.tar"]).paths == ("s3://b/a.tar", "gs://b/c-1.tar", "gs://b/c-2.tar")
+    assert shard_set(["s3://b/a.tar", "gs://b/c-{1..2}.tar"]).paths == ("s3://b/a.tar", "gs://b/c-1.tar",
+                                                                       "gs://b/c-2.tar")
     bad = {"https://h/a-{5..1}.tar": "brace range {5..1} runs backwards",
            "s3://b/a-{000..002.tar": "malformed brace pattern",
            "https://h/a-{0..x}.tar": "malformed brace range {0..x}",
@@ -136,7 +137,8 @@ def test_faults_retry_then_stop_or_skip_with_one_line_each(packed, tmp_path, cap
         message, _ = _one_line_error(shard_set(f"{srv.url}/s/junk.tar"), tmp_path / "b", FAST)
         assert message.startswith(f"Shard {srv.url}/s/junk.tar is truncated or not an uncompressed tar")
     message, _ = _one_line_error(shard_set(f"http://127.0.0.1:{closed}/s/a.tar"), tmp_path / "b", FAST)
-    assert message.startswith(f"http://127.0.0.1:{closed}/s/a.tar: unreadable after 3 attempts") and "refused" in message
+    assert message.startswith(f"http://127.0.0.1:{closed}/s/a.tar: unreadable after 3 attempts")
+    assert "refused" in message
     assert not list((tmp_path / "b").glob("remote-index/*.json")) and not list((tmp_path / "b").glob("remote-spool/*"))
 
 
@@ -217,10 +219,10 @@ def test_training_from_s3_https_and_pipe_equals_training_from_disk(packed, s3, t
         sources = {"disk": (str(train[0].parent / pattern), str(val[0])),
                    "https": (https, f"pipe:cat {val[0]}"),
                    "s3": (f"s3://shards/{pattern}", f"s3://shards/{val[0].name}")}
-        recipes = {}
         for name, (tr, va) in sources.items():
-            r = recipes[name] = tiny_recipe(tmp_path, tiny_text_model, splits, **{"train.epochs": 1, "train.log_every": 1},
-                            output_dir=str(tmp_path / name), **{"data.cache_dir": str(tmp_path / f"cache-{name}")})
+            r = tiny_recipe(tmp_path, tiny_text_model, splits, output_dir=str(tmp_path / name),
+                            **{"train.epochs": 1, "train.log_every": 1,
+                               "data.cache_dir": str(tmp_path / f"cache-{name}")})
             result = CliRunner().invoke(cli, ["train", str(write_recipe(tmp_path / f"{name}.yaml", r)),
                                               f"data.train={tr}", f"data.val={va}"])
             assert result.exit_code == 0, result.output

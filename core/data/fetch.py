@@ -87,7 +87,8 @@ def _http(url: str, timeout: float) -> Iterator[tuple[object, dict]]:
     parts = urlsplit(url)
     auth = None
     if parts.username is not None:  # urllib does not send a URL's userinfo by itself
-        auth = "Basic " + base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        auth = "Basic " + base64.b64encode(token).decode()
         url = url.replace(parts.netloc, parts.netloc.rsplit("@", 1)[1], 1)
     request = urllib.request.Request(url, headers={"User-Agent": "fuse"})
     if auth:
@@ -211,7 +212,7 @@ def _with_retries(url: str, dest: Path, options: FetchOptions) -> dict:
         except Transient as exc:
             problem = str(exc)
         except DataError as exc:
-            raise FetchFailed(f"{redact(url)}: {exc}") from None
+            raise FetchFailed(f"{redact(url)}: {redact_text(str(exc))}") from None
         if attempt < options.retries:
             time.sleep(wait)
             wait *= 2

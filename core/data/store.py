@@ -3,11 +3,11 @@
 A folder holds every latent one frozen encoder (same weights, preprocessing, inference path and
 storage dtype; see ``fuse.data.cache.latent_identity``) has ever produced, whatever value list asked
 for it. Each shard is a safetensors file of rows plus a JSON record beside it (written after the
-shard, both atomically): the record lists the keys of its rows (a digest of each value's
-``InputKind.identity``), the shard's size, shape, file hash and whether every latent is finite.
-Keys are ``fuse.data.content``'s (files by their bytes); ``alias-*.json`` files map those to the
-path keys of stores written before. A record is the proof that a shard is done, so a writer killed at any point leaves whole shards
-with records, or files without records that its next run sweeps.
+shard, both atomically): the record lists the keys of its rows (``fuse.data.content``: files by a
+digest of their bytes), the shard's size, shape, file hash and whether every latent is finite;
+``alias-*.json`` files map those keys to the path keys of stores written before. A record is the
+proof that a shard is done, so a writer killed at any point leaves whole shards with records, or
+files without records that its next run sweeps.
 
 Reading never copies a shard: rows are gathered from ``numpy.memmap`` views of the tensors'
 bytes (the safetensors header gives their offsets), so a table larger than memory costs only
