@@ -231,6 +231,7 @@ def test_training_from_s3_https_and_pipe_equals_training_from_disk(packed, s3, t
                           (tmp_path / name / "checkpoints" / "best.safetensors").read_bytes())
             assert SECRET not in (tmp_path / name / "recipe.yaml").read_text() + result.output
         seen = len(srv.requests)
+        assert sorted(r.split("?")[0] for r in srv.requests) == [f"/s/{p.name}" for p in train]   # each read once
         again = CliRunner().invoke(cli, ["train", str(tmp_path / "https.yaml"), f"data.train={https}", "data.val=null",
                                          f"output_dir={tmp_path / 'again'}", "train.max_steps=1"])
         assert again.exit_code == 0, again.output

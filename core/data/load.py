@@ -18,7 +18,7 @@ import torch
 
 from fuse.api.errors import DataError, RecipeError
 from fuse.api.inputs import input_kind, set_limits
-from fuse.api.urls import is_pipe, redact
+from fuse.api.urls import is_pipe, is_remote, redact
 from fuse.data.datasets import build_dataset
 from fuse.data.fetch import FetchOptions
 from fuse.data.manifest import PairedData, load_pairs
@@ -134,8 +134,18 @@ def _check_remote(plan: Plan, shards: ShardSet, pair: tuple[str, str], files: di
                               "which data.cache_latents: false turns off; set it to true.")
 
 
-def load_data(plan: Plan, kinds: dict[str, str], cache_dir: Path, skipped_log: Path | None) -> dict[str, SplitData]:
-    """Every trained (and evaluated) pair's data per split, screened for bad media when the recipe says so."""
+def has_remote(plan: Plan) -> bool:
+    """Whether any data source of the plan names remote shards (URLs or pipe: commands)."""
+    sources = [plan.recipe.data, *(p.source for p in plan.pairs)]
+    return any(is_remote(entry) for s in sources for spec in (s.train, s.val) if spec is not None
+               for entry in ([spec] if isinstance(spec, str) else spec))
+
+
+def load_data(plan: Plan, kinds: dict[str, str], cache_dir: Path, skipped_log: Path | None,
+              encode_spooled: Callable[[str, list[str]], None] | None = None) -> dict[str, SplitData]:
+    """Every trained (and evaluated) pair's data per split, screened for bad media when the recipe says so.
+    ``encode_spooled(modality, values)``: called while a remote shard read for its index is still on
+    disk, with its paired file values, so that they are encoded from that one read."""
     recipe = plan.recipe
     set_limits(max_image_pixels=recipe.data.max_image_pixels)
     files = {m: input_kind(k).files for m, k in kinds.items()}
@@ -151,8 +161,11 @@ def load_data(plan: Plan, kinds: dict[str, str], cache_dir: Path, skipped_log: P
                 continue
             if isinstance(manifests[role], ShardSet):
                 _check_remote(plan, manifests[role], pair, files, f"{where}.{role}")
+                spooled = None if encode_spooled is None else \
+                    (lambda fresh: [encode_spooled(m, values) for m, values in fresh.items() if values])
                 data = load_shard_pairs(manifests[role], pair, {m: input_kind(kinds[m]) for m in pair}, cache_dir,
-                                        skip_incomplete=recipe.data.bad_media == "skip", fetch=fetch)
+                                        skip_incomplete=recipe.data.bad_media == "skip", fetch=fetch,
+                                        on_spooled=spooled)
             else:
                 data = load_pairs(manifests[role], pair, tuple(m for m in pair if files[m]))
             remote = isinstance(manifests[role], ShardSet) and manifests[role].remote

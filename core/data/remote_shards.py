@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -84,27 +85,41 @@ def spool_dir(cache_dir: Path) -> Path:
     return spool
 
 
-def index_remote(url: str, cache_dir: Path, options: FetchOptions, text_exts: set[str]) -> RemoteShard | None:
-    """The index of the shard at ``url`` (read once, then from the cache); None when it cannot be read
-    and ``options.on_error`` is "skip" (the caller counts it)."""
+@contextmanager
+def indexed_remote(url: str, cache_dir: Path, options: FetchOptions,
+                   text_exts: set[str]) -> Iterator[tuple[RemoteShard | None, Path | None]]:
+    """The index of the shard at ``url`` (read once, then from the cache), and, when it was read just
+    now, the spooled copy (deleted on exit: a caller may encode from it, so a first run reads each
+    shard once). The shard is None when it cannot be read and ``options.on_error`` is "skip"."""
     name = redact(url)
     index_file = Path(cache_dir) / "remote-index" / f"{hashlib.sha256(name.encode()).hexdigest()[:24]}.json"
     text_exts = set(text_exts) | set(TEXT_EXTS)
     index = _read_index(index_file, text_exts)
-    if index is None:
-        index_file.parent.mkdir(parents=True, exist_ok=True)
-        with locked(index_file):  # ranks that start together: one reads the shard, the others wait for its index
-            index = _read_index(index_file, text_exts)
-            if index is None:
-                try:
-                    with fetched(url, spool_dir(cache_dir), options) as (path, identity):
-                        index = _index_spooled(path, name, identity, text_exts)
-                except FetchFailed as exc:
-                    if options.on_error == "skip":
-                        print(f"skipped: {exc}")
-                        return None
-                    raise
+    if index is not None:
+        yield _register(url, name, index, options, cache_dir, index_file), None
+        return
+    index_file.parent.mkdir(parents=True, exist_ok=True)
+    with locked(index_file):  # ranks that start together: one reads the shard, the others wait for its index
+        index = _read_index(index_file, text_exts)
+        if index is not None:
+            yield _register(url, name, index, options, cache_dir, index_file), None
+            return
+        read = False
+        try:
+            with fetched(url, spool_dir(cache_dir), options) as (path, identity):
+                read = True
+                index = _index_spooled(path, name, identity, text_exts)
                 write_text(index_file, json.dumps(index))
+                yield _register(url, name, index, options, cache_dir, index_file), path
+        except FetchFailed as exc:
+            if read or options.on_error != "skip":
+                raise
+            print(f"skipped: {exc}")
+            yield None, None
+
+
+def _register(url: str, name: str, index: dict, options: FetchOptions, cache_dir: Path,
+              index_file: Path) -> RemoteShard:
     shard = RemoteShard(url, name, index["identity"], index["members"], index["text"], options,
                         spool_dir(cache_dir), index_file)
     _SHARDS[name] = shard

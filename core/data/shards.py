@@ -28,7 +28,7 @@ from fuse.api.errors import DataError
 from fuse.api.urls import check_url, is_pipe, is_remote, redact, redact_source
 from fuse.data.fetch import FetchOptions
 from fuse.data.manifest import PairCollector, PairedData
-from fuse.data.remote_shards import index_remote
+from fuse.data.remote_shards import indexed_remote
 from fuse.data.tar_index import scan
 
 INDEX_VERSION = 1
@@ -125,23 +125,23 @@ def _read(f, where: list[int]) -> bytes:
 
 
 def _opened(shards: ShardSet, cache_dir: Path | None, text_exts: set[str], fetch: FetchOptions | None,
-            skipped: list[str]) -> Iterator[tuple[str, dict, Callable[[list[int]], bytes]]]:
+            skipped: list[str]) -> Iterator[tuple[str, dict, Callable[[list[int]], bytes], Path | None]]:
     """Each shard's (name, members: key -> ext -> [offset, size, ...], read(where) -> bytes of a
-    member that may be read inline). A remote shard that cannot be read is skipped (``fetch.on_error``)
-    and named in ``skipped``."""
+    member that may be read inline, the spooled copy of a remote shard read just now or None). A
+    remote shard that cannot be read is skipped (``fetch.on_error``) and named in ``skipped``."""
     for shard in shards.paths:
         if isinstance(shard, Path):
             members = index_shard(shard, cache_dir)
             with open(shard, "rb") as f:
-                yield str(shard), members, lambda where, f=f: _read(f, where)
+                yield str(shard), members, lambda where, f=f: _read(f, where), None
             continue
-        remote = index_remote(shard, cache_dir, fetch or FetchOptions(), text_exts)
-        if remote is None:
-            skipped.append(redact(shard))
-            continue
-        by_offset = {tuple(w[:2]): remote.text.get(k, {}).get(e) for k, exts in remote.members.items()
-                     for e, w in exts.items()}
-        yield remote.name, remote.members, lambda where, t=by_offset: (t[tuple(where[:2])] or "").encode("utf-8")
+        with indexed_remote(shard, cache_dir, fetch or FetchOptions(), text_exts) as (remote, spool):
+            if remote is None:
+                skipped.append(redact(shard))
+                continue
+            by_offset = {tuple(w[:2]): remote.text.get(k, {}).get(e) for k, exts in remote.members.items()
+                         for e, w in exts.items()}
+            yield remote.name, remote.members, lambda where, t=by_offset: (t[tuple(where[:2])] or "").encode(), spool
 
 
 def _values(key: str, exts: dict, name: str, kinds: dict, modalities: tuple[str, str], read) -> dict[str, list]:
@@ -171,24 +171,30 @@ def _values(key: str, exts: dict, name: str, kinds: dict, modalities: tuple[str,
 
 
 def load_shard_pairs(shards: ShardSet, modalities: tuple[str, str], kinds: dict, cache_dir: Path | None,
-                     skip_incomplete: bool = False, fetch: FetchOptions | None = None) -> PairedData:
+                     skip_incomplete: bool = False, fetch: FetchOptions | None = None,
+                     on_spooled: Callable[[dict[str, list[str]]], None] | None = None) -> PairedData:
     """The pairs of a shard set, as ``load_pairs`` gives them for a manifest with the same records.
 
     ``kinds`` maps each modality to its InputKind: a file kind takes the member whose extension it
     lists (``extensions``); an inline kind takes ``KEY.json``'s field of the modality's name, or
     else such a member's UTF-8 text. A key with one modality but not the other is an error
     naming shard and key, or, with ``skip_incomplete`` (data.bad_media: skip), left out. Remote
-    shards are read as ``fetch`` says (``fuse.data.remote_shards``)."""
+    shards are read as ``fetch`` says (``fuse.data.remote_shards``); while a remote shard read just
+    now is spooled, ``on_spooled`` gets its paired file values ({modality: references into the spool})
+    to encode them then, so that a first run need not read the shard again."""
     collector = PairCollector(modalities)
     digest = hashlib.sha256()
     skipped, lost = [], []
     text_exts = {e for m in modalities if not kinds[m].files for e in (*kinds[m].extensions, m)}
-    for name, members, read in _opened(shards, cache_dir, text_exts, fetch, lost):
+    for name, members, read, spool in _opened(shards, cache_dir, text_exts, fetch, lost):
         digest.update(f"{name}|{json.dumps(members, sort_keys=True)}".encode())
+        fresh: dict[str, list[str]] = {m: [] for m in modalities if kinds[m].files}
         for key, exts in members.items():
             items = _values(key, exts, name, kinds, modalities, read)
             if len(items) == 2:
                 collector.add(items)
+                for m in fresh:
+                    fresh[m] += [str(spool) + v[len(name):] for v in items[m]]
             elif items:
                 have, lack = next(iter(items)), next(m for m in modalities if m not in items)
                 if not skip_incomplete:
@@ -197,6 +203,8 @@ def load_shard_pairs(shards: ShardSet, modalities: tuple[str, str], kinds: dict,
                                     f"{'' if kinds[lack].files else f' and {lack!r} in {key}.json'}). Re-pack "
                                     "the shard, or leave such keys out with data.bad_media: skip.")
                 skipped.append(f"{name}#{key}")
+        if spool is not None and on_spooled is not None:
+            on_spooled(fresh)  # a remote shard read just now: its members can be encoded from the spool
     if lost:
         print(f"{shards}: skipped {len(lost)} of {len(shards.paths)} shard(s) that could not be read "
               f"(data.remote.on_error: skip), e.g. {lost[0]}")
