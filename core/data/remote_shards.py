@@ -1,10 +1,10 @@
-"""Remote tar shards: indexed by one streamed read, encoded from another, never kept on disk.
+"""Remote tar shards: each read whole into a spool file, one at a time, and never kept.
 
-Reading a shard set that lives behind a URL takes two passes, each reading a shard whole into
-the spool (``fuse.data.fetch``) and deleting it before the next: indexing keeps what the pair
-tables need (the member index, the inline members' text, a digest of every member's bytes, the
-shard's identity) as JSON under ``<cache_dir>/remote-index/``; encoding (``staged``) reads a shard
-again only when some of its members lack latents, and checks that it is the shard it indexed.
+Indexing a shard (``indexed_remote``) keeps what the pair tables need (the member index, the
+inline members' text, a digest of every member's bytes, the shard's identity) as JSON under
+``<cache_dir>/remote-index/``, and hands the spooled copy to its caller, which may encode the
+shard's members from it (training does, so a first run reads each shard once). Members still
+without latents later are read by ``staged``, which checks that the shard is the one indexed.
 Once both are done a run reads nothing remote. Values of file members are references
 ``URL#OFFSET:SIZE:MEMBER`` with the URL redacted; the real URL stays in this process's memory.
 """
