@@ -19,8 +19,8 @@ from remote_servers import ShardServer
 from safetensors.torch import load_file
 
 from fuse import input_kind
-from fuse.api.errors import DataError
-from fuse.api.plugin_manager import registry
+from fuse.base.errors import DataError
+from fuse.base.plugin_manager import registry
 from fuse.cli import cli
 from fuse.data.cache import EncodeOptions, cached_latents
 from fuse.data.fetch import FetchOptions
@@ -262,7 +262,7 @@ import sys
 from pathlib import Path
 import torch
 from fuse import input_kind
-from fuse.api.plugin_manager import registry
+from fuse.base.plugin_manager import registry
 from fuse.data.cache import EncodeOptions, cached_latents
 from fuse.data.fetch import FetchOptions
 from fuse.data.shards import load_shard_pairs, shard_set

@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fuse.api import collectives
-from fuse.api.atomic import held, locked
-from fuse.api.collectives import any_sharded
-from fuse.api.errors import DataError
-from fuse.api.inputs import input_kind, read_value
-from fuse.api.latents import Tokens
+from fuse.base import collectives
+from fuse.base.atomic import held, locked
+from fuse.base.collectives import any_sharded
+from fuse.base.errors import DataError
+from fuse.base.inputs import input_kind, read_value
+from fuse.base.latents import Tokens
 from fuse.data.content import content_keys, legacy_aliases
 from fuse.data.remote_shards import staged
 from fuse.data.store import STORE_FORMAT, LatentStore

@@ -18,9 +18,9 @@ import json
 import os
 from pathlib import Path
 
-from fuse.api.atomic import write_text
-from fuse.api.inputs import InputKind
-from fuse.api.shard_refs import split_ref
+from fuse.base.atomic import write_text
+from fuse.base.inputs import InputKind
+from fuse.base.shard_refs import split_ref
 from fuse.data.remote_shards import member_digest
 from fuse.data.store import LatentStore, value_key
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
-from fuse.api.errors import DataError
-from fuse.api.urls import is_pipe, redact
+from fuse.base.errors import DataError
+from fuse.base.urls import is_pipe, redact
 
 CHUNK = 1 << 20
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}  # protocol -> the fuse extra whose client reads it

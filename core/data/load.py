@@ -16,9 +16,9 @@ from typing import Callable
 
 import torch
 
-from fuse.api.errors import DataError, RecipeError
-from fuse.api.inputs import input_kind, set_limits
-from fuse.api.urls import is_pipe, is_remote, redact
+from fuse.base.errors import DataError, RecipeError
+from fuse.base.inputs import input_kind, set_limits
+from fuse.base.urls import is_pipe, is_remote, redact
 from fuse.data.datasets import build_dataset
 from fuse.data.fetch import FetchOptions
 from fuse.data.manifest import PairedData, load_pairs

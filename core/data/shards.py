@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from fuse.api.atomic import write_text
-from fuse.api.errors import DataError
-from fuse.api.urls import check_url, is_pipe, is_remote, redact, redact_source
+from fuse.base.atomic import write_text
+from fuse.base.errors import DataError
+from fuse.base.urls import check_url, is_pipe, is_remote, redact, redact_source
 from fuse.data.fetch import FetchOptions
 from fuse.data.manifest import PairCollector, PairedData
 from fuse.data.remote_shards import indexed_remote

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from fuse.api.errors import DataError
+from fuse.base.errors import DataError
 
 
 def scan(shard: Path, name: str | None = None) -> dict[str, dict[str, list[int]]]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fuse.api.errors import DataError, FuseError
-from fuse.api.inputs import input_kind
+from fuse.base.errors import DataError, FuseError
+from fuse.base.inputs import input_kind
 from fuse.model.collect import collect_inputs, manifest_values
 from fuse.model.embed import embed_values
 from fuse.model.index import EmbeddingIndex, IndexOptions, default_location, update_index

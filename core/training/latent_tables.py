@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from fuse.api.errors import DataError, RecipeError
+from fuse.base.errors import DataError, RecipeError
 from fuse.data.cache import EncodeOptions, cached_latents, encode_values
 from fuse.data.store import LatentTable
 from fuse.recipes.recipe import Recipe

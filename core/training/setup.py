@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fuse.api.devices import free_memory, resolve_device
+from fuse.base.devices import free_memory, resolve_device
 from fuse.data.datasets import default_cache_root
-from fuse.api.collectives import world_size
+from fuse.base.collectives import world_size
 from fuse.data.load import describe, has_remote, load_data
 from fuse.model.aligned import AlignedModel
 from fuse.model.load import model_from_plan

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from fuse.api.errors import DataError
-from fuse.api.options import Options
+from fuse.base.errors import DataError
+from fuse.base.options import Options
 
 
 class InputKind:
@@ -40,7 +40,7 @@ class InputKind:
         """What identifies ``value``: a file's path, size and mtime (a shard member's: its reference and
         the shard's size and mtime); inline values themselves. Search indexes key on it; the latent
         store keys files by their bytes instead (``fuse.data.content``) unless a kind overrides this."""
-        from fuse.api.shard_refs import split_ref
+        from fuse.base.shard_refs import split_ref
 
         if not self.files:
             return value
@@ -72,7 +72,7 @@ def set_limits(**limits: int | None) -> None:
 
 def input_kind(name: str, where: str = "") -> InputKind:
     """The registered input kind ``name`` (one shared instance); unknown names are recipe errors."""
-    from fuse.api.plugin_manager import registry
+    from fuse.base.plugin_manager import registry
 
     reg = registry("input")
     cached = reg.instances.get(name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from fuse.api.errors import DataError
+from fuse.base.errors import DataError
 
 SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 PIPE = "pipe:"
