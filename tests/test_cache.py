@@ -249,3 +249,60 @@ def test_three_processes_share_one_build(tmp_path, tiny_text_model):
     assert len(datasets) == 1 and (datasets[0] / "fuse_dataset.json").exists()  # no temp folders left
     folder = next((tmp_path / "latent-store").iterdir())
     assert not list(folder.glob(".shard-*"))
+
+
+def _images(folder, n=6):
+    from conftest import _draw
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        _draw(("circle", "square", "triangle")[i % 3], (40 * i, 0, 255 - 40 * i)).save(folder / f"{i}.png")
+    return [str(folder / f"{i}.png") for i in range(n)]
+
+
+def test_a_copied_cache_and_a_moved_dataset_reuse_every_latent(tmp_path):
+    """Latents are keyed by the bytes: the same images under another path, with other mtimes, and a
+    cache copied elsewhere encode nothing (issue 31: a copied warm cache re-encoded every image)."""
+    import shutil
+
+    torch.manual_seed(0)
+    enc = registry("encoder").create("timm", {"model": "test_efficientnet", "pretrained": False})
+    seen = _counting(enc)
+    first = cached_latents(enc, {"name": "timm"}, _images(tmp_path / "a"), tmp_path / "c", CPU, EncodeOptions(label="i"))
+    assert seen[0] == 6
+    moved = tmp_path / "elsewhere" / "b"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "a", moved)
+    for p in moved.iterdir():
+        os.utime(p, ns=(7, 7))                           # another mtime too, as a copy without -p gives
+    shutil.copytree(tmp_path / "c", tmp_path / "copied-cache")
+    again = cached_latents(enc, {"name": "timm"}, [str(moved / f"{i}.png") for i in range(6)], tmp_path / "copied-cache",
+                           CPU, EncodeOptions(label="i"))
+    assert seen[0] == 6 and torch.equal(again, first)
+
+
+def test_a_store_written_with_path_keys_is_read_after_the_change(tmp_path):
+    """A store as the code before content keys wrote it (rows keyed by path, size and mtime) is read:
+    an alias file maps the new keys to its rows, no shard is rewritten, nothing is encoded."""
+    from fuse.data.store import value_key
+
+    torch.manual_seed(0)
+    enc = registry("encoder").create("timm", {"model": "test_efficientnet", "pretrained": False})
+    values = _images(tmp_path / "a")
+    identity = latent_identity(enc, "timm")
+    folder = store_folder(tmp_path / "c", identity)
+    old = LatentStore(folder, identity)
+    kind = fuse.input_kind("image")
+    reference = encode_values(enc, values, CPU)
+    old.write_shard("r0of1", [value_key(kind.identity(v)) for v in values], {"latents": reference})
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    seen = _counting(enc)
+    out = cached_latents(enc, {"name": "timm"}, values, tmp_path / "c", CPU, EncodeOptions(label="i"))
+    assert seen[0] == 0 and torch.equal(out, reference)
+    assert all((folder / name).read_bytes() == data for name, data in before.items())   # nothing rewritten
+    assert len(list(folder.glob("alias-*.json"))) == 1
+    moved = tmp_path / "b"
+    (tmp_path / "a").rename(moved)                       # the old keys no longer match: the aliases do
+    again = cached_latents(enc, {"name": "timm"}, [str(moved / f"{i}.png") for i in range(6)], tmp_path / "c", CPU,
+                           EncodeOptions(label="i"))
+    assert seen[0] == 0 and torch.equal(again, reference)

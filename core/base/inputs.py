@@ -37,8 +37,9 @@ class InputKind:
         raise NotImplementedError(f"input kind '{self.name}' has no reader")
 
     def identity(self, value: str) -> str:
-        """What identifies ``value`` in a cache key: a file's path, size and mtime (a shard member's: its
-        reference and the shard's size and mtime); inline values themselves."""
+        """What identifies ``value``: a file's path, size and mtime (a shard member's: its reference and
+        the shard's size and mtime); inline values themselves. Search indexes key on it; the latent
+        store keys files by their bytes instead (``fuse.data.content``) unless a kind overrides this."""
         from fuse.base.shard_refs import split_ref
 
         if not self.files:

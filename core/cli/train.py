@@ -19,9 +19,11 @@ import click
 @click.option("--tracker", "--log", "trackers", multiple=True, metavar="NAME",
               help="Also send metrics to this tracker (tensorboard, wandb, mlflow; see `fuse plugins --kind tracker`); "
               "repeatable. --log is its old name.")
+@click.option("--allow-pipe", is_flag=True, help="Let the recipe file's own pipe:CMD shard entries run their "
+              "commands (a pipe: entry given as an override on this command line always may).")
 @click.option("--seeds", help="Comma-separated seeds (0,1,2): one run per seed in OUTPUT_DIR/seed-N and a "
               "mean ± std table of every validation metric.")
-def train_command(recipe, overrides, dry_run, resume, overwrite, trackers, seeds):
+def train_command(recipe, overrides, dry_run, resume, overwrite, trackers, seeds, allow_pipe):
     """Train the heads of RECIPE; overrides look like train.epochs=3 or output_dir=runs/x."""
     from fuse.recipes.plan import load_plan
     from fuse.training.trackers import check_trackers
@@ -35,7 +37,7 @@ def train_command(recipe, overrides, dry_run, resume, overwrite, trackers, seeds
 
         run_seeds(recipe, overrides, seeds, echo=click.echo)  # finished seeds skip, others resume
         return
-    plan = load_plan(recipe, overrides)
+    plan = load_plan(recipe, overrides, allow_pipe)
     check_trackers(plan.recipe)  # a missing tracker extra is one line before any data is read
     if dry_run:
         from fuse.training.dryrun import check_files, dry_run_report, summary

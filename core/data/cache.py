@@ -4,8 +4,9 @@ Latents live in a latent store (``fuse.data.store``): one folder per *encoder id
 what determines its latents (``latent_identity``: registered name, weights fingerprint,
 preprocessing signature, token or pooled output, encoding autocast dtype, storage dtype), never
 option strings (an export's ``./`` paths name the same weights as training's absolute ones).
-Rows are addressed per value by ``InputKind.identity`` (path, size and mtime for files), so a new
-value list encodes only the values the store lacks.
+Rows are addressed per value by content (``fuse.data.content``: a digest of a file's bytes, wherever
+it lies; inline values by themselves), so a new value list encodes only the values the store lacks,
+and a copied cache or a moved dataset encodes nothing.
 
 Under torchrun every rank encodes its own slice of the values (contiguous, so the slices do not
 depend on what the store already holds) into its own shards, then polls the folder until every
@@ -31,7 +32,9 @@ from fuse.base.collectives import any_sharded
 from fuse.base.errors import DataError
 from fuse.base.inputs import input_kind, read_value
 from fuse.base.latents import Tokens
-from fuse.data.store import STORE_FORMAT, LatentStore, value_key
+from fuse.data.content import content_keys, legacy_aliases
+from fuse.data.remote_shards import staged
+from fuse.data.store import STORE_FORMAT, LatentStore
 
 SHARD_ROWS = 65536
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -232,7 +235,7 @@ def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, devi
     identity = latent_identity(encoder, spec["name"], tokens, device, dtype)
     folder = store_folder(cache_dir, identity)
     kind = input_kind(encoder.info.input)
-    keys = [value_key(kind.identity(v)) for v in values]
+    keys = content_keys(kind, values, cache_dir)
     first = {}
     for i, k in enumerate(keys):
         first.setdefault(k, i)
@@ -240,6 +243,7 @@ def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, devi
     rank, world = collectives.rank(), collectives.world_size()
     store = LatentStore(folder, identity)
     store.refresh()
+    store.add_aliases(legacy_aliases(store, kind, {k: values[first[k]] for k in store.missing(unique)}))
     encoded = 0
     for attempt in range(3):
         # Every rank takes a contiguous slice of the unique values; after damage, whoever found it
@@ -252,9 +256,10 @@ def cached_latents(encoder, spec: dict, values: list[str], cache_dir: Path, devi
                 store.sweep(prefix)  # what a killed writer left
                 store.refresh()      # what another process published while we waited
                 todo = store.missing(mine)
-                if todo:
-                    _encode_into(store, prefix, encoder, [values[first[k]] for k in todo], todo, device, o)
-                    encoded += len(todo)
+                # Remote members come in one run per shard, read once into the spool and deleted after.
+                for run_values, run_keys in staged([values[first[k]] for k in todo], todo):
+                    _encode_into(store, prefix, encoder, run_values, run_keys, device, o)
+                    encoded += len(run_keys)
         waiting = store.missing(unique)
         if waiting:
             say(f"{label}: waiting for other ranks' {len(waiting)} latents in {folder}")

@@ -12,12 +12,15 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from fuse.base.errors import DataError
+from fuse.base.errors import DataError, RecipeError
 from fuse.base.inputs import input_kind, set_limits
+from fuse.base.urls import is_pipe, is_remote, redact
 from fuse.data.datasets import build_dataset
+from fuse.data.fetch import FetchOptions
 from fuse.data.manifest import PairedData, load_pairs
 from fuse.data.screening import drop_bad_media
 from fuse.data.shards import ShardSet, load_shard_pairs, shard_set
@@ -53,16 +56,28 @@ class SplitData:
         return torch.stack([rows[m][data.pairs[:, c]] for c, m in enumerate(pair)], dim=1)
 
 
-def source_manifests(source: Source, cache_dir: Path, where: str) -> dict[str, Path | ShardSet]:
-    """{"train": manifest, "val": manifest (if any)} of a source: given paths (or tar shard sets, see
-    fuse.data.shards), or a built dataset's splits."""
+def _check_commands(spec: str | list[str], allows: Callable[[str], bool] | None, field: str) -> None:
+    """A ``pipe:`` entry runs a command: only one given on the command line (or with --allow-pipe) may."""
+    for entry in [spec] if isinstance(spec, str) else spec:
+        if is_pipe(entry) and (allows is None or not allows(entry)):
+            raise RecipeError(f"{field}: {redact(entry)} runs a command, and a recipe file never runs one by itself. "
+                              f"Give it on the command line ({field}='pipe:...'), or pass --allow-pipe to fuse train "
+                              "if you trust this recipe.")
+
+
+def source_manifests(source: Source, cache_dir: Path, where: str,
+                     allows: Callable[[str], bool] | None = None) -> dict[str, Path | ShardSet]:
+    """{"train": manifest, "val": manifest (if any)} of a source: given paths (or tar shard sets, local
+    or remote, see fuse.data.shards), or a built dataset's splits. ``allows``: which ``pipe:`` entries
+    may run (``Recipe.allows``); none when not given."""
     if source.train is not None:
         splits = {"train": shard_set(source.train) or Path(source.train)}
         if source.val:
             splits["val"] = shard_set(source.val) or Path(source.val)
         for split, path in splits.items():
             if isinstance(path, ShardSet):
-                missing = [p for p in path.paths if not p.is_file()]
+                _check_commands(source.train if split == "train" else source.val, allows, f"{where}.{split}")
+                missing = [p for p in path.paths if isinstance(p, Path) and not p.is_file()]
                 if missing:
                     raise DataError(f"{where}.{split}: {len(missing)} of the {len(path.paths)} shards {path} names "
                                     f"are missing, e.g. {missing[0]}. Fix the pattern, or pack them (fuse data pack).")
@@ -105,8 +120,32 @@ def take_fraction(data: PairedData, fraction: float, seed: int) -> PairedData:
     return kept
 
 
-def load_data(plan: Plan, kinds: dict[str, str], cache_dir: Path, skipped_log: Path | None) -> dict[str, SplitData]:
-    """Every trained (and evaluated) pair's data per split, screened for bad media when the recipe says so."""
+def _check_remote(plan: Plan, shards: ShardSet, pair: tuple[str, str], files: dict[str, bool], field: str) -> None:
+    """Remote media are read once, into the latent store: a tower that reads its files each step cannot
+    train from them."""
+    if not shards.remote:
+        return
+    for m in pair:
+        if files[m] and not plan.towers[m].frozen:
+            raise RecipeError(f"{field}: {shards} is remote, and the unfrozen {m} tower would read its files in "
+                              f"every epoch; copy the shards to local disk, or freeze modalities.{m}.encoder.")
+        if files[m] and not plan.recipe.data.cache_latents:
+            raise RecipeError(f"{field}: {shards} is remote, and its {m} files are read once into the latent store, "
+                              "which data.cache_latents: false turns off; set it to true.")
+
+
+def has_remote(plan: Plan) -> bool:
+    """Whether any data source of the plan names remote shards (URLs or pipe: commands)."""
+    sources = [plan.recipe.data, *(p.source for p in plan.pairs)]
+    return any(is_remote(entry) for s in sources for spec in (s.train, s.val) if spec is not None
+               for entry in ([spec] if isinstance(spec, str) else spec))
+
+
+def load_data(plan: Plan, kinds: dict[str, str], cache_dir: Path, skipped_log: Path | None,
+              encode_spooled: Callable[[str, list[str]], None] | None = None) -> dict[str, SplitData]:
+    """Every trained (and evaluated) pair's data per split, screened for bad media when the recipe says so.
+    ``encode_spooled(modality, values)``: called while a remote shard read for its index is still on
+    disk, with its paired file values, so that they are encoded from that one read."""
     recipe = plan.recipe
     set_limits(max_image_pixels=recipe.data.max_image_pixels)
     files = {m: input_kind(k).files for m, k in kinds.items()}
@@ -114,17 +153,23 @@ def load_data(plan: Plan, kinds: dict[str, str], cache_dir: Path, skipped_log: P
     jobs = [(p.modalities, p.source, "data" if p.source is recipe.data else f"data.pairs[{p.key}]", ("train", "val"))
             for p in plan.pairs]
     jobs += [(pair, recipe.data, "data", ("val",)) for pair in plan.eval_pairs]
+    fetch = FetchOptions(**recipe.data.remote.model_dump())
     for pair, source, where, roles in jobs:
-        manifests = source_manifests(source, cache_dir, where)
+        manifests = source_manifests(source, cache_dir, where, recipe.allows)
         for role in roles:
             if role not in manifests:
                 continue
             if isinstance(manifests[role], ShardSet):
+                _check_remote(plan, manifests[role], pair, files, f"{where}.{role}")
+                spooled = None if encode_spooled is None else \
+                    (lambda fresh: [encode_spooled(m, values) for m, values in fresh.items() if values])
                 data = load_shard_pairs(manifests[role], pair, {m: input_kind(kinds[m]) for m in pair}, cache_dir,
-                                        skip_incomplete=recipe.data.bad_media == "skip")
+                                        skip_incomplete=recipe.data.bad_media == "skip", fetch=fetch,
+                                        on_spooled=spooled)
             else:
                 data = load_pairs(manifests[role], pair, tuple(m for m in pair if files[m]))
-            if recipe.data.bad_media == "skip":
+            remote = isinstance(manifests[role], ShardSet) and manifests[role].remote
+            if recipe.data.bad_media == "skip" and not remote:  # remote media are read once, when encoded
                 data = drop_bad_media(data, {m: kinds[m] for m in pair}, cache_dir, skipped_log, role)
             if role == "train" and recipe.data.fraction < 1:
                 data = take_fraction(data, recipe.data.fraction, recipe.seed)

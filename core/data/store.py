@@ -3,10 +3,11 @@
 A folder holds every latent one frozen encoder (same weights, preprocessing, inference path and
 storage dtype; see ``fuse.data.cache.latent_identity``) has ever produced, whatever value list asked
 for it. Each shard is a safetensors file of rows plus a JSON record beside it (written after the
-shard, both atomically): the record lists the keys of its rows (a digest of each value's
-``InputKind.identity``), the shard's size, shape, file hash and whether every latent is finite.
-A record is the proof that a shard is done, so a writer killed at any point leaves whole shards
-with records, or files without records that its next run sweeps.
+shard, both atomically): the record lists the keys of its rows (``fuse.data.content``: files by a
+digest of their bytes), the shard's size, shape, file hash and whether every latent is finite;
+``alias-*.json`` files map those keys to the path keys of stores written before. A record is the
+proof that a shard is done, so a writer killed at any point leaves whole shards with records, or
+files without records that its next run sweeps.
 
 Reading never copies a shard: rows are gathered from ``numpy.memmap`` views of the tensors'
 bytes (the safetensors header gives their offsets), so a table larger than memory costs only
@@ -121,6 +122,7 @@ class LatentStore:
         self.folder = Path(folder)
         self.index: dict[str, tuple[str, int]] = {}   # value key -> (shard name, row)
         self.records: dict[str, dict] = {}
+        self.aliases: dict[str, str] = {}  # content key -> the path key a store written before holds it under
         meta = self.folder / "store.json"
         if not meta.exists():
             write_text(meta, json.dumps({"format": STORE_FORMAT, "identity": identity}, indent=2, default=str))
@@ -138,6 +140,25 @@ class LatentStore:
             self.records[name] = record
             for row, key in enumerate(record["keys"]):
                 self.index.setdefault(key, (name, row))
+        for rec in sorted(self.folder.glob("alias-*.json")):
+            try:
+                self.aliases.update(json.loads(rec.read_text()))
+            except (OSError, ValueError):
+                continue
+        self._apply_aliases()
+
+    def _apply_aliases(self) -> None:
+        for new, old in self.aliases.items():
+            if new not in self.index and old in self.index:
+                self.index[new] = self.index[old]
+
+    def add_aliases(self, aliases: dict[str, str]) -> None:
+        """Publish ``{new key: old key}``: rows a store keyed by path already holds, now found by content
+        (the migration from path keys: no shard is rewritten)."""
+        if aliases:
+            write_text(self.folder / f"alias-{uuid.uuid4().hex[:12]}.json", json.dumps(aliases))
+            self.aliases.update(aliases)
+            self._apply_aliases()
 
     def missing(self, keys: list[str]) -> list[str]:
         """The keys (in order, without repeats) that no published shard holds."""
@@ -178,6 +199,7 @@ class LatentStore:
         for other, record in self.records.items():
             for row, key in enumerate(record["keys"]):
                 self.index.setdefault(key, (other, row))
+        self._apply_aliases()
 
     def check(self, name: str, verify_hash: bool = True) -> str | None:
         """Why shard ``name`` cannot be used (missing, truncated, altered), or None."""

@@ -301,7 +301,8 @@ def _check_connected(names: set[str], pairs: list[tuple[str, str]], joined: set[
                         "one shared space; add an objective whose pair joins them")
 
 
-def load_plan(path: str | Path, overrides: list[str] = ()) -> Plan:
+def load_plan(path: str | Path, overrides: list[str] = (), allow_pipe: bool = False) -> Plan:
     """Read a recipe file (with ``key.sub=value`` overrides) and resolve it: the one entry point every
-    command uses, so a recipe is validated and resolved exactly once and later stages receive the plan."""
-    return resolve(load_recipe(path, overrides), str(path))
+    command uses, so a recipe is validated and resolved exactly once and later stages receive the plan.
+    ``allow_pipe``: the recipe file's own ``pipe:`` shard entries may run (``fuse train --allow-pipe``)."""
+    return resolve(load_recipe(path, overrides, allow_pipe), str(path))

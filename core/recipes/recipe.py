@@ -19,6 +19,7 @@ import yaml
 
 from fuse.base.errors import RecipeError, decode_utf8
 from fuse.base.options import Options as Strict
+from fuse.base.urls import is_pipe, redact_source
 from fuse.base.validation import format_validation_error
 from fuse.recipes.strict_yaml import TooLarge, load_strict
 
@@ -105,6 +106,16 @@ class PairSection(Source):
     weight: float = pydantic.Field(1.0, gt=0)
 
 
+class RemoteSection(Strict):
+    """How remote shards (https://, s3://, gs://, pipe:) are read (docs/scale.md, "Remote shards")."""
+    retries: int = pydantic.Field(3, ge=0, le=20)        # more attempts after a transient fault
+    timeout_s: float = pydantic.Field(60.0, gt=0)        # the longest wait for bytes (a stalled server)
+    backoff_s: float = pydantic.Field(1.0, ge=0)         # wait before the first retry, doubled each time
+    # A shard still unreadable while indexing: stop the run, or skip it and count it. Encoding always
+    # stops (a rerun resumes with the shards still missing).
+    on_error: Literal["stop", "skip"] = "stop"
+
+
 class DataSection(Source):
     """The default data source plus caching, loading and per-pair settings."""
     cache_dir: str | None = None       # default: $FUSE_CACHE or ~/.cache/fuse
@@ -125,6 +136,7 @@ class DataSection(Source):
     # (seed, item), so it is the same under the same seed and each smaller share is inside each larger one.
     fraction: float = pydantic.Field(1.0, gt=0, le=1)
     pairs: list[PairSection] = []         # per-pair sources, batch sizes and weights
+    remote: RemoteSection = RemoteSection()
 
 
 class OptimSection(Strict):
@@ -238,6 +250,27 @@ class Recipe(Strict):
             del data["logging"]
         return data
 
+    # The pipe: shard entries this run may run: those given on the command line (or all, with
+    # --allow-pipe), never one a recipe file names by itself (fuse.recipes.recipe.load_recipe).
+    _commands: frozenset[str] = pydantic.PrivateAttr(default=frozenset())
+
+    def permit_commands(self, commands: set[str]) -> None:
+        """Let these ``pipe:`` entries run ("*": every one); ``load_recipe`` calls it with the command line's."""
+        self._commands = frozenset(commands)
+
+    def allows(self, command: str) -> bool:
+        """Whether the ``pipe:`` shard entry ``command`` may run (see ``_commands``)."""
+        return "*" in self._commands or command in self._commands
+
+    def public_dump(self) -> dict:
+        """The recipe as JSON-able data with the URLs of its data sources redacted: what run folders,
+        trackers and exports record (a URL's userinfo or query may hold a secret)."""
+        out = self.model_dump(mode="json")
+        for source in [out["data"], *out["data"]["pairs"]]:
+            for split in ("train", "val"):
+                source[split] = redact_source(source[split])
+        return out
+
     @pydantic.field_validator("objectives")
     @classmethod
     def _some_objective(cls, v):
@@ -319,9 +352,11 @@ def _appended(current: Any, extra: Any, text: str) -> list:
     return out
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] = (), allow_pipe: bool = False) -> Recipe:
     """Read, override and validate a recipe's fields; every error becomes one RecipeError naming the file.
-    Plugins, pairs and data sources are checked when it is resolved (``fuse.recipes.plan.load_plan``)."""
+    Plugins, pairs and data sources are checked when it is resolved (``fuse.recipes.plan.load_plan``).
+    A ``pipe:`` shard entry runs a command, so only those given in ``overrides`` may run (or every
+    one, with ``allow_pipe``): a recipe file alone never runs one."""
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"Recipe file not found: {path}")
@@ -341,11 +376,14 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
             if new in data:
                 raise RecipeError(f"{path}: give `{new}` once (`{old}` is its old name).")
             data[new] = data.pop(old)
+    commands = {"*"} if allow_pipe else set()
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(data, keys, value, text)
+        commands |= {v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str) and is_pipe(v)}
     try:
         recipe = Recipe.model_validate(data)
     except pydantic.ValidationError as err:
         raise RecipeError(format_validation_error(err, title=f"{path}: invalid recipe")) from None
+    recipe.permit_commands(commands)
     return recipe

@@ -32,8 +32,11 @@ def _source(source: Source) -> dict:
     for split, path in (("train", source.train), ("val", source.val)):
         shards = shard_set(path) if path is not None else None
         if shards is not None:
+            local = [p for p in shards.paths if isinstance(p, Path)]
             out[split] = {"shards": len(shards.paths), "pattern": str(shards),
-                          "exists": all(p.exists() for p in shards.paths)}
+                          "exists": all(p.exists() for p in local) if local else None}  # remote: read when run
+            if shards.remote:
+                out[split]["remote"] = len(shards.remote)
         elif path is not None:
             out[split] = {"path": str(path), "exists": Path(path).exists()}
     return out
@@ -96,8 +99,9 @@ def _check_source(source: Source, where: str, checked: list[str], unchecked: lis
             continue
         shards = shard_set(path)
         for p in (shards.paths if shards is not None else [Path(path)]):
-            _readable(Path(p), f"{where}.{split}")
-            checked.append(str(p))
+            if isinstance(p, Path):  # a remote shard is read when the run indexes it
+                _readable(p, f"{where}.{split}")
+                checked.append(str(p))
 
 
 def _components(plan: Plan):

@@ -4,6 +4,7 @@ store's memory-mapped table whose rows each batch gathers (``data.latents_on_dev
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -14,6 +15,24 @@ from fuse.recipes.recipe import Recipe
 from fuse.training.step import StepModule
 
 
+def encode_options(recipe: Recipe, label: str, tokens: bool = False, verbose: bool = True) -> EncodeOptions:
+    """How training encodes a frozen tower into the latent store (the recipe's data settings)."""
+    return EncodeOptions(recipe.data.encode_batch_size, recipe.data.num_workers, label, tokens=tokens,
+                         dtype=recipe.data.latent_dtype, shard_rows=recipe.data.shard_rows, mapped=True,
+                         verbose=verbose)
+
+
+def spool_encoder(encoders: dict, specs: dict[str, dict], recipe: Recipe, cache_dir: Path, device: torch.device,
+                  tokens: bool) -> Callable[[str, list[str]], None]:
+    """``load_data``'s ``encode_spooled``: encode a remote shard's members of the frozen ``encoders`` (by
+    modality) while the shard read for its index is still on disk, into the store training reads."""
+    def encode(modality: str, values: list[str]) -> None:
+        if modality in encoders:
+            cached_latents(encoders[modality], specs[modality], values, cache_dir, device,
+                           encode_options(recipe, modality, tokens, verbose=False))
+    return encode
+
+
 def frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache_dir: Path, device: torch.device,
                    label: str, room: list[int], tokens: bool = False):
     """A frozen encoder's latents of ``values``: a tensor on the device, or (when they do not fit in
@@ -21,10 +40,7 @@ def frozen_latents(encoder, spec: dict, values: list[str], recipe: Recipe, cache
     store's memory-mapped LatentTable, whose rows the batch stream gathers per step."""
     setting = recipe.data.latents_on_device
     if recipe.data.cache_latents:
-        table = cached_latents(encoder, spec, values, cache_dir, device,
-                               EncodeOptions(recipe.data.encode_batch_size, recipe.data.num_workers, label, tokens=tokens,
-                                             dtype=recipe.data.latent_dtype, shard_rows=recipe.data.shard_rows,
-                                             mapped=True))
+        table = cached_latents(encoder, spec, values, cache_dir, device, encode_options(recipe, label, tokens))
         if setting is False or (setting == "auto" and table.nbytes > room[0]):
             print(f"{label}: {table.nbytes / 2**30:.2f} GiB of latents stay memory-mapped, gathered per step "
                   f"(data.latents_on_device: {str(setting).lower()})")

@@ -32,7 +32,9 @@ STATE_FILE = "state.pt"
 # trains or on what (anything else changes the model or the data, so the checkpoint would not fit).
 HARMLESS = ("name", "device", "output_dir", "train.epochs", "train.max_steps", "train.eval_every", "train.log_every",
             "train.keep_checkpoints", "train.checkpoint_every", "train.on_nonfinite", "train.export_on_failure",
-            "data.num_workers", "data.encode_batch_size", "eval.chunk_size")
+            "data.num_workers", "data.encode_batch_size", "eval.chunk_size",
+            # how hard remote shards are read (a resumed run reads its indexes and latents from the cache)
+            "data.remote.retries", "data.remote.timeout_s", "data.remote.backoff_s", "data.remote.on_error")
 
 
 def _flatten(d, prefix: str = "") -> dict[str, object]:
@@ -54,7 +56,7 @@ def check_resume_recipe(run_dir: Path, recipe) -> list[str]:
         stored = _flatten(yaml.safe_load(stored_file.read_text()))
     except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as exc:
         raise ModelFileError(f"{stored_file} is corrupt ({exc}); the run cannot be resumed.") from None
-    new = _flatten(recipe.model_dump(mode="json"))
+    new = _flatten(recipe.public_dump())
     changed = sorted(k for k in stored.keys() | new.keys() if stored.get(k, "<unset>") != new.get(k, "<unset>"))
     describe = [f"{k}: {stored.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in changed]
     refused = [d for k, d in zip(changed, describe) if k not in HARMLESS]

@@ -146,6 +146,6 @@ def open_run_dir(run_dir: Path, recipe, resume: bool, main: bool) -> dict | None
     if main:
         check_writable(run_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.public_dump(), sort_keys=False))
         (run_dir / "skipped_media.txt").unlink(missing_ok=True)
     return state

@@ -17,7 +17,8 @@ from torch import nn
 
 from fuse.base.devices import free_memory, resolve_device
 from fuse.data.datasets import default_cache_root
-from fuse.data.load import describe, load_data
+from fuse.base.collectives import world_size
+from fuse.data.load import describe, has_remote, load_data
 from fuse.model.aligned import AlignedModel
 from fuse.model.load import model_from_plan
 from fuse.recipes.plan import Plan
@@ -29,7 +30,7 @@ from fuse.training.finite import NonFiniteGuard
 from fuse.training.freezing import set_trainable
 from fuse.training.fsdp import shard_encoders
 from fuse.training.gradcache import Backward
-from fuse.training.latent_tables import frozen_latents, mapped_tables
+from fuse.training.latent_tables import frozen_latents, mapped_tables, spool_encoder
 from fuse.training.lora import apply_loras
 from fuse.training.optim import make_optimizer, param_groups, warmup_cosine
 from fuse.training.precision import Precision
@@ -121,11 +122,17 @@ def setup(plan: Plan, resume: bool) -> Run:
     cache_dir = Path(recipe.data.cache_dir or default_cache_root()).expanduser()
     # Every rank reads its data at once, none waiting in a collective (NCCL's timeout): a dataset build is
     # locked (one rank builds, the others wait on the lock), screening verdicts and shard indexes are atomic.
-    splits = load_data(plan, {m: t.input_kinds[0] for m, t in plan.towers.items()}, cache_dir,
-                       Path(recipe.output_dir) / "skipped_media.txt" if dist.main else None)
-    print(describe(splits))
-    model = model_from_plan(plan).to(device)
     frozen = {m for m, t in plan.towers.items() if t.frozen}
+    # Remote shards on one process: the model first (data loading draws no random numbers, so the heads
+    # start the same), so that frozen towers encode each shard from the read that indexes it.
+    model = model_from_plan(plan).to(device) if has_remote(plan) and world_size() == 1 else None
+    spooled = None if model is None or not recipe.data.cache_latents else \
+        spool_encoder({m: model.encoders[m] for m in frozen}, {m: plan.towers[m].encoder.as_dict() for m in frozen},
+                      recipe, cache_dir, device, model.uses_tokens)
+    splits = load_data(plan, {m: t.input_kinds[0] for m, t in plan.towers.items()}, cache_dir,
+                       Path(recipe.output_dir) / "skipped_media.txt" if dist.main else None, spooled)
+    print(describe(splits))
+    model = model if model is not None else model_from_plan(plan).to(device)
     for m, t in plan.towers.items():
         if t.trainable is not None:
             n = set_trainable(model.encoders[m], t.trainable, f"modalities.{m}.encoder.trainable")

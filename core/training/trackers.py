@@ -88,7 +88,7 @@ class Trackers:
 
 def open_trackers(recipe: Recipe, run_dir: Path, resume_step: int | None) -> Trackers:
     """Start every tracker of ``recipe`` (rank 0 only) with the resolved recipe as its config."""
-    config = recipe.model_dump(mode="json")
+    config = recipe.public_dump()
     opened = []
     for name, (cls, options), where in check_trackers(recipe):
         try:
