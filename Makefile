@@ -11,7 +11,9 @@ BIN = $(VENV)/bin
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[demo,test]"
+	# setuptools prints a generic "Editable installation" notice for every editable install whose package
+	# lives in another folder (fuse is core/); it is not about fuse, so the first screen leaves it out.
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -c constraints.txt -e ".[demo,test]"
 	touch $@
 
 install: $(BIN)/.installed

@@ -196,7 +196,9 @@ def plugin_venv(tmp_path_factory):
                                         ignore=shutil.ignore_patterns("build", "*.egg-info"))
                         for name in ("fuse-char-ngrams", "fuse-sensors")]
     for src in sources:
-        run_ok(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", tmp / "dist", src)
+        built = run_ok(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", tmp / "dist", src)
+        if src == root:  # what a user's install prints (tests/test_packaging.py reads it)
+            (tmp / "fuse-build.log").write_text(built.stdout + built.stderr)
     wheels = sorted((tmp / "dist").glob("*.whl"))
     assert {w.name.split("-")[0] for w in wheels} == {"fuse_align", "fuse_char_ngrams", "fuse_sensors"}
     venv = tmp / "venv"

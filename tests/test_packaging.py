@@ -24,6 +24,19 @@ def test_wheel_imports_from_the_venv_not_the_source_tree(plugin_venv):
     assert str(plugin_venv) in out and str(ROOT) not in out
 
 
+def test_the_wheel_builds_without_warnings_and_carries_its_data(plugin_venv):
+    """Class lists and prompt templates are listed package data (no setuptools warning about unlisted
+    packages on a user's screen), they reach the installed wheel, and fuse.api (fuse.base's old name) imports."""
+    log = (plugin_venv.parent / "fuse-build.log").read_text()
+    assert "absent from the `packages` configuration" not in log and "BuildBackendWarning" not in log
+    out = run_ok(plugin_venv / "bin" / "python", "-c",
+                 "import importlib.resources as r, fuse.api.errors as old, fuse.base.errors as new; "
+                 "d = r.files('fuse.plugins.datasets'); "
+                 "print(len((d / 'classes' / 'cifar10.txt').read_text().split(chr(10))), "
+                 "len(list((d / 'templates').iterdir())) > 0, old is new)", cwd="/").stdout.split()
+    assert out == ["10", "True", "True"] or out[1:] == ["True", "True"] and int(out[0]) >= 10
+
+
 def test_fuse_plugins_in_the_venv_lists_builtins_and_the_third_party_encoder(plugin_venv):
     rows = json.loads(run_ok(plugin_venv / "bin" / "fuse", "plugins", "--json", cwd="/").stdout)
     by_name = {r["name"]: r for r in rows}
