@@ -45,6 +45,30 @@ def test_zeroshot_table_and_worst_classes_plot(run_dir, shapes_data, tmp_path):
     assert (tmp_path / "out" / "worst_classes.png").exists()
 
 
+def test_classes_tsv_of_a_build_maps_labels_to_the_names_prompts_say(run_dir, shapes_data, tmp_path):
+    """--classes reads the classes.tsv a dataset build writes (label<TAB>name): items labelled with opaque codes
+    score exactly as the same items labelled by their names do."""
+    rows = [json.loads(l) for l in shapes_data["val"].read_text().splitlines()]
+    colours = sorted({r["text"].split()[1] for r in rows})
+    code = {c: f"n{i:08d}" for i, c in enumerate(colours)}
+    for name, label in (("names", lambda c: c), ("codes", lambda c: code[c])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(
+            json.dumps({"image": str(shapes_data["val"].parent / r["image"]), "label": label(r["text"].split()[1])})
+            + "\n" for r in rows))
+    (tmp_path / "names.txt").write_text("".join(c + "\n" for c in colours))
+    (tmp_path / "classes.tsv").write_text("".join(f"{code[c]}\t{c}\n" for c in colours))
+    reports = {}
+    for name, classes in (("names", "names.txt"), ("codes", "classes.tsv")):
+        result = CliRunner().invoke(cli, ["eval", str(run_dir), "--task", "zeroshot", "--data", str(tmp_path / f"{name}.jsonl"),
+                                          "--classes", str(tmp_path / classes), "--templates", "short", "--json",
+                                          "--no-baselines"])
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads(result.stdout)["metrics"]["model"]
+    per_class = reports["codes"].pop("per_class_top1")  # keyed by the label records hold
+    assert per_class == {code[c]: v for c, v in reports["names"].pop("per_class_top1").items()}
+    assert reports["codes"] == reports["names"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--task", "zeroshot", "--classes", "CLASSES"], "label(s) are not in the class list"),
     (["--task", "zeroshot", "--label-field", "nope"], "record has no 'nope' field"),

@@ -61,7 +61,7 @@ def eval_command(models, task, benchmark, root, limit, on_missing, manifest, tra
     from fuse.base.errors import FuseError
     from fuse.eval import run_probe, run_retrieval, run_zeroshot
     from fuse.eval.tables import format_table, plot_recall_curves, plot_worst_classes
-    from fuse.eval.zeroshot import read_class_list
+    from fuse.eval.zeroshot import read_classes
     from fuse.base.owned import claimable
 
     if out:  # checked before any work (written at the end): new, empty or fuse eval's; never a user's folder
@@ -93,10 +93,10 @@ def eval_command(models, task, benchmark, root, limit, on_missing, manifest, tra
                                modalities=tuple(m.strip() for m in modalities.split(",")) if modalities else None,
                                cache_dir=cache_dir)
     else:
-        names = read_class_list(classes) if classes else None
-        report = run_zeroshot(model, manifest, names, label_field, templates, modality, chunk_size=chunk_size,
+        labels, names = read_classes(classes) if classes else (None, None)
+        report = run_zeroshot(model, manifest, labels, label_field, templates, modality, chunk_size=chunk_size,
                               batch_size=batch_size, baselines=not no_baselines, progress=not as_json,
-                              cache_dir=cache_dir)
+                              class_names=names, cache_dir=cache_dir)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

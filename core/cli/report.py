@@ -34,7 +34,7 @@ def report_command(paths, task, manifest, compare, out, samples, seed, classes, 
     from fuse.base.atomic import write_text
     from fuse.base.devices import resolve_device
     from fuse.base.errors import FuseError
-    from fuse.eval.zeroshot import load_templates, read_class_list
+    from fuse.eval.zeroshot import load_templates, read_classes
     from fuse.model.report_html import check_replaceable
     from fuse.model.report import report_page
     from fuse.model.report_compare import compare_page
@@ -55,8 +55,9 @@ def report_command(paths, task, manifest, compare, out, samples, seed, classes, 
     options = {}
     if task == "zeroshot":  # bad class lists and templates are one line before the model loads
         load_templates(templates)
-        options = {"classes": read_class_list(classes) if classes else None, "label_field": label_field,
-                   "templates": templates, "query_modality": modality}
+        labels, names = read_classes(classes) if classes else (None, None)
+        options = {"classes": labels, "class_names": names, "label_field": label_field, "templates": templates,
+                   "query_modality": modality}
     elif classes or modality or label_field != "label" or templates != "imagenet":
         raise FuseError("--classes, --label-field, --templates and --modality are for --task zeroshot.")
     text, numbers = report_page(paths[0], manifest, samples, seed, str(resolve_device(device)), task, options)

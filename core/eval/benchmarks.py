@@ -16,6 +16,7 @@ from pathlib import Path
 from fuse.base.errors import DataError, FuseError
 from fuse.data.datasets import build_dataset
 from fuse.eval.run import run_retrieval, run_zeroshot
+from fuse.eval.zeroshot import read_classes
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,7 @@ def dataset_root(bench: Benchmark, root: Path, alone: bool) -> Path | None:
 def _zeroshot(model, bench: Benchmark, splits: dict[str, Path], split: str, common: dict) -> dict:
     """One zero-shot run per fold (or on the split), with the builder's labels, prompt names and templates."""
     build = splits[split].parent
-    rows = [line.split("\t") for line in (build / "classes.tsv").read_text(encoding="utf-8").splitlines() if line.strip()]
-    labels, names = [r[0] for r in rows], [r[1] for r in rows]
+    labels, names = read_classes(build / "classes.tsv", f"the {bench.dataset} build's class list")
     templates = str(build / "templates.txt") if (build / "templates.txt").is_file() else bench.templates
     query, text = bench.modalities
     runs = {}

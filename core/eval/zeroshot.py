@@ -59,15 +59,26 @@ def class_embeddings(embed_text, classes: list[str], templates: list[str], batch
     return class_embeddings_from(emb, len(classes), len(templates))
 
 
-def read_class_list(path: str | Path, option: str = "--classes") -> list[str]:
-    """Class labels from a text file, one per line (blank lines skipped)."""
+def read_classes(path: str | Path, option: str = "--classes") -> tuple[list[str], list[str]]:
+    """(labels, names) of a class file: one class per line (the label is its name), or ``label<TAB>name``
+    lines, the ``classes.tsv`` a dataset build writes beside its manifests (records hold the label, prompts
+    say the name). Blank lines are skipped."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{option} file not found: {path}")
-    names = [c.strip() for c in path.read_text().splitlines() if c.strip()]
-    if not names:
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.strip()]
+    if not rows:
         raise DataError(f"{option} {path}: the file holds no class names; give one per line.")
-    return names
+    bad = next((i for i, r in enumerate(rows, 1) if len(r) > 2 or not all(c.strip() for c in r)), None)
+    if bad is not None:
+        raise DataError(f"{option} {path}:{bad}: a line is a class name, or a label and a name separated by one tab.")
+    return [r[0].strip() for r in rows], [r[-1].strip() for r in rows]
+
+
+def read_class_list(path: str | Path, option: str = "--classes") -> list[str]:
+    """The class labels of a class file (``read_classes``)."""
+    return read_classes(path, option)[0]
 
 
 def _scored_chunks(query: torch.Tensor, classes: torch.Tensor, chunk_size: int):
