@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fuse.base import foreign
 from fuse.base.errors import DataError, FuseError
 from fuse.data.datasets import build_dataset
 from fuse.eval.run import run_retrieval, run_zeroshot
@@ -62,7 +63,7 @@ def dataset_root(bench: Benchmark, root: Path, alone: bool) -> Path | None:
 def _zeroshot(model, bench: Benchmark, splits: dict[str, Path], split: str, common: dict) -> dict:
     """One zero-shot run per fold (or on the split), with the builder's labels and prompt names."""
     table = splits[split].parent / "classes.tsv"
-    rows = [line.split("\t") for line in table.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [line.split("\t") for line in foreign.read_lines(table, "classes.tsv")]
     labels, names = [r[0] for r in rows], [r[1] for r in rows]
     query, text = bench.modalities
     runs = {}

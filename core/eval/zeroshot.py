@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fuse.base import foreign
 from fuse.base.errors import DataError
 
 BUILTIN_TEMPLATES = ("imagenet", "short", "sound")
@@ -29,7 +30,7 @@ def load_templates(name: str) -> list[str]:
         path = Path(name)
         if not path.exists():
             raise DataError(f"Templates '{name}' not found: give {' or '.join(BUILTIN_TEMPLATES)} or a file path.")
-        text, where = path.read_text(), str(path)
+        text, where = foreign.read_text(path, "--templates", foreign.SMALL), str(path)
     templates = [t for t in (line.strip() for line in text.splitlines()) if t]
     bad = [t for t in templates if "{}" not in t]
     if not templates or bad:
@@ -64,9 +65,14 @@ def read_class_list(path: str | Path, option: str = "--classes") -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{option} file not found: {path}")
-    names = [c.strip() for c in path.read_text().splitlines() if c.strip()]
+    names = foreign.read_lines(path, option)
     if not names:
         raise DataError(f"{option} {path}: the file holds no class names; give one per line.")
+    seen: dict[str, int] = {}
+    for n, name in enumerate(names, start=1):
+        if seen.setdefault(name, n) != n:
+            raise DataError(f"{option} {path}: '{name}' is listed twice (entries {seen[name]} and {n}); give each class "
+                            "once.")
     return names
 
 

@@ -16,9 +16,10 @@ import random
 from pathlib import Path
 
 import torch
-import yaml
 
+from fuse.base import foreign
 from fuse.base.errors import DataError
+from fuse.recipes.strict_yaml import read_yaml
 from fuse.model.report_html import data_uri, metrics_table, page, png_of, query_block, section, thumbnail
 
 
@@ -96,6 +97,8 @@ def modality_gap(ea: torch.Tensor, eb: torch.Tensor, names: tuple[str, str]) -> 
     import matplotlib
 
     matplotlib.use("Agg")
+
+    matplotlib.rcParams["text.parse_math"] = False   # labels are text as written ('costs $5^$')
     import matplotlib.pyplot as plt
 
     gap = float((ea.float().mean(0) - eb.float().mean(0)).norm())
@@ -116,7 +119,8 @@ def run_sections(run_dir: Path | None) -> list[str]:
     """Recipe, metric curves and the before/after table of a run dir (nothing for a bare export)."""
     if run_dir is None:
         return []
-    out = [section("recipe", "recipe", f"<pre>{html.escape((run_dir / 'recipe.yaml').read_text())}</pre>")]
+    recipe = foreign.read_text(run_dir / "recipe.yaml", "fuse report", foreign.SMALL)
+    out = [section("recipe", "recipe", f"<pre>{html.escape(recipe)}</pre>")]
     if (run_dir / "metrics.png").exists():
         out.append(section("curves", "metric curves",
                            f'<img alt="metrics" style="max-width:100%" src="{data_uri((run_dir / "metrics.png").read_bytes(), "image/png")}">'))
@@ -161,9 +165,10 @@ def compare_page(runs: list[str | Path]) -> str:
         if not (r / "eval.json").exists():
             raise DataError(f"--compare {r}: not a finished run dir (no eval.json).")
         names.append(r.name)
-        results = json.loads((r / "eval.json").read_text())
+        results = foreign.read_json(r / "eval.json", f"--compare {r}", foreign.SMALL)
+        results = results if isinstance(results, dict) else {}
         finals[r.name] = results.get("after") or results.get("before") or {}
-        recipes[r.name] = flat(yaml.safe_load((r / "recipe.yaml").read_text()))
+        recipes[r.name] = flat(read_yaml(r / "recipe.yaml", f"--compare {r}", DataError))
         if (r / "metrics.png").exists():
             curves.append(f'<div><b>{html.escape(r.name)}</b><img alt="{html.escape(r.name)}" '
                           f'src="{data_uri((r / "metrics.png").read_bytes(), "image/png")}"></div>')

@@ -20,7 +20,7 @@ import yaml
 from fuse.base.errors import RecipeError, decode_utf8
 from fuse.base.options import Options as Strict
 from fuse.base.validation import format_validation_error
-from fuse.recipes.strict_yaml import TooLarge, load_strict
+from fuse.recipes.strict_yaml import load_strict, parse_strict
 
 
 class Component(Strict):
@@ -265,7 +265,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key:
         raise RecipeError(f"Override '{text}' must look like key.sub=value (e.g. train.epochs=3).")
     try:
-        parsed = yaml.safe_load(value) if value != "" else ""
+        parsed = load_strict(value) if value != "" else ""
     except yaml.YAMLError:
         parsed = value
     keys = key.split(".")
@@ -325,15 +325,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"Recipe file not found: {path}")
-    try:
-        data = load_strict(decode_utf8(path.read_bytes(), path, RecipeError)) or {}
-    except TooLarge as exc:
-        raise RecipeError(f"{path}: refused: {exc}.") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError(f"{path}: invalid YAML{where}: {problem}") from None
+    data = parse_strict(decode_utf8(path.read_bytes(), path, RecipeError), path) or {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping of sections (modalities, data, train, ...).")
     for old, new in OLD_KEYS.items():  # before overrides, which use the new names

@@ -158,6 +158,8 @@ def plot_counts(summary: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+
+    matplotlib.rcParams["text.parse_math"] = False   # labels are text as written ('costs $5^$')
     import matplotlib.pyplot as plt
 
     names = list(summary["concepts"])

@@ -37,6 +37,8 @@ def plot_heatmaps(report: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+
+    matplotlib.rcParams["text.parse_math"] = False   # labels are text as written ('costs $5^$')
     import matplotlib.pyplot as plt
 
     pairs = list(dict.fromkeys(tuple(r["pair"]) for r in report["ranking"]))
