@@ -31,6 +31,7 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 
 ANNOTATIONS = 1 << 30   # an annotation file (Karpathy's COCO file is 140 MB, COCO 2017 train 90 MB)
 SMALL = 16 << 20        # a class list, template file, side-car or another run's recipe
+MANIFEST = 16 << 30     # a JSONL manifest, read whole (about 80 million short records)
 
 
 class Record(pydantic.BaseModel):

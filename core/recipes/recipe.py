@@ -35,7 +35,8 @@ class LoraSection(Strict):
     r: int = pydantic.Field(8, gt=0)
     alpha: float = pydantic.Field(16.0, gt=0)
     dropout: float = pydantic.Field(0.0, ge=0, lt=1)
-    target: list[str] = pydantic.Field(["*"], min_length=1)   # globs over module names; "*": every Linear/Conv
+    target: list[str] = pydantic.Field(["*"], min_length=1)   # globs over module names; "*": every Linear, Embedding
+    # and ungrouped Conv (grouped/depthwise convolutions are never wrapped: fuse.training.lora.wrappable)
 
 
 class EncoderSection(Component):

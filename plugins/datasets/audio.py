@@ -111,7 +111,7 @@ class Clotho(RootBuilder):
                                  "Put clotho_captions_*.csv in the root (as in the Zenodo download).")
             records = []
             for n, row in enumerate(read_csv(csv_path, "clotho", ClothoRow), start=2):
-                path = media_path(root, f"{name}/{row.file_name}", f"{csv_path}:{n}", opts, "clotho")
+                path = media_path(root / name, row.file_name, f"{csv_path}:{n}", opts, "clotho")
                 if missing.check(path, f"{name}/{row.file_name}"):
                     records.append({"id": Path(row.file_name).stem, "audio": str(path),
                                     "text": [getattr(row, f"caption_{i}").strip() for i in range(1, 6)]})
@@ -142,7 +142,7 @@ class Esc50(RootBuilder):
             if (other := next((t for t, c in classes.items() if c == row.category and t != row.target), None)) is not None:
                 raise fuse.DataError(f"esc50: {csv_path}:{n}: '{row.category}' names target {row.target} here and "
                                      f"target {other} earlier; one name has one target.")
-            path = media_path(root, f"audio/{row.filename}", f"{csv_path}:{n}", opts, "esc50")
+            path = media_path(root / "audio", row.filename, f"{csv_path}:{n}", opts, "esc50")
             if missing.check(path, row.filename):
                 splits[f"fold{row.fold}"].append({"id": Path(row.filename).stem, "audio": str(path),
                                                   "label": row.category, "fold": row.fold})
