@@ -182,3 +182,33 @@ def test_lora_default_targets_fit_a_timm_cnn_and_vit(model, capsys):
         layer.merge()
         setattr(parent, attr, layer.get_base_layer())
     assert torch.allclose(encoder(x), before, atol=1e-4)
+
+
+@pytest.mark.parametrize("where", ["pkg:fuse/../../elsewhere/model.safetensors", "pkg:fuse/templates/short.txt",
+                                   "RELATIVE"])
+def test_export_refuses_pkg_and_bare_relative_paths(trained_shapes_export, tmp_path, where, monkeypatch):
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(trained_shapes_export, export)
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copyfile(export / "image" / "encoder" / "model.safetensors", tmp_path / "elsewhere" / "model.safetensors")
+    monkeypatch.chdir(tmp_path)
+    value = "elsewhere/model.safetensors" if where == "RELATIVE" else where
+    cfg = json.loads((export / "fuse_model.json").read_text())
+    cfg["modalities"]["image"]["encoder"]["options"]["checkpoint"] = value
+    (export / "fuse_model.json").write_text(json.dumps(cfg))
+    with pytest.raises(fuse.ModelFileError, match="outside the export|not written ./-relative") as caught:
+        fuse.load(export)
+    assert value in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("option", ["--out", "--cache-dir"])
+def test_benchmark_outputs_inside_the_datasets_root_are_refused(tmp_path, option):
+    root = tmp_path / "datasets"
+    fx.write_esc50(root / "esc50")
+    before = fx.snapshot(root)
+    result = CliRunner().invoke(cli, ["eval", str(tmp_path / "no-model"), "--benchmark", "all", "--root", str(root),
+                                      option, str(root / "results")])
+    assert f"{option} {root / 'results'} is inside --root" in one_line(result)
+    assert fx.snapshot(root) == before
