@@ -41,8 +41,8 @@ def apply_lora(encoder: nn.Module, lora, where: str) -> list[str]:
         layers = [n for n, mod in encoder.named_modules() if n and wrappable(mod)]
         hint = f"its wrappable layers look like {', '.join(layers[:4])}" if layers else \
             "it has no Linear, ungrouped Conv1d/2d or Embedding layer peft can wrap"
-        raise RecipeError(f"{where}.target: no layer LoRA can wrap matches {lora.target}"
-                          f"{' (only grouped convolutions)' if grouped else ''}; {hint}.")
+        raise RecipeError(f"{where}.target: no layer matches {lora.target}"
+                          f"{' except grouped convolutions, which LoRA cannot wrap' if grouped else ''}; {hint}.")
     if grouped:
         print(f"{where}: {len(grouped)} grouped convolution(s) left without adapters (LoRA cannot merge them), "
               f"e.g. {grouped[0]}")
