@@ -212,3 +212,18 @@ def test_benchmark_outputs_inside_the_datasets_root_are_refused(tmp_path, option
                                       option, str(root / "results")])
     assert f"{option} {root / 'results'} is inside --root" in one_line(result)
     assert fx.snapshot(root) == before
+
+
+def test_report_to_a_pipe_is_one_line_not_a_hang(tmp_path):
+    """`-o /dev/stdout` into a pipe waited forever reading the 'existing page'; a FIFO is the same case."""
+    import os
+
+    runs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text(json.dumps({"after": {"r@1": 1.0}}))
+        (tmp_path / name / "recipe.yaml").write_text("train: {epochs: 1}\n")
+        runs.append(str(tmp_path / name))
+    os.mkfifo(tmp_path / "pipe")
+    result = CliRunner().invoke(cli, ["report", "--compare", *runs, "-o", str(tmp_path / "pipe")])
+    assert "is not a regular file" in one_line(result)
