@@ -227,3 +227,12 @@ def test_report_to_a_pipe_is_one_line_not_a_hang(tmp_path):
     os.mkfifo(tmp_path / "pipe")
     result = CliRunner().invoke(cli, ["report", "--compare", *runs, "-o", str(tmp_path / "pipe")])
     assert "is not a regular file" in one_line(result)
+
+
+def test_a_20_mb_caption_is_cut_before_tokenizing(tiny_text_model):
+    encoder = fuse.create("encoder", "hf-text", {"model": str(tiny_text_model), "max_length": 16})
+    caption = "a red square on white " * 1_000_000   # 22 MB: the tokenizer read all of it (3.8 GB)
+    start = time.perf_counter()
+    ids = encoder.preprocess([caption])["input_ids"]
+    assert time.perf_counter() - start < 5 and ids.shape == (1, 16)
+    assert torch.equal(ids, encoder.preprocess([caption[:200]])["input_ids"])
