@@ -91,9 +91,21 @@ def read_json(path: Path, dataset: str):
     return fuse.foreign.read_json(path, dataset)
 
 
+class _Columns(pydantic.BaseModel):
+    """Rows read by column names: the named ones required text, the others kept as they are."""
+
+    model_config = pydantic.ConfigDict(extra="allow", frozen=True)
+
+
 def read_csv(path: Path, dataset: str, schema, delimiter: str = ",") -> list:
-    """The rows of a csv as ``schema`` records; a missing column or bad value names the file, line and column."""
-    return fuse.foreign.read_csv(path, schema, dataset, delimiter)
+    """The rows of a csv as ``schema`` records; a missing column or bad value names the file, line and column.
+    A list of column names stands for a schema of required text columns, and the rows come back as dicts."""
+    if not isinstance(schema, list):
+        return fuse.foreign.read_csv(path, schema, dataset, delimiter)
+    fields = {f"c{i}": (str, pydantic.Field(alias=c)) for i, c in enumerate(schema)}
+    row = pydantic.create_model("Row", __base__=_Columns, **fields)
+    return [{**(r.model_extra or {}), **r.model_dump(by_alias=True, exclude=set(r.model_extra or ()))}
+            for r in fuse.foreign.read_csv(path, row, dataset, delimiter)]
 
 
 def media_path(root: Path, value: str, where: str, options: RootOptions, dataset: str) -> Path:
