@@ -106,6 +106,10 @@ def _mutations(data, ff):
             except Exception:
                 yield "wrong type", field, lambda d, f=field, b=bad: _first(d, ff).__setitem__(f, b), "utf-8"
                 break
+        if (info.json_schema_extra or {}).get("media_path"):
+            for outside in ("../../../private/secret.wav", "/private/secret.wav"):
+                yield "outside the root", "outside", lambda d, f=field, o=outside: _first(d, ff).__setitem__(f, o), \
+                    "utf-8"
     text = next(f for f, v in first.items() if isinstance(v, str) and f in ff.record.model_fields)
     yield "Latin-1", "UTF-8", lambda d: _first(d, ff).__setitem__(text, _first(d, ff)[text] + " caf\u00e9"), "latin-1"
     if ff.format == "json" and not ff.records:

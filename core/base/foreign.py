@@ -21,7 +21,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import pydantic
 
@@ -32,6 +32,11 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 ANNOTATIONS = 1 << 30   # an annotation file (Karpathy's COCO file is 140 MB, COCO 2017 train 90 MB)
 SMALL = 16 << 20        # a class list, template file, side-car or another run's recipe
 MANIFEST = 16 << 30     # a JSONL manifest, read whole (about 80 million short records)
+
+
+# A record field holding a path the builder reads under its root (through ``inside``): declaring it lets the
+# registry-walking test derive '../..' and absolute paths for it too.
+MediaPath = Annotated[str, pydantic.Field(json_schema_extra={"media_path": True})]
 
 
 class Record(pydantic.BaseModel):

@@ -25,7 +25,7 @@ class AudioCapsRow(fuse.foreign.Record):
 class ClothoRow(fuse.foreign.Record):
     """A row of clotho_captions_{development,validation,evaluation}.csv."""
 
-    file_name: str
+    file_name: fuse.foreign.MediaPath
     caption_1: str
     caption_2: str
     caption_3: str
@@ -36,7 +36,7 @@ class ClothoRow(fuse.foreign.Record):
 class Esc50Row(fuse.foreign.Record):
     """A row of ESC-50's meta/esc50.csv."""
 
-    filename: str
+    filename: fuse.foreign.MediaPath
     fold: int = pydantic.Field(ge=1, le=5)
     target: int
     category: str
