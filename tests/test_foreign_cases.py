@@ -236,3 +236,18 @@ def test_a_20_mb_caption_is_cut_before_tokenizing(tiny_text_model):
     ids = encoder.preprocess([caption])["input_ids"]
     assert time.perf_counter() - start < 5 and ids.shape == (1, 16)
     assert torch.equal(ids, encoder.preprocess([caption[:200]])["input_ids"])
+
+
+def test_the_reader_bounds_size_drops_a_bom_and_refuses_non_files(tmp_path):
+    from fuse.base import foreign
+
+    (tmp_path / "bom.txt").write_bytes("\ufeffdog\ncat\n".encode())
+    assert foreign.read_lines(tmp_path / "bom.txt", "classes") == ["dog", "cat"]
+    (tmp_path / "big.json").write_text("[" + "1," * 600 + "1]")
+    with pytest.raises(fuse.DataError, match="more than fuse reads from such a file"):
+        foreign.read_json(tmp_path / "big.json", "side-car", limit=1000)
+    with pytest.raises(fuse.DataError, match="not a regular file"):
+        foreign.read_text(tmp_path, "classes")
+    (tmp_path / "huge.csv").write_text("a\n" + "x" * 200_000 + "\n")
+    with pytest.raises(fuse.DataError, match="field larger than field limit"):
+        foreign.read_csv(tmp_path / "huge.csv", type("Row", (foreign.Record,), {"__annotations__": {"a": str}}), "csv")

@@ -124,11 +124,11 @@ def read_csv(path: Path | str, schema: type[M], what: str, delimiter: str = ",",
     text = read_text(path, what, limit)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     columns = [f.alias or name for name, f in schema.model_fields.items() if f.is_required()]
-    missing = [c for c in columns if c not in (reader.fieldnames or [])]
-    if missing:
-        raise DataError(f"{what}: {path} has no column(s) {', '.join(missing)} (header: "
-                        f"{', '.join(reader.fieldnames or [])}); is it the {what} file?")
-    try:
+    try:   # a NUL byte, or a field over csv's 128 KiB limit, is a csv.Error
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{what}: {path} has no column(s) {', '.join(missing)} (header: "
+                            f"{', '.join(reader.fieldnames or [])}); is it the {what} file?")
         return [validate(schema, row, path, f"line {reader.line_num}", what) for row in reader]
     except csv.Error as exc:
         raise DataError(f"{what}: {path}: line {reader.line_num}: {exc}.") from None
