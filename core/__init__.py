@@ -45,6 +45,8 @@ _LAZY = {
     "load_state_dict": "fuse.base.weights:load_state_dict",
     "save_state_dict": "fuse.base.weights:save_state_dict",
     "DatasetBuilder": "fuse.data.datasets:DatasetBuilder",
+    "ForeignFile": "fuse.data.datasets:ForeignFile",
+    "foreign": "fuse.base.foreign:",   # the module: fuse.foreign.read_csv(...), the one reader of foreign files
 }
 
 
@@ -54,7 +56,8 @@ def __getattr__(name: str):
     if target is None:
         raise AttributeError(f"module 'fuse' has no attribute '{name}'")
     module, attribute = target.split(":")
-    value = getattr(importlib.import_module(module), attribute)
+    value = importlib.import_module(module)
+    value = getattr(value, attribute) if attribute else value
     globals()[name] = value
     return value
 
@@ -99,9 +102,10 @@ __all__ = [
     # errors a user can cause
     "DataError", "FuseError", "ModelFileError", "PluginError", "RecipeError",
     # helpers plugins share
-    "LogitScale", "Tokens", "create", "enable_hf_checkpointing", "gather_all", "gather_with_grad", "hf_source",
-    "info_nce", "input_kind", "length_mask", "load_hf", "load_hf_tower", "load_state_dict", "masked_mean", "open_value",
-    "read_value", "resolve_path", "save_hf", "save_hf_tower", "save_state_dict", "truncate_layers",
+    "ForeignFile", "LogitScale", "Tokens", "create", "enable_hf_checkpointing", "foreign", "gather_all",
+    "gather_with_grad", "hf_source", "info_nce", "input_kind", "length_mask", "load_hf", "load_hf_tower",
+    "load_state_dict", "masked_mean", "open_value", "read_value", "resolve_path", "save_hf", "save_hf_tower",
+    "save_state_dict", "truncate_layers",
     # using fuse from Python
     "load", "register_plugin", "train", "unregister_plugin", "__version__",
 ]

@@ -136,7 +136,7 @@ def test_msrvtt_splits_and_the_1k_a_test_set(tmp_path):
     info["videos"][0]["split"] = "training"
     (root / "videodatainfo.json").write_text(json.dumps(info))
     _, out = build("msrvtt", root, tmp_path / "cache", ok=False)
-    assert "has split 'training'; expected train, validate, test" in out
+    assert "videos[0]: field 'split': input should be 'train', 'validate' or 'test' (got 'training')" in out
 
 
 def test_esc50_folds_and_classes(tmp_path):

@@ -33,6 +33,7 @@ def curate_command(manifest, concepts, out, encoder, floor, dedup, per_concept, 
     from fuse.base.devices import resolve_device
     from fuse.base.errors import RecipeError
     from fuse.data.datasets import default_cache_root
+    from fuse.recipes.strict_yaml import load_strict
     from fuse.select.curate import (
         DEFAULT_ENCODER,
         CurateSettings,
@@ -54,7 +55,7 @@ def curate_command(manifest, concepts, out, encoder, floor, dedup, per_concept, 
     if encoder:
         text = Path(encoder).read_text(encoding="utf-8") if Path(encoder).is_file() else encoder
         try:
-            spec = yaml.safe_load(text)
+            spec = load_strict(text)
         except yaml.YAMLError:
             spec = None
         if not isinstance(spec, dict) or "name" not in spec:

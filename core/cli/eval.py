@@ -149,6 +149,10 @@ def _benchmarks(model_dir, names, root, limit, on_missing, out, as_json, batch_s
         raise FuseError("--benchmark NAME[,NAME...]|all and --root DIR go together"
                         + (f"; {', '.join(given)} is for --task runs" if given else "") + ".")
     selected = parse_names(names)
+    for option, folder in (("--out", out), ("--cache-dir", cache_dir)):   # a build is keyed by its root's state
+        if folder and Path(folder).resolve().is_relative_to(Path(root).resolve()):
+            raise FuseError(f"{option} {folder} is inside --root {root}: writing there changes the datasets' folders, so "
+                            f"every run would build them again; give an {option} outside the root.")
     model = load_model(model_dir, str(resolve_device(device)))
     report = run_benchmarks(model, selected, root, Path(cache_dir) if cache_dir else default_cache_root(),
                             batch_size=batch_size, baselines=not no_baselines, progress=not as_json, limit=limit,

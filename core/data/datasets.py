@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import pydantic
 
@@ -22,11 +23,25 @@ from fuse.base.plugin_manager import registry
 DONE_FILE = "fuse_dataset.json"
 
 
+@dataclass(frozen=True)
+class ForeignFile:
+    """A file of a builder's root that fuse reads but did not write, and the schema of its records. A builder
+    lists them in ``foreign_files``: tests/test_foreign_files.py derives bad inputs (a missing field, a wrong
+    type, Latin-1 bytes) from each schema for every registered builder and expects one line for each."""
+
+    path: str                                  # relative to the root; a glob for per-item files (side-cars)
+    format: Literal["json", "csv", "tsv"]
+    record: type[pydantic.BaseModel]           # a fuse.foreign.Record of the fields fuse reads
+    records: str = ""                          # json: the key holding the list of records; "" = one record
+
+
 class DatasetBuilder(ABC):
-    """Writes manifests for a paired dataset. Subclasses set ``modalities``."""
+    """Writes manifests for a paired dataset. Subclasses set ``modalities``; builders that read a root the
+    user holds list its files in ``foreign_files`` and read them through ``fuse.foreign``."""
 
     Options: ClassVar[type[pydantic.BaseModel]] = Options
     modalities: ClassVar[tuple[str, ...]] = ()
+    foreign_files: ClassVar[tuple[ForeignFile, ...] | None] = None   # None: undeclared; () reads none
     version: ClassVar[int] = 0   # raise it when a build's output changes, so cached builds are redone
 
     def __init__(self, options):

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from fuse.base.errors import DataError, decode_utf8
+from fuse.base.foreign import MANIFEST, read_bytes
 
 
 @dataclass
@@ -95,7 +96,8 @@ class PairCollector:
 def jsonl_records(path: Path, raw: bytes | None = None):
     """(line number, record) for each non-blank line of a JSONL file; a line that is not one JSON
     object is a DataError naming ``path:line``. The one reader of every manifest fuse takes."""
-    for line_no, line in enumerate(decode_utf8(path.read_bytes() if raw is None else raw, path, DataError)
+    raw = read_bytes(path, "manifest", MANIFEST) if raw is None else raw   # a regular file, bounded: not /dev/zero
+    for line_no, line in enumerate(decode_utf8(raw, path, DataError)
                                    .splitlines(), start=1):
         if not line.strip():
             continue
@@ -114,7 +116,7 @@ def load_pairs(path: str | Path, modalities: tuple[str, str], file_modalities: t
     path = Path(path)
     if not path.exists():
         raise DataError(f"Manifest not found: {path}. Build it (e.g. `fuse data build emoji`) or fix data.train/data.val.")
-    raw = path.read_bytes()
+    raw = read_bytes(path, "manifest", MANIFEST)
     base = path.parent.resolve()
     collector = PairCollector(modalities, merged=tuple(file_modalities))
     lacking = 0

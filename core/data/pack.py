@@ -7,19 +7,23 @@ copied byte for byte as ``KEY.<its extension>``; the inline fields (captions, id
 caption, as img2dataset writes it). A file is packed only when its header is what its extension
 says (``fuse.data.sniff``): a manifest cannot smuggle a text file into a shard. Shards are uncompressed (members must be seekable), written
 atomically with fixed metadata, so packing the same manifest twice gives the same bytes.
+
+Packing streams: every record is checked first (its files' headers only), then each file is copied into
+its shard from disk, one at a time, so memory does not grow with the shards' size.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
 from fuse.base.atomic import atomic_path
 from fuse.base.errors import DataError
 from fuse.data.manifest import jsonl_records
-from fuse.data.sniff import header_ok
+from fuse.data.sniff import HEAD, header_ok
 
 
 def _records(manifest: Path) -> list[dict]:
@@ -44,15 +48,22 @@ def file_fields(records: list[dict], base: Path) -> list[str]:
                                      for r in records if f in r for v in _as_list(r[f]))]
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def _add(tar: tarfile.TarFile, name: str, data: bytes | Path) -> None:
+    """One member: inline bytes, or a file copied from disk in blocks (never held whole)."""
     info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    info.mtime, info.mode = 0, 0o644
+    if isinstance(data, Path):
+        with data.open("rb") as f:
+            info.size = os.fstat(f.fileno()).st_size
+            tar.addfile(info, f)
+        return
+    info.size = len(data)
     tar.addfile(info, io.BytesIO(data))
 
 
 def _members(i: int, record: dict, files: list[str], base: Path,
-             where: str) -> list[tuple[str, list[tuple[str, bytes]]]]:
-    """The keys of one record and their (member name suffix, bytes)."""
+             where: str) -> list[tuple[str, list[tuple[str, bytes | Path]]]]:
+    """The keys of one record and their (member name suffix, inline bytes or the file to copy)."""
     inline = {k: v for k, v in record.items() if k not in files}
     listed = [f for f in files if f in record and isinstance(record[f], list) and len(record[f]) > 1]
     if len(listed) > 1:
@@ -74,11 +85,12 @@ def _members(i: int, record: dict, files: list[str], base: Path,
                 raise DataError(f"{where}: fields {exts[ext]} and {f} are both .{ext} files; one key can hold only "
                                 "one member per extension.")
             exts[ext] = f
-            data = path.read_bytes()  # read once, as packing does anyway: the check costs no extra I/O
-            if not header_ok(data, ext):
+            with path.open("rb") as fh:
+                head = fh.read(HEAD)
+            if not header_ok(head, ext):
                 raise DataError(f"{where}: {f} file {path} is not a .{ext} file (its first bytes say otherwise), so it "
                                 "is not packed; fix the manifest or the file.")
-            out.append((ext, data))
+            out.append((ext, path))
         if "text" in inline and isinstance(_as_list(inline["text"])[0], str):
             out.append(("txt", _as_list(inline["text"])[0].encode("utf-8")))
         out.append(("json", json.dumps(inline, ensure_ascii=False).encode("utf-8")))

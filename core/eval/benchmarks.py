@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fuse.base import foreign
 from fuse.base.errors import DataError, FuseError
 from fuse.data.datasets import build_dataset
 from fuse.eval.run import run_retrieval, run_zeroshot

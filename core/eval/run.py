@@ -176,6 +176,9 @@ def zeroshot_inputs(model, manifest: str | Path, classes: list[str] | None = Non
     classes = list(classes) if classes is not None else sorted(set(labels))
     if not classes:
         raise DataError("The class list is empty: give at least one class name.")
+    twice = sorted({c for c in classes if classes.count(c) > 1}) if len(set(classes)) < len(classes) else []
+    if twice:   # a label's items would all count as its last copy: accuracy falls silently
+        raise DataError(f"the class list names {', '.join(map(repr, twice[:5]))} more than once; give each class once.")
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(labels) - set(index))
     if unknown:

@@ -25,6 +25,8 @@ def plot_recall_curves(curves: dict[str, dict[str, list[float]]], png) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+
+    matplotlib.rcParams["text.parse_math"] = False   # labels are text as written ('costs $5^$')
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -47,6 +49,8 @@ def plot_worst_classes(per_class: dict[str, float], png, n: int = 20) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+
+    matplotlib.rcParams["text.parse_math"] = False   # labels are text as written ('costs $5^$')
     import matplotlib.pyplot as plt
 
     worst = sorted(per_class.items(), key=lambda kv: (kv[1], kv[0]))[:n]
@@ -66,6 +70,8 @@ def plot_confusion(counts, names: list[str], png, labelled_max: int = 30) -> Non
     import matplotlib
 
     matplotlib.use("Agg")
+
+    matplotlib.rcParams["text.parse_math"] = False   # labels are text as written ('costs $5^$')
     import matplotlib.pyplot as plt
     import numpy as np
 

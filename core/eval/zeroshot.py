@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fuse.base import foreign
 from fuse.base.errors import DataError
 
 BUILTIN_TEMPLATES = ("imagenet", "short", "sound")
@@ -29,7 +30,7 @@ def load_templates(name: str) -> list[str]:
         path = Path(name)
         if not path.exists():
             raise DataError(f"Templates '{name}' not found: give {' or '.join(BUILTIN_TEMPLATES)} or a file path.")
-        text, where = path.read_text(), str(path)
+        text, where = foreign.read_text(path, "--templates", foreign.SMALL), str(path)
     templates = [t for t in (line.strip() for line in text.splitlines()) if t]
     bad = [t for t in templates if "{}" not in t]
     if not templates or bad:
@@ -66,14 +67,18 @@ def read_classes(path: str | Path, option: str = "--classes") -> tuple[list[str]
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{option} file not found: {path}")
-    rows = [line.split("\t") for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
-            if line.strip()]
+    rows = [line.split("\t") for line in foreign.read_lines(path, option)]
     if not rows:
         raise DataError(f"{option} {path}: the file holds no class names; give one per line.")
     bad = next((i for i, r in enumerate(rows, 1) if len(r) > 2 or not all(c.strip() for c in r)), None)
     if bad is not None:
         raise DataError(f"{option} {path}:{bad}: a line is a class name, or a label and a name separated by one tab.")
-    return [r[0].strip() for r in rows], [r[-1].strip() for r in rows]
+    labels, seen = [r[0].strip() for r in rows], {}
+    for n, label in enumerate(labels, start=1):
+        if seen.setdefault(label, n) != n:
+            raise DataError(f"{option} {path}: '{label}' is listed twice (entries {seen[label]} and {n}); give each "
+                            "class once.")
+    return labels, [r[-1].strip() for r in rows]
 
 
 def read_class_list(path: str | Path, option: str = "--classes") -> list[str]:

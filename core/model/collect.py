@@ -7,7 +7,8 @@ import glob
 import sys
 from pathlib import Path
 
-from fuse.base.errors import DataError, decode_utf8
+from fuse.base import foreign
+from fuse.base.errors import DataError
 from fuse.base.inputs import input_kind
 from fuse.data.manifest import jsonl_records
 
@@ -31,7 +32,7 @@ def folder_files(folder: Path, kind) -> list[str]:
 
 def read_lines(path: Path) -> list[str]:
     """Non-empty lines of a UTF-8 text file (a list of strings or of paths)."""
-    return [line.strip() for line in decode_utf8(path.read_bytes(), path, DataError).splitlines() if line.strip()]
+    return foreign.read_lines(path, "list file", foreign.MANIFEST)
 
 
 def collect_inputs(kind_name: str, inputs: list[str], stdin=None) -> list[str]:

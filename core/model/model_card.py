@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import yaml
 
+from fuse.recipes.strict_yaml import load_strict
+
 
 def _data_lines(recipe: dict) -> list[str]:
     data = recipe.get("data") or {}
@@ -63,7 +65,7 @@ def model_card(config: dict) -> str:
         lines += [f"The towers share a `{config['fusion']['name']}` fusion block after their heads.", ""]
     recipe_text = card.get("recipe_text")
     try:
-        recipe = yaml.safe_load(recipe_text) if recipe_text else {}
+        recipe = load_strict(recipe_text) if recipe_text else {}
     except yaml.YAMLError:
         recipe = {}  # the card still shows the text; only the data section needs it parsed
     data = _data_lines(recipe if isinstance(recipe, dict) else {})

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
+from fuse.base import foreign
 from fuse.base.errors import DataError
+from fuse.recipes.strict_yaml import read_yaml
 from fuse.model.report_html import data_uri, metrics_table, page, png_of, query_block, section, thumbnail
 
 
@@ -118,6 +120,8 @@ def modality_gap(ea: torch.Tensor, eb: torch.Tensor, names: tuple[str, str]) -> 
     import matplotlib
 
     matplotlib.use("Agg")
+
+    matplotlib.rcParams["text.parse_math"] = False   # labels are text as written ('costs $5^$')
     import matplotlib.pyplot as plt
 
     gap = float((ea.float().mean(0) - eb.float().mean(0)).norm())
@@ -138,7 +142,8 @@ def run_sections(run_dir: Path | None) -> list[str]:
     """Recipe, metric curves and the before/after table of a run dir (nothing for a bare export)."""
     if run_dir is None:
         return []
-    out = [section("recipe", "recipe", f"<pre>{html.escape((run_dir / 'recipe.yaml').read_text())}</pre>")]
+    recipe = foreign.read_text(run_dir / "recipe.yaml", "fuse report", foreign.SMALL)
+    out = [section("recipe", "recipe", f"<pre>{html.escape(recipe)}</pre>")]
     if (run_dir / "metrics.png").exists():
         out.append(section("curves", "metric curves",
                            f'<img alt="metrics" style="max-width:100%" src="{data_uri((run_dir / "metrics.png").read_bytes(), "image/png")}">'))

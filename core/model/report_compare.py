@@ -132,7 +132,8 @@ def leaderboard_section(path: Path, n: int) -> str:
 
 def compare_page(paths: list[str | Path]) -> tuple[str, list[str]]:
     """The page for ``fuse report --compare PATH ...`` and the notes on paths left out."""
-    from fuse.recipes.strict_yaml import load_strict
+    from fuse.base import foreign
+    from fuse.recipes.strict_yaml import read_yaml
 
     boards, runs, notes = sort_paths(paths)
     if not boards and len(runs) < 2:
@@ -143,9 +144,11 @@ def compare_page(paths: list[str | Path]) -> tuple[str, list[str]]:
         named = {r.name if [x.name for x in runs].count(r.name) == 1 else str(r): r for r in runs}
         finals, recipes = {}, {}
         for name, r in named.items():
-            results = json.loads((r / "eval.json").read_text())
+            results = foreign.read_json(r / "eval.json", f"--compare {r}", foreign.SMALL)
+            results = results if isinstance(results, dict) else {}
             finals[name] = results.get("after") or results.get("before") or {}
-            recipes[name] = load_strict((r / "recipe.yaml").read_text()) or {}
+            recipe = read_yaml(r / "recipe.yaml", f"--compare {r}", DataError)
+            recipes[name] = recipe if isinstance(recipe, dict) else {}
         sections += [section("table", "final metrics (best epoch)", metrics_table(finals)),
                      section("recipe", "recipe fields that differ", differing_fields(recipes)),
                      section("curves", "metric curves, one line per run", overlaid_curves(named))]

@@ -119,6 +119,8 @@ def check_replaceable(out: str | Path) -> None:
     out = Path(out)
     if out.is_dir():
         raise FuseError(f"-o {out} is a folder; give a file name such as {out / 'report.html'}")
+    if out.exists() and not out.is_file():   # /dev/stdout into a pipe: reading it below would wait forever
+        raise FuseError(f"-o {out} is not a regular file (a device or a pipe); give a file name such as report.html.")
     if out.exists():
         with open(out, "rb") as f:
             head = f.read(4096)

@@ -64,9 +64,17 @@ def confine(options, root: Path, base: Path, files: dict, where: str) -> None:
         for i, v in enumerate(options):
             confine(v, root, base, files, f"{where}.{i}")
         return
-    if not isinstance(options, str) or not options.startswith(("./", "../", "/", "~", "\\")):
+    if not isinstance(options, str):
         return
     fix = "an export loads only files inside its folder that fuse_model.json lists; re-export the model."
+    if options.startswith(("pkg:", "pkgsplit:")):   # a package's folder is outside the export, whatever follows
+        raise ModelFileError(f"{where}: '{options}' names a file of an installed package, outside the export {root}; "
+                             f"{fix}")
+    if not options.startswith(("./", "../", "/", "~", "\\")):
+        if options and ((base / options).exists() or Path(options).exists()):   # a path written without ./
+            raise ModelFileError(f"{where}: '{options}' is a path not written ./-relative, so it would be read from "
+                                 f"the working folder, not the export {root}; {fix}")
+        return
     target = (base / options[2:]).resolve() if options.startswith("./") else None
     if target is None or not target.is_relative_to(root.resolve()):
         raise ModelFileError(f"{where}: '{options}' points outside the export {root}; {fix}")

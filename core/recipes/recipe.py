@@ -21,7 +21,7 @@ from fuse.base.errors import RecipeError, decode_utf8
 from fuse.base.options import Options as Strict
 from fuse.base.urls import is_pipe, redact_source
 from fuse.base.validation import format_validation_error
-from fuse.recipes.strict_yaml import TooLarge, load_strict
+from fuse.recipes.strict_yaml import load_strict, parse_strict
 
 
 class Component(Strict):
@@ -36,7 +36,8 @@ class LoraSection(Strict):
     r: int = pydantic.Field(8, gt=0)
     alpha: float = pydantic.Field(16.0, gt=0)
     dropout: float = pydantic.Field(0.0, ge=0, lt=1)
-    target: list[str] = pydantic.Field(["*"], min_length=1)   # globs over module names; "*": every Linear/Conv
+    target: list[str] = pydantic.Field(["*"], min_length=1)   # globs over module names; "*": every Linear, Embedding
+    # and ungrouped Conv (grouped/depthwise convolutions are never wrapped: fuse.training.lora.wrappable)
 
 
 class EncoderSection(Component):
@@ -298,7 +299,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key:
         raise RecipeError(f"Override '{text}' must look like key.sub=value (e.g. train.epochs=3).")
     try:
-        parsed = yaml.safe_load(value) if value != "" else ""
+        parsed = load_strict(value) if value != "" else ""
     except yaml.YAMLError:
         parsed = value
     keys = key.split(".")
@@ -360,15 +361,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), allow_pipe: bool = 
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"Recipe file not found: {path}")
-    try:
-        data = load_strict(decode_utf8(path.read_bytes(), path, RecipeError)) or {}
-    except TooLarge as exc:
-        raise RecipeError(f"{path}: refused: {exc}.") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError(f"{path}: invalid YAML{where}: {problem}") from None
+    data = parse_strict(decode_utf8(path.read_bytes(), path, RecipeError), path) or {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping of sections (modalities, data, train, ...).")
     for old, new in OLD_KEYS.items():  # before overrides, which use the new names

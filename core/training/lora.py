@@ -18,6 +18,13 @@ from fuse.base.errors import PluginError, RecipeError
 WRAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)  # the layer types peft's LoRA wraps
 
 
+def wrappable(module: nn.Module) -> bool:
+    """A layer peft's LoRA wraps and merges: Linear, Embedding, an ungrouped Conv1d/2d. Grouped and depthwise
+    convolutions (EfficientNet, MobileNet, ConvNeXt) need a rank divisible by their groups and cannot be merged
+    into an export, so no target ever selects them: the same default ("*") fits a ViT and a CNN."""
+    return isinstance(module, WRAPPABLE) and getattr(module, "groups", 1) == 1
+
+
 def apply_lora(encoder: nn.Module, lora, where: str) -> list[str]:
     """Inject adapters into the layers whose names match ``lora.target``; freeze everything else in
     ``encoder``. Returns the names of its now-frozen parameters (checkpoints skip them)."""
@@ -26,13 +33,19 @@ def apply_lora(encoder: nn.Module, lora, where: str) -> list[str]:
                           "pip install 'fuse-align[lora]', or remove lora from the recipe.")
     import peft
 
-    names = [n for n, mod in encoder.named_modules()
-             if n and isinstance(mod, WRAPPABLE) and any(fnmatch.fnmatch(n, g) for g in lora.target)]
+    matched = [(n, mod) for n, mod in encoder.named_modules()
+               if n and isinstance(mod, WRAPPABLE) and any(fnmatch.fnmatch(n, g) for g in lora.target)]
+    names = [n for n, mod in matched if wrappable(mod)]
+    grouped = [n for n, mod in matched if not wrappable(mod)]
     if not names:
-        layers = [n for n, mod in encoder.named_modules() if n and isinstance(mod, WRAPPABLE)]
+        layers = [n for n, mod in encoder.named_modules() if n and wrappable(mod)]
         hint = f"its wrappable layers look like {', '.join(layers[:4])}" if layers else \
-            "it has no Linear, Conv1d/2d or Embedding layer peft can wrap"
-        raise RecipeError(f"{where}.target: no layer matches {lora.target}; {hint}.")
+            "it has no Linear, ungrouped Conv1d/2d or Embedding layer peft can wrap"
+        raise RecipeError(f"{where}.target: no layer matches {lora.target}"
+                          f"{' except grouped convolutions, which LoRA cannot wrap' if grouped else ''}; {hint}.")
+    if grouped:
+        print(f"{where}: {len(grouped)} grouped convolution(s) left without adapters (LoRA cannot merge them), "
+              f"e.g. {grouped[0]}")
     config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=names)
     peft.inject_adapter_in_model(config, encoder)
     for n, p in encoder.named_parameters():

@@ -71,6 +71,8 @@ def plot_metrics(jsonl: Path, png: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
+
+    matplotlib.rcParams["text.parse_math"] = False   # labels are text as written ('costs $5^$')
     import matplotlib.pyplot as plt
 
     rows = read_metrics(jsonl)

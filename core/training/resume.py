@@ -24,6 +24,7 @@ import yaml
 
 from fuse.base.atomic import atomic_path
 from fuse.base.errors import ModelFileError, RecipeError
+from fuse.recipes.strict_yaml import load_strict
 from fuse.training.fsdp import local_optimizer_state
 
 STATE_FILE = "state.pt"
@@ -53,7 +54,7 @@ def check_resume_recipe(run_dir: Path, recipe) -> list[str]:
     if not stored_file.exists():
         raise ModelFileError(f"Nothing to resume: {stored_file} not found. Run without --resume to start afresh.")
     try:
-        stored = _flatten(yaml.safe_load(stored_file.read_text()))
+        stored = _flatten(load_strict(stored_file.read_text(encoding="utf-8")))
     except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as exc:
         raise ModelFileError(f"{stored_file} is corrupt ({exc}); the run cannot be resumed.") from None
     new = _flatten(recipe.public_dump())

@@ -14,8 +14,8 @@ SLURM array runs the same command with ``--index $SLURM_ARRAY_TASK_ID`` (docs/wo
 
 from __future__ import annotations
 
-import itertools
 import json
+import math
 import random
 import re
 import statistics
@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from fuse.base.atomic import write_text
 from fuse.base.owned import claim
 from fuse.base.errors import RecipeError
 from fuse.recipes.recipe import load_recipe, parse_override
+from fuse.recipes.strict_yaml import read_yaml
 from fuse.training.metrics import finite_json, higher_is_better
 
 
@@ -72,18 +71,22 @@ def parse_grid(items: list[str]) -> dict[str, list]:
 
 
 def read_sweep_file(path: str | Path) -> dict:
-    """A sweep YAML: {grid: {key: [values]}, samples: N, seed: S}; never executes code (safe_load)."""
+    """A sweep YAML: {grid: {key: [values]}, samples: N, seed: S}, read strictly (fuse.recipes.strict_yaml:
+    bounded, UTF-8, no duplicate keys, alias bombs or tags; one line for each)."""
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"Sweep file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"grid", "samples", "seed"}
+    data = read_yaml(path, "--config") or {}
+    unknown = set(data) - {"grid", "samples", "seed"} if isinstance(data, dict) else set()
     if not isinstance(data, dict) or unknown or not isinstance(data.get("grid"), dict):
         raise RecipeError(f"{path}: a sweep file is a mapping with grid: {{key: [values]}} and optional samples, "
                           f"seed{'; unknown: ' + ', '.join(sorted(unknown)) if unknown else ''}.")
     for key, values in data["grid"].items():
         if not isinstance(values, list) or not values:
             raise RecipeError(f"{path}: grid.{key}: give a non-empty list of values, e.g. [0.05, 0.07].")
+    for key in ("samples", "seed"):
+        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 0):
+            raise RecipeError(f"{path}: {key}: give a whole number (got {data[key]!r}).")
     return data
 
 
@@ -93,13 +96,33 @@ def slug(values: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", "-".join(parts))[:120]
 
 
+MAX_POINTS = 10_000   # a sweep runs every point: more is a mistake, or a job for --samples
+
+
 def grid_points(grid: dict[str, list], samples: int | None = None, seed: int = 0) -> list[Point]:
-    """The product of the grid's values (or ``samples`` of them, drawn with ``seed``), named NNN-<values>."""
-    combos = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())]
+    """The product of the grid's values (or ``samples`` of them, drawn with ``seed``), named NNN-<values>.
+    The product is never built: a point is decoded from its index, so a 10^9-point grid with --samples 2
+    costs two points."""
+    sizes = [len(v) for v in grid.values()]
+    total = math.prod(sizes)
     if samples is not None:
         if samples < 1:
             raise RecipeError(f"--samples {samples}: give a positive number of points.")
-        combos = [combos[i] for i in sorted(random.Random(seed).sample(range(len(combos)), min(samples, len(combos))))]
+        if samples > MAX_POINTS:
+            raise RecipeError(f"--samples {samples}: a sweep runs at most {MAX_POINTS:,} points.")
+        indices = sorted(random.Random(seed).sample(range(total), min(samples, total)))
+    elif total > MAX_POINTS:
+        raise RecipeError(f"the grid has {total:,} points (more than {MAX_POINTS:,}); give --samples N to run N of "
+                          "them, or fewer values.")
+    else:
+        indices = range(total)
+    combos = []
+    for index in indices:   # itertools.product's order: the last key varies fastest
+        values = []
+        for size in reversed(sizes):
+            index, k = divmod(index, size)
+            values.append(k)
+        combos.append({key: vals[k] for (key, vals), k in zip(grid.items(), reversed(values))})
     return [Point(f"{i:03d}-{slug(c)}", c) for i, c in enumerate(combos)]
 
 
@@ -187,6 +210,8 @@ def plot_sweep(rows: list[dict], keys: list[str], metric: str, png: Path) -> Non
     import matplotlib
 
     matplotlib.use("Agg")
+
+    matplotlib.rcParams["text.parse_math"] = False   # labels are text as written ('costs $5^$')
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)

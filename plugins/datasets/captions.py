@@ -19,7 +19,37 @@ KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "
 COCO_ID = re.compile(r"(\d{6,12})$")   # COCO_val2014_000000391895 and 000000391895 both end in the id
 
 
-def karpathy_images(path: Path, dataset: str) -> list[dict]:
+class Sentence(fuse.foreign.Record):
+    raw: str
+
+
+class KarpathyImage(fuse.foreign.Record):
+    """An image of Karpathy's dataset_{coco,flickr30k}.json."""
+
+    filename: str
+    split: Literal["train", "restval", "val", "test"]
+    sentences: list[Sentence]
+
+
+class KarpathyCocoImage(KarpathyImage):
+    cocoid: int   # COCO's image id: how the image file is found
+
+
+class CocoImage(fuse.foreign.Record):
+    """An image of captions_{train,val}2017.json."""
+
+    id: int
+    file_name: str
+
+
+class CocoCaption(fuse.foreign.Record):
+    """An annotation of captions_{train,val}2017.json."""
+
+    image_id: int
+    caption: str
+
+
+def karpathy_images(path: Path, dataset: str, schema: type[KarpathyImage]) -> list[KarpathyImage]:
     """The ``images`` of a Karpathy split file, checked to be the named dataset's."""
     data = read_json(path, dataset)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
@@ -28,28 +58,19 @@ def karpathy_images(path: Path, dataset: str) -> list[dict]:
     if data.get("dataset") != dataset:
         raise fuse.DataError(f"{dataset}: {path} is Karpathy's split of '{data.get('dataset')}', not {dataset}. "
                              f"Use dataset_{dataset}.json.")
-    for n, image in enumerate(data["images"][:1]):
-        for field in ("filename", "split", "sentences"):
-            if field not in image:
-                raise fuse.DataError(f"{dataset}: {path}: images[{n}] has no '{field}' field; use the file as "
-                                     "distributed.")
-    return data["images"]
+    return fuse.foreign.validate_all(schema, data["images"], path, "images", dataset)
 
 
-def karpathy_records(images: list[dict], locate, missing: Missing, restval: bool) -> dict[str, list[dict]]:
+def karpathy_records(images: list[KarpathyImage], locate, missing: Missing, restval: bool) -> dict[str, list[dict]]:
     """Records per split: train (+ restval unless kept apart), val, test; captions are the raw sentences."""
     splits: dict[str, list[dict]] = {"train": [], "restval": [], "val": [], "test": []}
     for image in images:
-        split = image["split"]
-        if split not in KARPATHY_SPLITS:
-            raise fuse.DataError(f"{missing.dataset}: image {image['filename']} has split '{split}'; Karpathy's "
-                                 f"splits are {', '.join(KARPATHY_SPLITS)}.")
         path = locate(image)
-        if not missing.check(path, image["filename"]):
+        if not missing.check(path, image.filename):
             continue
-        ident = str(image.get("cocoid", Path(image["filename"]).stem))
-        record = {"id": ident, "image": str(path), "text": [s["raw"].strip() for s in image["sentences"]]}
-        splits["train" if split == "restval" and restval else split].append(record)
+        ident = str(getattr(image, "cocoid", Path(image.filename).stem))
+        record = {"id": ident, "image": str(path), "text": [s.raw.strip() for s in image.sentences]}
+        splits["train" if image.split == "restval" and restval else image.split].append(record)
     return splits
 
 
@@ -66,6 +87,9 @@ class Coco(RootBuilder):
 
     modalities = ("image", "text")
     Options = CocoOptions
+    foreign_files = (fuse.ForeignFile("dataset_coco.json", "json", KarpathyCocoImage, "images"),
+                     fuse.ForeignFile("annotations/captions_*2017.json", "json", CocoImage, "images"),
+                     fuse.ForeignFile("annotations/captions_*2017.json", "json", CocoCaption, "annotations"))
 
     def build(self, out_dir: Path) -> dict[str, Path]:
         opts = self.options
@@ -83,8 +107,8 @@ class Coco(RootBuilder):
         if use == "karpathy":
             path = find_file(root, karpathy, "coco", "Karpathy's split file",
                              "Put dataset_coco.json in the root, or pass --annotations 2017.")
-            splits = karpathy_records(karpathy_images(path, "coco"), lambda im: by_id.get(int(im["cocoid"])),
-                                      missing, opts.restval)
+            splits = karpathy_records(karpathy_images(path, "coco", KarpathyCocoImage),
+                                      lambda im: by_id.get(im.cocoid), missing, opts.restval)
         else:
             # either file alone is a usable root (val2017 alone is what many hold for evaluation)
             present = [s for s in ("train", "val") if (root / "annotations" / f"captions_{s}2017.json").is_file()]
@@ -100,18 +124,19 @@ class Coco(RootBuilder):
         data = read_json(path, "coco")
         if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
             raise fuse.DataError(f"coco: {path} has no 'images' and 'annotations'; it is not a COCO captions file.")
-        if data["annotations"] and "caption" not in data["annotations"][0]:
+        first = data["annotations"][0] if isinstance(data["annotations"], list) and data["annotations"] else {}
+        if isinstance(first, dict) and first and "caption" not in first:
             raise fuse.DataError(f"coco: {path} holds annotations without 'caption' (instances or keypoints?); use "
                                  f"captions_{split}2017.json.")
         captions: dict[int, list[str]] = {}
-        for ann in data["annotations"]:
-            captions.setdefault(int(ann["image_id"]), []).append(ann["caption"].strip())
+        for ann in fuse.foreign.validate_all(CocoCaption, data["annotations"], path, "annotations", "coco"):
+            captions.setdefault(ann.image_id, []).append(ann.caption.strip())
         records = []
-        for image in sorted(data["images"], key=lambda im: im["id"]):
-            if image["id"] not in captions or not missing.check(by_id.get(int(image["id"])), image["file_name"]):
+        images = fuse.foreign.validate_all(CocoImage, data["images"], path, "images", "coco")
+        for image in sorted(images, key=lambda im: im.id):
+            if image.id not in captions or not missing.check(by_id.get(image.id), image.file_name):
                 continue
-            records.append({"id": str(image["id"]), "image": str(by_id[int(image["id"])]),
-                            "text": captions[image["id"]]})
+            records.append({"id": str(image.id), "image": str(by_id[image.id]), "text": captions[image.id]})
         return records
 
 
@@ -120,6 +145,7 @@ class Flickr30k(RootBuilder):
 
     modalities = ("image", "text")
     Options = RootOptions
+    foreign_files = (fuse.ForeignFile("dataset_flickr30k.json", "json", KarpathyImage, "images"),)
 
     def build(self, out_dir: Path) -> dict[str, Path]:
         opts = self.options
@@ -129,7 +155,7 @@ class Flickr30k(RootBuilder):
                          "Put dataset_flickr30k.json in the root.")
         media = index_media(root, IMAGE_EXT)
         missing = Missing("flickr30k", opts.on_missing, root)
-        splits = karpathy_records(karpathy_images(path, "flickr30k"), lambda im: media.get(Path(im["filename"]).stem),
+        splits = karpathy_records(karpathy_images(path, "flickr30k", KarpathyImage), lambda im: media.get(Path(im.filename).stem),
                                   missing, True)
         missing.finish(out_dir)
         return write_splits(out_dir, splits, opts.limit, "flickr30k")

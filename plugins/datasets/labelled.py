@@ -7,6 +7,7 @@ evaluate with, which repeat two names, so labels cannot be the names)."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import tarfile
 from pathlib import Path
@@ -24,6 +25,13 @@ WNID = re.compile(r"^n\d{8}$")
 VAL_FOLDERS = ("val", "images/val", "ILSVRC/Data/CLS-LOC/val")
 
 
+class SolutionRow(fuse.foreign.Record):
+    """A row of Kaggle's LOC_val_solution.csv: the image and its boxes, the first word a WordNet id."""
+
+    ImageId: str
+    PredictionString: str = pydantic.Field(pattern=r"^n\d{8}\b")
+
+
 def _devkit_labels(root: Path) -> dict[str, str] | None:
     """Image stem -> WordNet id from the ILSVRC2012 devkit (a folder or the .tar.gz): meta.mat maps the
     ground-truth file's ILSVRC2012_IDs to WordNet ids, as torchvision's parser does."""
@@ -31,12 +39,12 @@ def _devkit_labels(root: Path) -> dict[str, str] | None:
     archive = root / "ILSVRC2012_devkit_t12.tar.gz"
     if (folder / "meta.mat").is_file():
         meta = (folder / "meta.mat").read_bytes()
-        truth = (folder / "ILSVRC2012_validation_ground_truth.txt").read_text()
+        truth = fuse.foreign.read_text(folder / "ILSVRC2012_validation_ground_truth.txt", "imagenet")
     elif archive.is_file():
         with tarfile.open(archive) as tar:
             read = {Path(m.name).name: m for m in tar if m.isfile()}
             meta = tar.extractfile(read["meta.mat"]).read()
-            truth = tar.extractfile(read["ILSVRC2012_validation_ground_truth.txt"]).read().decode()
+            truth = tar.extractfile(read["ILSVRC2012_validation_ground_truth.txt"]).read().decode("utf-8", "replace")
     else:
         return None
     try:
@@ -46,6 +54,9 @@ def _devkit_labels(root: Path) -> dict[str, str] | None:
                              "'fuse-align[datasets]'.") from None
     synsets = loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
     id_to_wnid = {int(s[0]): str(s[1]) for s in synsets if int(s[4]) == 0}   # leaves: the 1,000 classes
+    if not all(word.isdigit() for word in truth.split()):
+        raise fuse.DataError("imagenet: the devkit's ILSVRC2012_validation_ground_truth.txt holds a line that is not "
+                             "a class id; use the devkit as distributed.")
     ids = [int(line) for line in truth.split()]
     return {f"ILSVRC2012_val_{n:08d}": id_to_wnid[i] for n, i in enumerate(ids, start=1)}
 
@@ -55,8 +66,7 @@ def _solution_labels(root: Path) -> dict[str, str] | None:
     path = root / "LOC_val_solution.csv"
     if not path.is_file():
         return None
-    return {r["ImageId"]: r["PredictionString"].split()[0]
-            for r in read_csv(path, "imagenet", ["ImageId", "PredictionString"])}
+    return {r.ImageId: r.PredictionString.split()[0] for r in read_csv(path, "imagenet", SolutionRow)}
 
 
 class ImageNet(RootBuilder):
@@ -65,6 +75,7 @@ class ImageNet(RootBuilder):
 
     modalities = ("image",)
     Options = RootOptions
+    foreign_files = (fuse.ForeignFile("LOC_val_solution.csv", "csv", SolutionRow),)
 
     def build(self, out_dir: Path) -> dict[str, Path]:
         opts = self.options
@@ -103,6 +114,16 @@ class ImageNet(RootBuilder):
         return write_splits(out_dir, {"val": interleave(records)}, opts.limit, "imagenet")
 
 
+def _class_files(folder: Path) -> list[Path]:
+    """Every file under a class folder, sorted; a folder that cannot be read is one line, not a class that
+    silently shrinks or vanishes."""
+    def refuse(exc: OSError):
+        raise fuse.DataError(f"folder: cannot read {exc.filename} ({exc.strerror}); fix its permissions or move it "
+                             "out of the root.")
+
+    return sorted(Path(top) / f for top, _, files in os.walk(folder, onerror=refuse) for f in files)
+
+
 class FolderOptions(RootOptions):
     modality: Literal["auto", "image", "audio", "video"] = pydantic.Field(
         "auto", description="What the files are (auto: from their extensions); also the manifests' key.")
@@ -113,6 +134,7 @@ class ClassFolders(RootBuilder):
 
     modalities = ("image",)
     Options = FolderOptions
+    foreign_files = ()   # reads folder and file names only
 
     def build(self, out_dir: Path) -> dict[str, Path]:
         opts = self.options
@@ -128,7 +150,7 @@ class ClassFolders(RootBuilder):
             splits[split] = []
             for d in sorted(p for p in tree.iterdir() if p.is_dir() and not p.name.startswith(".")):
                 classes.add(d.name)
-                for path in sorted(p for p in d.rglob("*") if p.is_file()):
+                for path in _class_files(d):
                     kind = next((k for k, e in exts.items() if path.suffix.lower() in e), None)
                     if kind is None or (opts.modality != "auto" and kind != opts.modality):
                         continue

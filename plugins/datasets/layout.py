@@ -7,7 +7,6 @@ into the build folder (published whole by ``build_dataset``, so a failed build l
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -34,6 +33,9 @@ class RootOptions(fuse.Options):
     on_missing: Literal["error", "skip"] = pydantic.Field(
         "error", description="Items whose media file is absent: stop and list them (error), or leave them out "
                              "and count them (skip).")
+    allow_outside_root: bool = pydantic.Field(
+        False, description="Let an annotation file name media outside the root (../.., an absolute path); off, "
+                           "such a path is refused in one line.")
 
     @pydantic.field_validator("root")
     @classmethod
@@ -85,21 +87,30 @@ def find_file(root: Path, names: list[str], dataset: str, what: str, fix: str) -
 
 
 def read_json(path: Path, dataset: str):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise fuse.DataError(f"{dataset}: {path} is not valid JSON ({exc}). Use the file as distributed.") from None
+    """A foreign JSON file through fuse's one reader (bounded, UTF-8, one line on any fault)."""
+    return fuse.foreign.read_json(path, dataset)
 
 
-def read_csv(path: Path, dataset: str, columns: list[str], delimiter: str = ",") -> list[dict[str, str]]:
-    """Rows of a csv with a header that must hold ``columns``; a wrong header names the file and what is missing."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise fuse.DataError(f"{dataset}: {path} has no column(s) {', '.join(missing)} (header: "
-                                 f"{', '.join(reader.fieldnames or [])}); is it the {dataset} file?")
-        return list(reader)
+class _Columns(pydantic.BaseModel):
+    """Rows read by column names: the named ones required text, the others kept as they are."""
+
+    model_config = pydantic.ConfigDict(extra="allow", frozen=True)
+
+
+def read_csv(path: Path, dataset: str, schema, delimiter: str = ",") -> list:
+    """The rows of a csv as ``schema`` records; a missing column or bad value names the file, line and column.
+    A list of column names stands for a schema of required text columns, and the rows come back as dicts."""
+    if not isinstance(schema, list):
+        return fuse.foreign.read_csv(path, schema, dataset, delimiter)
+    fields = {f"c{i}": (str, pydantic.Field(alias=c)) for i, c in enumerate(schema)}
+    row = pydantic.create_model("Row", __base__=_Columns, **fields)
+    return [{**(r.model_extra or {}), **r.model_dump(by_alias=True, exclude=set(r.model_extra or ()))}
+            for r in fuse.foreign.read_csv(path, row, dataset, delimiter)]
+
+
+def media_path(root: Path, value: str, where: str, options: RootOptions, dataset: str) -> Path:
+    """A media path an annotation file gives, resolved inside ``root`` (or refused; --allow-outside-root)."""
+    return fuse.foreign.inside(root, value, where, dataset, options.allow_outside_root)
 
 
 def index_media(root: Path, extensions: set[str]) -> dict[str, Path]:

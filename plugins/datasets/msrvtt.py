@@ -4,6 +4,7 @@ JSFusion list is given, the 1k-A test set most papers report (1,000 videos, one 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pydantic
 
@@ -13,6 +14,27 @@ from .layout import (VIDEO_EXT, Missing, RootBuilder, RootOptions, find_file, in
                      root_dir, write_splits)
 
 SPLITS = {"train": "train", "validate": "val", "test": "test"}
+
+
+class Video(fuse.foreign.Record):
+    """A video of videodatainfo.json."""
+
+    video_id: str
+    split: Literal["train", "validate", "test"]
+
+
+class Sentence(fuse.foreign.Record):
+    """A caption of videodatainfo.json."""
+
+    video_id: str
+    caption: str
+
+
+class OneKRow(fuse.foreign.Record):
+    """A row of the JSFusion 1k-A list, MSRVTT_JSFUSION_test.csv."""
+
+    video_id: str
+    sentence: str
 
 
 class MsrvttOptions(RootOptions):
@@ -55,33 +77,33 @@ class Msrvtt(RootBuilder):
 
     modalities = ("video", "text")
     Options = MsrvttOptions
+    foreign_files = (fuse.ForeignFile("videodatainfo.json", "json", Video, "videos"),
+                     fuse.ForeignFile("videodatainfo.json", "json", Sentence, "sentences"),
+                     fuse.ForeignFile("MSRVTT_JSFUSION_test.csv", "csv", OneKRow))
 
     def build(self, out_dir: Path) -> dict[str, Path]:
         opts = self.options
         root = root_dir(opts, "msrvtt")
         info_path, info = _video_info(root)
         captions: dict[str, list[str]] = {}
-        for sentence in info["sentences"]:
-            captions.setdefault(sentence["video_id"], []).append(sentence["caption"].strip())
+        for sentence in fuse.foreign.validate_all(Sentence, info["sentences"], info_path, "sentences", "msrvtt"):
+            captions.setdefault(sentence.video_id, []).append(sentence.caption.strip())
         media = index_media(root, VIDEO_EXT)
         missing = Missing("msrvtt", opts.on_missing, root)
         splits: dict[str, list[dict]] = {s: [] for s in SPLITS.values()}
-        for video in info["videos"]:
-            if video.get("split") not in SPLITS:
-                raise fuse.DataError(f"msrvtt: {info_path}: video {video.get('video_id')} has split "
-                                     f"'{video.get('split')}'; expected {', '.join(SPLITS)}.")
-            vid = video["video_id"]
+        for video in fuse.foreign.validate_all(Video, info["videos"], info_path, "videos", "msrvtt"):
+            vid = video.video_id
             if vid in captions and missing.check(media.get(vid), vid):
-                splits[SPLITS[video["split"]]].append({"id": vid, "video": str(media[vid]), "text": captions[vid]})
+                splits[SPLITS[video.split]].append({"id": vid, "video": str(media[vid]), "text": captions[vid]})
         one_k = Path(opts.test_1k).expanduser() if opts.test_1k else root / "MSRVTT_JSFUSION_test.csv"
         if opts.test_1k and not one_k.is_file():
             raise fuse.DataError(f"msrvtt: --test-1k {opts.test_1k} not found; give the JSFusion "
                                  "MSRVTT_JSFUSION_test.csv.")
         if one_k.is_file():
             splits["test_1k"] = []
-            for row in read_csv(one_k, "msrvtt", ["video_id", "sentence"]):
-                if missing.check(media.get(row["video_id"]), row["video_id"]):
-                    splits["test_1k"].append({"id": row["video_id"], "video": str(media[row["video_id"]]),
-                                              "text": [row["sentence"].strip()]})
+            for row in read_csv(one_k, "msrvtt", OneKRow):
+                if missing.check(media.get(row.video_id), row.video_id):
+                    splits["test_1k"].append({"id": row.video_id, "video": str(media[row.video_id]),
+                                              "text": [row.sentence.strip()]})
         missing.finish(out_dir)
         return write_splits(out_dir, splits, opts.limit, "msrvtt")

@@ -5,7 +5,6 @@ status is "success" are kept, with their captions; tar members are copied into t
 
 from __future__ import annotations
 
-import json
 import tarfile
 from pathlib import Path
 from typing import Literal
@@ -24,6 +23,13 @@ class Img2DatasetOptions(RootOptions):
     val_shards: int = pydantic.Field(0, ge=0, description="Hold out the last N shards as the val split.")
 
 
+class Sidecar(fuse.foreign.Record):
+    """A sample's .json side-car: img2dataset's download status and, if captions were kept, the caption."""
+
+    status: str
+    caption: str | None = None
+
+
 def _parquet_rows(path: Path) -> dict[str, dict]:
     try:
         import pyarrow.parquet as pq
@@ -38,6 +44,7 @@ class Img2Dataset(RootBuilder):
 
     modalities = ("image", "text")
     Options = Img2DatasetOptions
+    foreign_files = (fuse.ForeignFile("0*/*.json", "json", Sidecar),)
 
     def build(self, out_dir: Path) -> dict[str, Path]:
         opts = self.options
@@ -59,10 +66,11 @@ class Img2Dataset(RootBuilder):
             for key, files in sorted(members.items()):
                 image = next((files[e] for e in sorted(files) if e in IMAGE_EXT), None)
                 info = meta.get(key) if meta is not None else self._sidecar(files)
-                if image is None or info is None or info.get("status") != "success":
+                if image is None or info is None or info["status"] != "success":
                     stats["other"] += 1
                     continue
-                caption = info.get("caption") or (files[".txt"].read_text().strip() if ".txt" in files else "")
+                caption = info["caption"] or (fuse.foreign.read_text(files[".txt"], "img2dataset", fuse.foreign.SMALL)
+                                              .strip() if ".txt" in files else "")
                 if not caption:
                     stats["other"] += 1
                     continue
@@ -110,9 +118,9 @@ class Img2Dataset(RootBuilder):
 
     @staticmethod
     def _sidecar(files: dict[str, Path]) -> dict | None:
+        """The side-car's status and caption (typed, bounded, UTF-8), or None without one."""
         if ".json" not in files:
             return None
-        try:
-            return json.loads(files[".json"].read_text())
-        except ValueError:
-            raise fuse.DataError(f"img2dataset: {files['.json']} is not valid JSON.") from None
+        path = files[".json"]
+        data = fuse.foreign.read_json(path, "img2dataset", fuse.foreign.SMALL)
+        return fuse.foreign.validate(Sidecar, data, path, "the side-car", "img2dataset").model_dump()
