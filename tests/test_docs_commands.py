@@ -18,6 +18,8 @@ a list of commands, so it covers commands and flags added later:
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
 import subprocess
@@ -292,3 +294,51 @@ def counts() -> dict[str, int]:
 
 if __name__ == "__main__":
     print(counts())
+
+
+# What a finished `make demo` leaves that a Python block may name in its `# needs:` line; the test below provides
+# each (a tiny trained run standing in for the quickstart's) and runs those blocks as written.
+PROVIDED = {"a trained run (make demo)", "cat.png", "a photos/ folder"}
+
+
+def _needs_only_provided(code: str) -> bool:
+    first = code.lstrip().splitlines()[0]
+    wanted = re.split(r",\s*|\s+and\s+", first.split("needs:", 1)[1].strip()) if "needs:" in first else []
+    return bool(wanted) and set(wanted) <= PROVIDED
+
+
+def test_python_blocks_that_need_a_trained_run_run_after_one(documented, trained_shapes_export, shapes_data, tmp_path):
+    """A block marked `# needs: a trained run (make demo)` runs as written in a folder laid out as after `make demo`:
+    runs/quickstart (a finished run), recipes/quickstart.yaml (its recipe), $FUSE_CACHE with the emoji dataset's
+    val.jsonl; README's cat.png and photos/ too. It caught a block that trained into the finished run's folder
+    and one that read ~/.cache/fuse whatever $FUSE_CACHE said."""
+    import shutil
+
+    import yaml
+
+    run = trained_shapes_export.parent
+    shutil.copytree(run, tmp_path / "runs" / "quickstart")
+    recipe = yaml.safe_load((run.parent / "r.yaml").read_text())
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "quickstart.yaml").write_text(yaml.safe_dump({**recipe, "output_dir": "runs/quickstart"}))
+    images = sorted(shapes_data["val"].parent.glob("img/val-*.png"))
+    shutil.copy(images[0], tmp_path / "cat.png")
+    (tmp_path / "photos").mkdir()
+    for image in images[:6]:
+        shutil.copy(image, tmp_path / "photos" / image.name)
+    emoji = tmp_path / "cache" / "datasets" / "emoji-0123abcd"
+    emoji.mkdir(parents=True)
+    (emoji / "val.jsonl").write_text("".join(json.dumps({"image": f"images/{i}.png", "text": t}) + "\n" for i, t in
+                                             enumerate(["woman: light skin tone", "thumbs up: dark skin tone", "cat"])))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FUSE_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path / "home")}
+    failed, ran = [], 0
+    for where, code, _ in documented[1]:
+        if not _needs_only_provided(code):
+            continue
+        result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=300, env=env)
+        ran += 1
+        if result.returncode != 0:
+            failed.append(f"{where}: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}")
+    assert not failed, "\n".join(failed)
+    assert ran >= 2

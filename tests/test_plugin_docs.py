@@ -44,6 +44,7 @@ def test_the_page_matches_the_shipped_example_package():
     page_toml, shipped = tomllib.loads(blocks["pyproject.toml"]), tomllib.loads((example / "pyproject.toml").read_text())
     assert page_toml["project"]["entry-points"]["fuse"] == shipped["project"]["entry-points"]["fuse"]
     assert page_toml["project"]["entry-points"]["fuse"] == {"char_ngrams": "fuse_char_ngrams"}
+    assert page_toml["build-system"] == shipped["build-system"]  # the page's package builds as pasted
 
 
 def test_the_page_runs_as_pasted(tmp_path):
