@@ -23,6 +23,7 @@ from pathlib import Path
 
 from fuse.base.atomic import write_text
 from fuse.base.errors import RecipeError, TrainingDiverged
+from fuse.base.owned import seal
 from fuse.base.weights import save_weights
 from fuse.eval.tables import format_table
 from fuse.eval.val_split import evaluate_split
@@ -60,10 +61,16 @@ def train(plan: Plan, recipe_path: str | None = None, resume: bool = False, over
     checkpoints and raises ``Preempted`` (see ``fuse.training.preempt``). Under torchrun only rank 0 prints.
     The run holds output_dir's lock throughout; ``overwrite`` moves an earlier run aside (``fuse.training.rundir``)."""
     quiet = int(os.environ.get("RANK", "0")) != 0  # torchrun's rank: known before the process group exists
+    run_dir = Path(os.path.abspath(plan.recipe.output_dir))
+    if run_dir == Path.cwd() or run_dir in Path.cwd().parents:  # moving it aside would move '.' with it
+        plan.recipe.output_dir = str(run_dir)
     with owned_run(Path(plan.recipe.output_dir), resume, overwrite, plan.recipe.name), \
             Preemption() as preemption, open(os.devnull, "w") as devnull, \
             contextlib.redirect_stdout(devnull) if quiet else contextlib.nullcontext():
-        return _train(plan, recipe_path, resume, preemption)
+        done = _train(plan, recipe_path, resume, preemption)
+        if not quiet:
+            seal(done)  # the marker lists what the run wrote: a copy of the folder is still provably a run
+        return done
 
 
 def _train(plan: Plan, recipe_path: str | None, resume: bool, preemption: Preemption) -> Path:

@@ -26,7 +26,7 @@ import yaml
 from fuse.base.atomic import storage_error, write_text
 from fuse.base.errors import ModelFileError, StorageError
 from fuse.base.weights import read_checkpoint
-from fuse.base.owned import contents, exclusive, listing, mark, move_aside, owner, sweep_temporaries
+from fuse.base.owned import contents, exclusive, grant, listing, mark, move_aside, owner, sweep_temporaries
 from fuse.training.resume import check_resume_recipe, load_state
 
 
@@ -105,6 +105,7 @@ def owned_run(run_dir: Path, resume: bool, overwrite: bool, name: str) -> Iterat
         return
     with exclusive(run_dir, "output_dir"):
         settle(run_dir, resume, overwrite, name)
+        grant(run_dir)
         gone = sweep_temporaries(run_dir) + sweep_temporaries(run_dir / "checkpoints")
         if gone:
             print(f"removed {len(gone)} temporary file(s) an interrupted run left in {run_dir}")
