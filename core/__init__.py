@@ -35,6 +35,7 @@ _LAZY = {
     "LogitScale": "fuse.base.losses:LogitScale",
     "info_nce": "fuse.base.losses:info_nce",
     "Options": "fuse.base.options:Options",
+    "RunPath": "fuse.base.owned:RunPath",
     "resolve_path": "fuse.base.paths:resolve_path",
     "register_plugin": "fuse.base.plugin_manager:register_plugin",
     "unregister_plugin": "fuse.base.plugin_manager:unregister_plugin",
@@ -95,7 +96,7 @@ __all__ = [
     # errors a user can cause
     "DataError", "FuseError", "ModelFileError", "PluginError", "RecipeError",
     # helpers plugins share
-    "LogitScale", "Tokens", "create", "enable_hf_checkpointing", "gather_all", "gather_with_grad", "hf_source",
+    "LogitScale", "RunPath", "Tokens", "create", "enable_hf_checkpointing", "gather_all", "gather_with_grad", "hf_source",
     "info_nce", "input_kind", "length_mask", "load_hf", "load_state_dict", "masked_mean", "open_value", "read_value",
     "resolve_path", "save_hf", "save_state_dict", "truncate_layers",
     # using fuse from Python

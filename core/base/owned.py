@@ -33,12 +33,39 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Annotated, Callable, Iterator
 
 from fuse.base.atomic import TEMP_TAG, file_sha256, locked, open_lock_file, storage_error, write_text
 from fuse.base.errors import FuseError, StorageError
 
 MARKER = ".fuse-owned.json"
+
+
+class InsideRun:
+    """Marks an Options field as a location inside the run folder (``fuse.RunPath``)."""
+
+
+# A plugin option naming where it writes (a tracker's log folder, a file store URI): relative to the run
+# folder, confined to it; a remote URI (http://, ...) is left alone. Core applies it (``inside``).
+RunPath = Annotated[str, InsideRun()]
+
+
+def inside(folder: str | Path, value: str, where: str) -> str:
+    """``value`` (relative to ``folder``, absolute, or a file: URI) made absolute inside ``folder``; a path
+    outside it is one StorageError line. Remote URIs pass unchanged."""
+    from urllib.parse import unquote, urlparse
+
+    uri = value.startswith("file:")
+    if "://" in value and not uri:
+        return value
+    path = Path(unquote(urlparse(value).path)) if uri else Path(value).expanduser()
+    root = os.path.realpath(folder)
+    target = os.path.realpath(os.path.join(root, path))
+    if target != root and not target.startswith(root + os.sep):
+        raise StorageError(f"{where}: {value} is outside the run folder {folder}; a tracker writes only inside its "
+                           "run (give a path relative to output_dir, e.g. tensorboard).")
+    grant(target)
+    return Path(target).as_uri() if uri else target
 
 
 class Busy(FuseError):

@@ -90,7 +90,16 @@ def build_command():
 def pack_command(manifest, out_dir, shard_size, files, force):
     """Write MANIFEST (JSONL) as uncompressed tar shards in OUT_DIR (WebDataset layout: KEY.png, KEY.txt,
     KEY.json) and print the data.train pattern naming them."""
+    from pathlib import Path
+
+    from fuse.base.owned import claim
     from fuse.data.pack import brace_pattern, pack_manifest
 
+    claim(Path(out_dir), "shards", "OUT_DIR", legacy=_only_shards)  # never into a user's folder
     paths = pack_manifest(manifest, out_dir, shard_size, list(files) or None, force=force)
     click.echo(f"{len(paths)} shard(s): {brace_pattern(paths)}")
+
+
+def _only_shards(folder) -> bool:
+    """A shard folder fuse wrote before it marked its folders: tar shards only."""
+    return all(p.suffix == ".tar" or p.name.startswith(".") for p in folder.iterdir())

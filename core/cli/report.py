@@ -34,7 +34,10 @@ def report_command(paths, task, manifest, compare, out, samples, seed, classes, 
     from fuse.model.report_html import check_replaceable
     from fuse.model.report import compare_page, report_page
 
+    from fuse.base.owned import claim_file, sign
+
     check_replaceable(out)
+    claim_file(out, "report", "-o", inputs=(manifest, classes, templates))
     if compare:
         if manifest or task != "retrieval":
             raise FuseError("--compare reads each run's own metrics and curves; --data and --task are for one "
@@ -42,6 +45,7 @@ def report_command(paths, task, manifest, compare, out, samples, seed, classes, 
         if len(paths) < 2:
             raise FuseError("--compare takes two or more run dirs, e.g. fuse report --compare runs/a runs/b")
         write_text(out, compare_page(list(paths)))
+        sign(out, "report")
         click.echo(f"wrote {out} ({len(paths)} runs)")
         return
     if len(paths) != 1:
@@ -55,6 +59,7 @@ def report_command(paths, task, manifest, compare, out, samples, seed, classes, 
         raise FuseError("--classes, --label-field, --templates and --modality are for --task zeroshot.")
     text, numbers = report_page(paths[0], manifest, samples, seed, str(resolve_device(device)), task, options)
     write_text(out, text)
+    sign(out, "report")
     if task == "zeroshot":
         click.echo(f"wrote {out}: {numbers['queries']} items, {numbers['classes']} classes, "
                    f"top-1 {numbers['top1']:.1f}%, top-{numbers['k']} {numbers['topk']:.1f}%")
