@@ -31,6 +31,42 @@ from fuse.base.errors import StorageError
 # target, so a run, an index or an embed job can find and sweep its own stale ones and nothing else.
 TEMP_TAG = "fuse-tmp-"
 
+# The door's ledger: every path this process claimed through fuse.base.owned (folders and files). What
+# fuse may write is a granted path, a path inside one, or the hidden files fuse keeps beside one.
+_GRANTED: set[str] = set()
+
+
+def grant(path: str | Path) -> Path:
+    """Record ``path`` as fuse's to write in this process (what the write-door test checks); returns it."""
+    _GRANTED.add(_absolute(path))
+    return Path(path)
+
+
+def granted(path: str | Path, way: bool = False) -> bool:
+    """Whether fuse claimed ``path``: a granted folder or file, a path inside one, or inside the hidden
+    temporaries, lock and record fuse keeps beside one (``.<name>.*``); with ``way``, also a folder on
+    the way to one (made so the target can exist)."""
+    path = _absolute(path)
+    for target in _GRANTED:
+        if way and target.startswith(path.rstrip(os.sep) + os.sep):
+            return True
+        parent, name = os.path.split(target)
+        p = path
+        while True:
+            if p == target or (os.path.dirname(p) == parent and os.path.basename(p).lstrip(".").startswith(f"{name}.")):
+                return True  # .<name>.lock, .<name>.fuse-owned.json, .<name>.fuse-tmp-*/..., their temporaries
+            if os.path.dirname(p) == p or len(p) <= len(parent):
+                break
+            p = os.path.dirname(p)
+    return False
+
+
+def _absolute(path: str | Path) -> str:
+    """``path`` absolute, with its folder's links resolved (the name itself is kept)."""
+    path = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
 FIXES = {
     errno.ENOSPC: "free some space or point the path (output_dir, data.cache_dir, $FUSE_CACHE) at a bigger disk",
     errno.EDQUOT: "free some space or point the path at a disk with quota left",
@@ -242,7 +278,7 @@ def open_lock_file(path: Path) -> int:
 def locked(path: str | Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive ``fcntl`` lock on ``<path>.lock`` (the kernel releases it if we die).
     ``waiting`` is called once if another process holds it."""
-    fd = open_lock_file(_lock_file(Path(path)))
+    fd = open_lock_file(grant(_lock_file(Path(path))))
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

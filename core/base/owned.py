@@ -35,7 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Callable, Iterator
 
-from fuse.base.atomic import TEMP_TAG, file_sha256, locked, open_lock_file, storage_error, write_text
+from fuse.base.atomic import TEMP_TAG, _absolute, file_sha256, grant, granted, locked, open_lock_file, storage_error, write_text  # noqa: F401 - grant, granted: the door's ledger
 from fuse.base.errors import FuseError, StorageError
 
 MARKER = ".fuse-owned.json"
@@ -70,34 +70,6 @@ def inside(folder: str | Path, value: str, where: str) -> str:
 
 class Busy(FuseError):
     """Another live process holds the folder's lock."""
-
-
-_GRANTED: set[str] = set()  # absolute paths this process claimed (folders and files)
-
-
-def grant(path: str | Path) -> Path:
-    """Record ``path`` as fuse's to write in this process (what the write-door test checks); returns it."""
-    _GRANTED.add(_absolute(path))
-    return Path(path)
-
-
-def granted(path: str | Path) -> bool:
-    """Whether fuse claimed ``path``: a granted folder or file, a path inside one, or the hidden
-    temporaries, lock and record fuse keeps beside one (``.<name>.*``)."""
-    path = _absolute(path)
-    for target in _GRANTED:
-        parent, name = os.path.split(target)
-        if path == target or path.startswith(target + os.sep):
-            return True
-        if os.path.dirname(path) == parent and os.path.basename(path).startswith(f".{name}."):
-            return True
-    return False
-
-
-def _absolute(path: str | Path) -> str:
-    """``path`` absolute, with its folder's links resolved (the name itself is kept)."""
-    path = os.path.abspath(path)
-    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
 def _identity(folder: Path) -> dict:
@@ -143,6 +115,7 @@ def owner(folder: str | Path) -> dict | None:
 def mark(folder: str | Path, kind: str, **identity) -> dict:
     """Create ``folder`` (absent or empty) and write its marker first; returns the marker."""
     folder = Path(folder)
+    grant(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         here = _identity(folder)
@@ -150,7 +123,6 @@ def mark(folder: str | Path, kind: str, **identity) -> dict:
         raise storage_error(exc, folder) from None
     data = {"kind": kind, "id": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": socket.gethostname(), "pid": os.getpid(), **identity, "folder": here}
-    grant(folder)
     write_text(folder / MARKER, json.dumps(data, indent=2, default=str))
     return data
 
@@ -207,7 +179,7 @@ def claim(folder: str | Path, kind: str, what: str, legacy: Callable[[Path], boo
     """Make ``folder`` fuse's for ``kind`` (see ``claimable``): marked when new or legacy; True when new.
     Claims of one folder are serialised, so processes starting together (a SLURM array) all proceed."""
     folder = Path(folder)
-    with locked(folder.with_name(f"{folder.name}.claim")):
+    with locked(grant(folder.with_name(f"{folder.name}.claim"))):
         state = claimable(folder, kind, what, legacy)
         if state != "ours":
             mark(folder, kind, **identity)
