@@ -171,11 +171,20 @@ def file_sha256(path: str | Path) -> str:
 
 
 def save_tensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """A safetensors file, written atomically (contiguous CPU copies, as safetensors needs)."""
+    """A safetensors file, written atomically (contiguous CPU copies, as safetensors needs). safetensors
+    stages its own ``.tmpXXXXXX`` beside the file it writes; here that is inside a fuse temporary folder
+    (``.<name>.fuse-tmp-st-*``), so what a killed write leaves is fuse's to sweep."""
     from safetensors.torch import save_file
 
+    path = Path(path)
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        work = temp_dir_beside(path, "st")
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(work / path.name),
+                      metadata=metadata)
+            os.replace(work / path.name, tmp)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def copy_file(src: str | Path, dst: str | Path) -> None:
