@@ -199,3 +199,28 @@ def test_out_replaces_only_a_page_fuse_report_wrote(report, trained_shapes_expor
     result = CliRunner().invoke(cli, ["report", "--compare", run, run, "-o", str(ours)])
     assert result.exit_code == 0, result.output
     assert '<section id="recipe">' in ours.read_text() and '<section id="gap">' not in ours.read_text()
+
+
+def test_compare_puts_two_different_runs_side_by_side(trained_shapes_export, tmp_path):
+    """Not a run with itself: b differs in optim.lr and its final R@1, and each column shows its own run's."""
+    import yaml
+
+    run = trained_shapes_export.parent
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(run, a)
+    shutil.copytree(run, b)
+    recipe = yaml.safe_load((b / "recipe.yaml").read_text())
+    recipe["optim"]["lr"] = 0.5
+    (b / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    results = json.loads((b / "eval.json").read_text())
+    results["after"]["mean/R@1"] = 12.345
+    (b / "eval.json").write_text(json.dumps(results))
+    r_a = json.loads((a / "eval.json").read_text())["after"]["mean/R@1"]
+    out = tmp_path / "c.html"
+    result = CliRunner().invoke(cli, ["report", "--compare", str(a), str(b), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", text.split('id="recipe"')[1])
+    assert rows == [("optim.lr", json.dumps(yaml.safe_load((a / "recipe.yaml").read_text())["optim"]["lr"]), "0.5")]
+    table = text.split('id="table"')[1].split("</section>")[0]
+    assert "12.3" in table and f"{r_a:.1f}" in table

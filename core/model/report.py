@@ -154,7 +154,7 @@ def compare_page(runs: list[str | Path]) -> str:
     def flat(node, prefix=""):
         if isinstance(node, dict):
             return {k2: v2 for k, v in node.items() for k2, v2 in flat(v, f"{prefix}{k}.").items()}
-        return {prefix.rstrip("."): json.dumps(node)}
+        return {prefix.rstrip("."): json.dumps(node, sort_keys=True)}
 
     names, finals, recipes, curves = [], {}, {}, []
     for r in map(Path, runs):
