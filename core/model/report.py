@@ -54,6 +54,8 @@ def val_manifest(run_dir: Path | None, data: str | None) -> tuple[Path, Path | N
 def retrieval_sections(model, manifest: Path, cache: Path | None, samples: int, seed: int) -> tuple[list[str], dict]:
     """Sampled queries' top-5, the worst-ranked queries and the modality-gap projection."""
     from fuse.data.manifest import load_pairs
+    from fuse.eval.rank import ranks_of_best_positive, topk
+    from fuse.eval.retrieval import retrieval_metrics
     from fuse.eval.run import file_modalities, pick_pair
 
     a, b = pick_pair(model, None)
@@ -62,12 +64,12 @@ def retrieval_sections(model, manifest: Path, cache: Path | None, samples: int, 
     data = load_pairs(manifest, (a, b), files)
     emb = {m: model.embed(m, data.values[m], cache_dir=cache) for m in (a, b)}
     qcol, ccol = data.modalities.index(query), data.modalities.index(cand)
-    sims = emb[query] @ emb[cand].T
-    order = sims.argsort(dim=1, descending=True)
     positives = [set() for _ in data.values[query]]
     for row in data.pairs.tolist():
         positives[row[qcol]].add(row[ccol])
-    rank = [min(order[i].tolist().index(j) for j in positives[i]) + 1 for i in range(len(positives))]
+    # fuse eval's own ranking (fuse.eval.rank: bounded tiles, ties to the lower index), so R@1 here is eval.json's
+    rank = ranks_of_best_positive(emb[query], emb[cand], data.pairs[:, [qcol, ccol]]).tolist()
+    order = topk(emb[query], emb[cand], 5)[1]
     qkind, ckind = query in files, cand in files
 
     def block(i: int) -> str:
@@ -78,7 +80,7 @@ def retrieval_sections(model, manifest: Path, cache: Path | None, samples: int, 
     picked = sorted(rng.sample(range(len(positives)), min(samples, len(positives))))
     worst = sorted(range(len(positives)), key=lambda i: -rank[i])[:samples]
     gap, proj = modality_gap(emb[a], emb[b], (a, b))
-    r1 = 100 * sum(r == 1 for r in rank) / len(rank)
+    r1 = retrieval_metrics(emb[query], emb[cand], data.pairs[:, [qcol, ccol]], ks=(1,))["R@1"]
     sections = [
         section("examples", f"{query} → {cand}: sampled queries", f"<p>{len(positives)} queries over "
                 f"{len(data.values[cand])} candidates from {html.escape(str(manifest))}; R@1 {r1:.1f}%. "
