@@ -38,7 +38,7 @@ _GRANTED: set[str] = set()
 
 def grant(path: str | Path) -> Path:
     """Record ``path`` as fuse's to write in this process (what the write-door test checks); returns it."""
-    _GRANTED.add(_absolute(path))
+    _GRANTED.add(absolute(path))
     return Path(path)
 
 
@@ -46,7 +46,7 @@ def granted(path: str | Path, way: bool = False) -> bool:
     """Whether fuse claimed ``path``: a granted folder or file, a path inside one, or inside the hidden
     temporaries, lock and record fuse keeps beside one (``.<name>.*``); with ``way``, also a folder on
     the way to one (made so the target can exist)."""
-    path = _absolute(path)
+    path = absolute(path)
     for target in _GRANTED:
         if way and target.startswith(path.rstrip(os.sep) + os.sep):
             return True
@@ -61,7 +61,7 @@ def granted(path: str | Path, way: bool = False) -> bool:
     return False
 
 
-def _absolute(path: str | Path) -> str:
+def absolute(path: str | Path) -> str:
     """``path`` absolute, with its folder's links resolved (the name itself is kept)."""
     path = os.path.abspath(path)
     return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))

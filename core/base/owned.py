@@ -35,7 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Callable, Iterator
 
-from fuse.base.atomic import TEMP_TAG, _absolute, file_sha256, grant, granted, locked, open_lock_file, storage_error, write_text  # noqa: F401 - grant, granted: the door's ledger
+from fuse.base.atomic import TEMP_TAG, absolute, file_sha256, grant, granted, locked, open_lock_file, storage_error, write_text  # noqa: F401 - grant, granted: the door's ledger
 from fuse.base.errors import FuseError, StorageError
 
 MARKER = ".fuse-owned.json"
@@ -193,7 +193,7 @@ def _same(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:
-        return _absolute(a) == _absolute(b)
+        return absolute(a) == absolute(b)
 
 
 def record_of(path: Path) -> Path:

@@ -92,14 +92,10 @@ def pack_command(manifest, out_dir, shard_size, files, force):
     KEY.json) and print the data.train pattern naming them."""
     from pathlib import Path
 
-    from fuse.base.owned import claim
-    from fuse.data.pack import brace_pattern, pack_manifest
+    from fuse.base.owned import claimable
+    from fuse.data.pack import brace_pattern, only_shards, pack_manifest
 
-    claim(Path(out_dir), "shards", "OUT_DIR", legacy=_only_shards)  # never into a user's folder
+    claimable(Path(out_dir), "shards", "OUT_DIR", legacy=only_shards)  # never into a user's folder: before any work
     paths = pack_manifest(manifest, out_dir, shard_size, list(files) or None, force=force)
     click.echo(f"{len(paths)} shard(s): {brace_pattern(paths)}")
 
-
-def _only_shards(folder) -> bool:
-    """A shard folder fuse wrote before it marked its folders: tar shards only."""
-    return all(p.suffix == ".tar" or p.name.startswith(".") for p in folder.iterdir())

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from fuse.base.atomic import write_text
 from fuse.base.errors import RecipeError, TrainingDiverged
-from fuse.base.owned import seal
 from fuse.base.weights import save_weights
 from fuse.eval.tables import format_table
 from fuse.eval.val_split import evaluate_split
@@ -38,7 +37,7 @@ from fuse.training.lora import apply_lora, merge_loras
 from fuse.training.metrics import finite_json, plot_metrics, score
 from fuse.training.preempt import Preempted, Preemption
 from fuse.training.resume import restore, save_state
-from fuse.training.rundir import owned_run
+from fuse.training.rundir import anchored, owned_run
 from fuse.training.setup import Run, pass_batches, setup
 
 
@@ -61,16 +60,10 @@ def train(plan: Plan, recipe_path: str | None = None, resume: bool = False, over
     checkpoints and raises ``Preempted`` (see ``fuse.training.preempt``). Under torchrun only rank 0 prints.
     The run holds output_dir's lock throughout; ``overwrite`` moves an earlier run aside (``fuse.training.rundir``)."""
     quiet = int(os.environ.get("RANK", "0")) != 0  # torchrun's rank: known before the process group exists
-    run_dir = Path(os.path.abspath(plan.recipe.output_dir))
-    if run_dir == Path.cwd() or run_dir in Path.cwd().parents:  # moving it aside would move '.' with it
-        plan.recipe.output_dir = str(run_dir)
-    with owned_run(Path(plan.recipe.output_dir), resume, overwrite, plan.recipe.name), \
+    with owned_run(anchored(plan.recipe), resume, overwrite, plan.recipe.name), \
             Preemption() as preemption, open(os.devnull, "w") as devnull, \
             contextlib.redirect_stdout(devnull) if quiet else contextlib.nullcontext():
-        done = _train(plan, recipe_path, resume, preemption)
-        if not quiet:
-            seal(done)  # the marker lists what the run wrote: a copy of the folder is still provably a run
-        return done
+        return _train(plan, recipe_path, resume, preemption)
 
 
 def _train(plan: Plan, recipe_path: str | None, resume: bool, preemption: Preemption) -> Path:
