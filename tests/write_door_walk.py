@@ -30,10 +30,14 @@ EVENTS = {"open": (0,), "os.rename": (0, 1), "os.remove": (0,), "os.rmdir": (0,)
 
 def library_scratch(work: Path) -> tuple[str, ...]:
     """Where third-party libraries may write their own files: the process's temporary folder (wandb,
-    tensorboard, torch stage files there), the Hugging Face, torch and matplotlib caches, bytecode
-    caches, and /dev (null, shm)."""
+    tensorboard, torch stage files there), torch's compile cache (/tmp/torchinductor_<user> unless
+    TORCHINDUCTOR_CACHE_DIR says), the Hugging Face, torch and matplotlib caches, bytecode caches, and
+    /dev (null, shm)."""
+    import getpass
+
     home = Path.home()
-    return tuple(str(p) for p in (Path(tempfile.gettempdir()), home / ".cache" / "huggingface",
+    inductor = os.environ.get("TORCHINDUCTOR_CACHE_DIR", f"/tmp/torchinductor_{getpass.getuser()}")
+    return tuple(str(p) for p in (Path(tempfile.gettempdir()), Path(inductor), home / ".cache" / "huggingface",
                                   home / ".cache" / "torch", home / ".cache" / "matplotlib", home / ".config" / "matplotlib",
                                   Path(os.environ.get("MPLCONFIGDIR", home / ".config" / "matplotlib")),
                                   Path("/dev")))
