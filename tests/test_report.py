@@ -195,10 +195,14 @@ def test_out_replaces_only_a_page_fuse_report_wrote(report, trained_shapes_expor
     result = CliRunner().invoke(cli, ["report", "--compare", run, run, "-o", str(theirs)])
     assert result.exit_code == 2 and "exists and was not written by fuse report" in result.output
     assert theirs.read_text() == "<html>my notes</html>"
+    copied = tmp_path / "copied.html"
+    copied.write_text(page.read_text())  # a copy of a fuse page proves nothing: fuse did not write it there
+    result = CliRunner().invoke(cli, ["report", "--compare", run, run, "-o", str(copied)])
+    assert result.exit_code == 2 and "cannot prove it wrote it" in result.output
     ours = tmp_path / "ours.html"
-    ours.write_text(page.read_text())  # a page fuse wrote earlier: replaced
-    result = CliRunner().invoke(cli, ["report", "--compare", run, run, "-o", str(ours)])
-    assert result.exit_code == 0, result.output
+    for _ in range(2):  # a page fuse wrote at that path (its record beside it): replaced
+        result = CliRunner().invoke(cli, ["report", "--compare", run, run, "-o", str(ours)])
+        assert result.exit_code == 0, result.output
     assert '<section id="recipe">' in ours.read_text() and '<section id="gap">' not in ours.read_text()
 
 
