@@ -154,3 +154,24 @@ def test_overwrite_of_dot_from_inside_a_run_leaves_the_moved_run_as_it_was(tmp_p
     assert {str(p.relative_to(aside)): p.read_bytes() for p in aside.rglob("*") if p.is_file()} == before
     assert owner(run)["id"] != json.loads(before[MARKER])["id"] and (run / "eval.json").is_file()
     os.chdir(tmp_path)
+
+
+def test_export_force_refuses_a_folder_with_a_copied_fuse_model_json(trained_shapes_export, tmp_path):
+    """--force replaces a previous export, proven by the files its fuse_model.json records, not by the file alone."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from fuse.cli import cli
+
+    mine = tmp_path / "mine"
+    (mine / "text").mkdir(parents=True)
+    (mine / "text" / "thesis.tex").write_text("my chapter\n")
+    shutil.copyfile(trained_shapes_export / "fuse_model.json", mine / "fuse_model.json")
+    result = CliRunner().invoke(cli, ["export", str(trained_shapes_export.parent), str(mine), "--force"])
+    assert result.exit_code == 2 and "is not a fuse export" in result.output, result.output
+    assert (mine / "text" / "thesis.tex").read_text() == "my chapter\n"
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_shapes_export, copy)  # a whole previous export is replaced with --force
+    result = CliRunner().invoke(cli, ["export", str(trained_shapes_export.parent), str(copy), "--force"])
+    assert result.exit_code == 0, result.output
