@@ -38,6 +38,7 @@ _LAZY = {
     "LogitScale": "fuse.base.losses:LogitScale",
     "info_nce": "fuse.base.losses:info_nce",
     "Options": "fuse.base.options:Options",
+    "RunPath": "fuse.base.owned:RunPath",
     "resolve_path": "fuse.base.paths:resolve_path",
     "register_plugin": "fuse.base.plugin_manager:register_plugin",
     "unregister_plugin": "fuse.base.plugin_manager:unregister_plugin",
@@ -102,7 +103,7 @@ __all__ = [
     # errors a user can cause
     "DataError", "FuseError", "ModelFileError", "PluginError", "RecipeError",
     # helpers plugins share
-    "ForeignFile", "LogitScale", "Tokens", "create", "enable_hf_checkpointing", "foreign", "gather_all",
+    "ForeignFile", "LogitScale", "RunPath", "Tokens", "create", "enable_hf_checkpointing", "foreign", "gather_all",
     "gather_with_grad", "hf_source", "info_nce", "input_kind", "length_mask", "load_hf", "load_hf_tower",
     "load_state_dict", "masked_mean", "open_value", "read_value", "resolve_path", "save_hf", "save_hf_tower",
     "save_state_dict", "truncate_layers",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 
 import fuse
@@ -34,7 +35,7 @@ class TensorBoardTracker:
     """TensorBoard event files (torch.utils.tensorboard) under <run>/tensorboard: scalars, tables as text, plots."""
 
     class Options(fuse.Options):
-        log_dir: str | None = None   # default: <output_dir>/tensorboard
+        log_dir: fuse.RunPath | None = None   # default: <output_dir>/tensorboard; inside the run folder
 
     requires = ("tensorboard",)
 
@@ -80,9 +81,10 @@ class WandbTracker:
         import wandb
 
         self.wandb = wandb
+        run_id = _own_run_id(run_dir, "wandb", resume_step, lambda: uuid.uuid4().hex[:8])
         self.run = wandb.init(project=options.project, entity=options.entity, name=name, config=config,
                               dir=str(run_dir), mode=options.mode or os.environ.get("WANDB_MODE"),
-                              reinit="finish_previous")
+                              reinit="finish_previous", id=run_id, resume="allow")
 
     def log(self, record: dict) -> None:
         self.run.log(_scalars(record), step=int(record.get("step", 0)))
@@ -102,7 +104,8 @@ class MlflowTracker:
     """MLflow: params from the recipe, metrics per step, the plot and eval.json as artifacts."""
 
     class Options(fuse.Options):
-        tracking_uri: str | None = None   # default: $MLFLOW_TRACKING_URI, else file:<output_dir>/mlruns
+        tracking_uri: fuse.RunPath | None = None   # default: $MLFLOW_TRACKING_URI, else file:<output_dir>/mlruns;
+        # a local store (a path or file: URI) stays inside the run folder
         experiment: str = "fuse"
 
     requires = ("mlflow",)
@@ -114,10 +117,12 @@ class MlflowTracker:
         if uri.startswith("file:") or "://" not in uri:
             # MLflow 3 keeps its file store in maintenance mode behind this switch; a file: URI asks for it.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        _reachable(uri)
         self.client = MlflowClient(tracking_uri=uri)
-        exp = self.client.get_experiment_by_name(options.experiment)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(options.experiment)
-        self.run_id = self.client.create_run(exp_id, run_name=name).info.run_id
+        self.run_id = _own_run_id(run_dir, "mlflow", resume_step, lambda: self._new_run(options.experiment, name))
+        if resume_step is not None:  # the run's own MLflow run continues (params are logged once)
+            self.client.update_run(self.run_id, status="RUNNING")
+            return
         flat = {}
 
         def walk(prefix, node):
@@ -131,6 +136,11 @@ class MlflowTracker:
         for k, v in flat.items():
             self.client.log_param(self.run_id, k[:250], v[:6000])
 
+    def _new_run(self, experiment: str, name: str) -> str:
+        exp = self.client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        return self.client.create_run(exp_id, run_name=name).info.run_id
+
     def log(self, record: dict) -> None:
         step = int(record.get("step", 0))
         for k, v in _scalars(record).items():
@@ -142,6 +152,37 @@ class MlflowTracker:
     def finish(self, results: dict) -> None:
         self.client.log_dict(self.run_id, results, "eval.json")
         self.client.set_terminated(self.run_id)
+
+
+def _own_run_id(run_dir: Path, tracker: str, resume_step: int | None, new) -> str:
+    """The tracker's run id for this fuse run: on --resume the one it started with (kept in the run folder,
+    ``<tracker>-run-id``), so the resumed run continues its own tracker run; else ``new()``, recorded."""
+    path = Path(run_dir) / f"{tracker}-run-id"
+    if resume_step is not None and path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    run_id = new()
+    path.write_text(run_id + "\n", encoding="utf-8")
+    return run_id
+
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _reachable(uri: str) -> None:
+    """A remote tracking server answers within CONNECT_TIMEOUT_S, or the tracker does not start (one line),
+    instead of MLflow's own retries holding the run for minutes."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(uri)
+    if url.scheme not in ("http", "https"):
+        return
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {url.hostname}:{port} within {CONNECT_TIMEOUT_S:.0f} s "
+                              f"({exc.strerror or exc}); start the tracking server or fix tracking_uri") from None
 
 
 @fuse.hookimpl

@@ -70,7 +70,7 @@ def test_embed_never_replaces_a_file_or_parts_folder_it_did_not_write(trained_sh
     out = tmp_path / "thesis.safetensors"
     out.write_bytes(b"not embeddings")
     result = embed(trained_shapes_export, photos, out)
-    assert result.exit_code == 2 and "not an embeddings file fuse embed wrote" in result.output
+    assert result.exit_code == 2 and "fuse cannot prove it wrote it" in result.output
     assert out.read_bytes() == b"not embeddings"
 
     out = tmp_path / "e.safetensors"

@@ -27,11 +27,15 @@ def _train(cmd, recipe):
 def test_two_rank_step_equals_single_process_step(tmp_path, tiny_text_model, shapes_data):
     common = {"train.max_steps": 1, "train.batch_size": 8, "data.val": None, "optim.weight_decay": 0.0}
     single = write_recipe(tmp_path / "single.yaml", tiny_recipe(tmp_path / "a", tiny_text_model, shapes_data, **common))
-    double = write_recipe(tmp_path / "double.yaml", tiny_recipe(tmp_path / "b", tiny_text_model, shapes_data, **common))
+    double = write_recipe(tmp_path / "double.yaml", tiny_recipe(tmp_path / "b", tiny_text_model, shapes_data, **common,
+                                                                **{"train.log_every": 1, "trackers": ["tensorboard"]}))
     _train([sys.executable], single)
     torchrun = Path(sys.executable).with_name("torchrun")
     out = _train([str(torchrun), "--nproc_per_node", "2", "--master_port", "29533"], double)
     assert out.count("batch 4x2x1") == 1  # only rank 0 prints
+    run = tmp_path / "b" / "run"  # and only rank 0 logs: one row per step, one tracker file
+    rows = [line for line in (run / "metrics.jsonl").read_text().splitlines() if '"kind": "train"' in line]
+    assert len(rows) == 1 and len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
     a = load_file(str(tmp_path / "a" / "run" / "checkpoints" / "epoch-001.safetensors"))
     b = load_file(str(tmp_path / "b" / "run" / "checkpoints" / "epoch-001.safetensors"))
     assert a.keys() == b.keys()

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,8 +195,77 @@ def test_out_replaces_only_a_page_fuse_report_wrote(report, trained_shapes_expor
     result = CliRunner().invoke(cli, ["report", "--compare", run, run, "-o", str(theirs)])
     assert result.exit_code == 2 and "exists and was not written by fuse report" in result.output
     assert theirs.read_text() == "<html>my notes</html>"
+    copied = tmp_path / "copied.html"
+    copied.write_text(page.read_text())  # a copy of a fuse page proves nothing: fuse did not write it there
+    result = CliRunner().invoke(cli, ["report", "--compare", run, run, "-o", str(copied)])
+    assert result.exit_code == 2 and "cannot prove it wrote it" in result.output
     ours = tmp_path / "ours.html"
-    ours.write_text(page.read_text())  # a page fuse wrote earlier: replaced
-    result = CliRunner().invoke(cli, ["report", "--compare", run, run, "-o", str(ours)])
-    assert result.exit_code == 0, result.output
+    for _ in range(2):  # a page fuse wrote at that path (its record beside it): replaced
+        result = CliRunner().invoke(cli, ["report", "--compare", run, run, "-o", str(ours)])
+        assert result.exit_code == 0, result.output
     assert '<section id="recipe">' in ours.read_text() and '<section id="gap">' not in ours.read_text()
+
+
+def test_compare_puts_two_different_runs_side_by_side(trained_shapes_export, tmp_path):
+    """Not a run with itself: b differs in optim.lr and its final R@1, and each column shows its own run's."""
+    import yaml
+
+    run = trained_shapes_export.parent
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(run, a)
+    shutil.copytree(run, b)
+    recipe = yaml.safe_load((b / "recipe.yaml").read_text())
+    recipe["optim"]["lr"] = 0.5
+    (b / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    results = json.loads((b / "eval.json").read_text())
+    results["after"]["mean/R@1"] = 12.345
+    (b / "eval.json").write_text(json.dumps(results))
+    r_a = json.loads((a / "eval.json").read_text())["after"]["mean/R@1"]
+    out = tmp_path / "c.html"
+    result = CliRunner().invoke(cli, ["report", "--compare", str(a), str(b), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", text.split('id="recipe"')[1])
+    assert rows == [("optim.lr", json.dumps(yaml.safe_load((a / "recipe.yaml").read_text())["optim"]["lr"]), "0.5")]
+    table = text.split('id="table"')[1].split("</section>")[0]
+    assert "12.3" in table and f"{r_a:.1f}" in table
+
+
+def test_report_r1_is_eval_json_r1_for_the_same_model_and_data(trained_shapes_export, shapes_data, tmp_path):
+    """One metric, one implementation: the page's R@1 (text -> image) is fuse eval's, ties included (each image
+    twice under two names, so a caption's positive ties with a copy that is not its positive)."""
+    root = Path(shapes_data["val"]).parent
+    lines = []
+    for line in Path(shapes_data["val"]).read_text().splitlines():
+        rec = json.loads(line)
+        copy = tmp_path / ("copy-" + Path(rec["image"]).name)
+        shutil.copyfile(root / rec["image"], copy)
+        lines.append(json.dumps({**rec, "image": str(copy), "text": "copy of " + rec["text"]}))
+        lines.append(json.dumps({**rec, "image": str(root / rec["image"])}))
+    data = tmp_path / "ties.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(cli, ["eval", str(trained_shapes_export), "--data", str(data), "--json",
+                                      "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    want = json.loads(result.stdout)["metrics"]["model"]["text_to_image/R@1"]
+    page = CliRunner().invoke(cli, ["report", str(trained_shapes_export), "--data", str(data), "--samples", "24",
+                                    "-o", str(tmp_path / "p.html")])
+    assert page.exit_code == 0, page.output
+    assert f"R@1 {want:.1f}%" in page.output, (want, page.output)
+    # every query's rank on the page is the documented rule's, from numpy: ties go to the lower index
+    import fuse
+    from fuse.data.manifest import load_pairs
+
+    model = fuse.load(trained_shapes_export)
+    pairs = load_pairs(data, ("image", "text"), ("image",))
+    text, image = (model.embed(m, pairs.values[m]).double().numpy() for m in ("text", "image"))
+    scores = text @ image.T
+    ti, ii = pairs.modalities.index("text"), pairs.modalities.index("image")
+    ranks = []
+    for q in range(len(pairs.values["text"])):
+        pos = [int(r[ii]) for r in pairs.pairs.tolist() if r[ti] == q]
+        best = max(pos, key=lambda j: (scores[q, j], -j))
+        ranks.append(int(((scores[q] > scores[q, best]) | ((scores[q] == scores[q, best]) &
+                                                          (np.arange(len(scores[q])) < best))).sum()) + 1)
+    examples = (tmp_path / "p.html").read_text().split('id="examples"')[1].split("</section>")[0]
+    assert [int(r) for r in re.findall(r"correct item at rank (\d+)", examples)] == ranks

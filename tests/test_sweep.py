@@ -34,8 +34,14 @@ def test_sweep_ranks_points_encodes_frozen_towers_once_and_resumes(recipe, tmp_p
     table = json.loads((root / "sweep.json").read_text())
     scores = [r["metrics"]["mean/R@1"] for r in table["runs"]]
     assert table["metric"] == "mean/R@1" and len(scores) == 2 and scores == sorted(scores, reverse=True)
-    for r in table["runs"]:  # each row is its run's own best-epoch result
-        assert r["metrics"] == json.loads((root / r["name"] / "eval.json").read_text())["after"]
+    for r in table["runs"]:  # each row is its own run's: trained with its values, scored by its own last val row
+        import yaml
+
+        trained = yaml.safe_load((root / r["name"] / "recipe.yaml").read_text())
+        assert trained["objectives"][0]["options"]["init_temperature"] == r["values"]["objectives.0.options.init_temperature"]
+        val = [json.loads(line) for line in (root / r["name"] / "metrics.jsonl").read_text().splitlines()]
+        assert r["metrics"]["mean/R@1"] == pytest.approx([v for v in val if v["kind"] == "val"][-1]["mean/R@1"])
+        assert f"| {r['name']} |" in (root / "sweep.md").read_text()
     assert (root / "sweep.md").read_text().count("\n") == 4
     assert (root / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     listed = CliRunner().invoke(cli, ["sweep", str(recipe), *grid, "--list"])
@@ -74,3 +80,23 @@ def test_bad_sweeps_are_one_line_before_anything_trains(recipe, tmp_path, args, 
 def test_bad_seeds_are_one_line(recipe, tmp_path):
     result = CliRunner().invoke(cli, ["train", str(recipe), "--seeds", "0,x"])
     assert result.exit_code == 2 and "--seeds '0,x': give comma-separated integers" in result.output
+
+
+def test_samples_and_a_sweep_file_draw_the_same_points_an_independent_draw_gives(recipe, tmp_path):
+    """--samples N of the product, from --grid or a --config file: the points random.Random(seed).sample picks."""
+    import itertools
+    import random
+
+    lrs, sizes = [0.001, 0.002, 0.003], [8, 16]
+    product = list(itertools.product(lrs, sizes))
+    want = [product[i] for i in sorted(random.Random(5).sample(range(len(product)), 3))]
+    config = tmp_path / "sweep.yaml"
+    config.write_text(json.dumps({"grid": {"optim.lr": lrs, "train.batch_size": sizes}, "samples": 3, "seed": 5}))
+    by_file = CliRunner().invoke(cli, ["sweep", str(recipe), "--config", str(config), "--list"])
+    by_flags = CliRunner().invoke(cli, ["sweep", str(recipe), "--grid", "optim.lr=0.001,0.002,0.003",
+                                        "--grid", "train.batch_size=8,16", "--samples", "3", "--seed", "5", "--list"])
+    for result in (by_file, by_flags):
+        assert result.exit_code == 0, result.output
+        rows = [line.split("\t") for line in result.output.splitlines()]
+        assert [r[2] for r in rows] == [f"optim.lr={lr} train.batch_size={b}" for lr, b in want]
+    assert not (tmp_path / "sweep").exists()  # --list trains nothing

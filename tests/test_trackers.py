@@ -24,10 +24,10 @@ def logged(tmp_path_factory, tiny_text_model, shapes_data):
     for m in ("tensorboard", "wandb", "mlflow"):
         _needs(m)
     tmp = tmp_path_factory.mktemp("trackers")
-    uri = (tmp / "mlstore").as_uri()
+    uri = (tmp / "run" / "mlstore").as_uri()  # a tracker's store stays inside its run: given relative to it
     recipe = write_recipe(tmp / "r.yaml", tiny_recipe(tmp, tiny_text_model, shapes_data, **{
         "train.epochs": 2, "train.log_every": 1,
-        "logging": ["jsonl", {"name": "mlflow", "options": {"tracking_uri": uri, "experiment": "tiny"}}]}))
+        "logging": ["jsonl", {"name": "mlflow", "options": {"tracking_uri": "mlstore", "experiment": "tiny"}}]}))
     mp = pytest.MonkeyPatch()
     mp.setenv("WANDB_MODE", "offline")
     mp.setenv("WANDB_SILENT", "true")
@@ -41,11 +41,11 @@ def logged(tmp_path_factory, tiny_text_model, shapes_data):
         mp.undo()
     assert result.exit_code == 0, result.output
     run = tmp / "run"
-    return run, uri, read_metrics(run / "metrics.jsonl")
+    return run, uri, read_metrics(run / "metrics.jsonl"), recipe
 
 
 def test_jsonl_and_recipe_keep_the_trackers(logged):
-    run, _, rows = logged
+    run, _, rows, _ = logged
     assert rows[0]["kind"] == "val" and rows[0]["step"] == 0 and [r["kind"] for r in rows].count("train") == 6
     import yaml
 
@@ -56,7 +56,7 @@ def test_jsonl_and_recipe_keep_the_trackers(logged):
 def test_tensorboard_event_files_hold_every_train_loss(logged):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run, _, rows = logged
+    run, _, rows, _ = logged
     acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
     acc.Reload()
     losses = {e.step: e.value for e in acc.Scalars("train/loss")}
@@ -91,7 +91,7 @@ def _wandb_records(path):
 
 
 def test_offline_wandb_run_log_holds_history_and_config(logged):
-    run, _, rows = logged
+    run, _, rows, _ = logged
     files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
     records = list(_wandb_records(files[0]))
@@ -109,7 +109,7 @@ def test_offline_wandb_run_log_holds_history_and_config(logged):
 def test_mlflow_file_store_has_metrics_params_and_artifacts(logged):
     from mlflow.tracking import MlflowClient
 
-    run, uri, rows = logged
+    run, uri, rows, _ = logged
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("tiny")
     (mlrun,) = client.search_runs([exp.experiment_id])
@@ -193,3 +193,55 @@ def test_metrics_jsonl_cannot_be_pointed_outside_the_run(tmp_path, tiny_text_mod
     assert result.exit_code == 2, result.output
     assert "trackers.0.options: metrics.jsonl is always written inside the run folder" in result.output
     assert notes.read_text() == "my notes\n"
+
+
+def test_a_trackers_store_outside_its_run_is_refused_before_anything_runs(tmp_path, tiny_text_model, shapes_data):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for options in ({"name": "tensorboard", "options": {"log_dir": "../notes"}},
+                    {"name": "mlflow", "options": {"tracking_uri": notes.as_uri()}}):
+        recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data,
+                                                               trackers=[options]))
+        result = CliRunner().invoke(cli, ["train", str(recipe)])
+        assert result.exit_code == 2 and "is outside the run folder" in result.output, result.output
+    assert not (tmp_path / "run").exists() and list(notes.iterdir()) == []
+
+
+def test_an_mlflow_server_that_does_not_answer_is_one_line_in_seconds(tmp_path, tiny_text_model, shapes_data):
+    _needs("mlflow")
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, trackers=[
+        {"name": "mlflow", "options": {"tracking_uri": f"http://127.0.0.1:{port}"}}]))
+    t0 = time.monotonic()
+    result = CliRunner().invoke(cli, ["train", str(recipe)])
+    assert result.exit_code == 2 and f"nothing answers at 127.0.0.1:{port}" in result.output, result.output
+    assert time.monotonic() - t0 < 60  # MLflow's own retries took 259 s
+
+
+def test_resume_continues_the_trackers_own_runs(logged):
+    """Last in this file: it extends the shared run by an epoch."""
+    from mlflow.tracking import MlflowClient
+
+    run, uri, rows, recipe = logged
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WANDB_MODE", "offline")
+    mp.setenv("WANDB_SILENT", "true")
+    mp.setattr(tempfile, "tempdir", str(run.parent / "tmp"))
+    mp.setenv("TMPDIR", str(run.parent / "tmp"))
+    try:
+        result = CliRunner().invoke(cli, ["train", str(recipe), "train.epochs=3", "--resume",
+                                          "--log", "tensorboard", "--log", "wandb"])
+    finally:
+        mp.undo()
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri=uri)
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    steps = {m.step for m in client.get_metric_history(mlrun.info.run_id, "train/loss")}
+    assert max(steps) > max(r["step"] for r in rows)  # the resumed epoch went to the same MLflow run
+    ids = {p.name for p in (run / "wandb").glob("offline-run-*/run-*.wandb")}
+    assert len(ids) == 1, ids  # one W&B run id across both offline folders

@@ -31,6 +31,42 @@ from fuse.base.errors import StorageError
 # target, so a run, an index or an embed job can find and sweep its own stale ones and nothing else.
 TEMP_TAG = "fuse-tmp-"
 
+# The door's ledger: every path this process claimed through fuse.base.owned (folders and files). What
+# fuse may write is a granted path, a path inside one, or the hidden files fuse keeps beside one.
+_GRANTED: set[str] = set()
+
+
+def grant(path: str | Path) -> Path:
+    """Record ``path`` as fuse's to write in this process (what the write-door test checks); returns it."""
+    _GRANTED.add(absolute(path))
+    return Path(path)
+
+
+def granted(path: str | Path, way: bool = False) -> bool:
+    """Whether fuse claimed ``path``: a granted folder or file, a path inside one, or inside the hidden
+    temporaries, lock and record fuse keeps beside one (``.<name>.*``); with ``way``, also a folder on
+    the way to one (made so the target can exist)."""
+    path = absolute(path)
+    for target in _GRANTED:
+        if way and target.startswith(path.rstrip(os.sep) + os.sep):
+            return True
+        parent, name = os.path.split(target)
+        p = path
+        while True:
+            if p == target or (os.path.dirname(p) == parent and os.path.basename(p).lstrip(".").startswith(f"{name}.")):
+                return True  # .<name>.lock, .<name>.fuse-owned.json, .<name>.fuse-tmp-*/..., their temporaries
+            if os.path.dirname(p) == p or len(p) <= len(parent):
+                break
+            p = os.path.dirname(p)
+    return False
+
+
+def absolute(path: str | Path) -> str:
+    """``path`` absolute, with its folder's links resolved (the name itself is kept)."""
+    path = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
 FIXES = {
     errno.ENOSPC: "free some space or point the path (output_dir, data.cache_dir, $FUSE_CACHE) at a bigger disk",
     errno.EDQUOT: "free some space or point the path at a disk with quota left",
@@ -135,11 +171,20 @@ def file_sha256(path: str | Path) -> str:
 
 
 def save_tensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """A safetensors file, written atomically (contiguous CPU copies, as safetensors needs)."""
+    """A safetensors file, written atomically (contiguous CPU copies, as safetensors needs). safetensors
+    stages its own ``.tmpXXXXXX`` beside the file it writes; here that is inside a fuse temporary folder
+    (``.<name>.fuse-tmp-st-*``), so what a killed write leaves is fuse's to sweep."""
     from safetensors.torch import save_file
 
+    path = Path(path)
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        work = temp_dir_beside(path, "st")
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(work / path.name),
+                      metadata=metadata)
+            os.replace(work / path.name, tmp)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def copy_file(src: str | Path, dst: str | Path) -> None:
@@ -242,7 +287,7 @@ def open_lock_file(path: Path) -> int:
 def locked(path: str | Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive ``fcntl`` lock on ``<path>.lock`` (the kernel releases it if we die).
     ``waiting`` is called once if another process holds it."""
-    fd = open_lock_file(_lock_file(Path(path)))
+    fd = open_lock_file(grant(_lock_file(Path(path))))
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -51,6 +51,12 @@ def curate_command(manifest, concepts, out, encoder, floor, dedup, per_concept, 
         raise click.BadParameter("a cosine distance lies in [0, 2)", param_hint="--dedup")
     if per_concept is not None and per_concept < 1:
         raise click.BadParameter("give at least 1", param_hint="--per-concept")
+    from fuse.base.owned import claim_file, sign
+
+    out = Path(out)
+    outputs = (out, out.with_suffix(".counts.json"), out.with_suffix(".counts.png"))
+    for target in outputs:  # before any work: never the manifest or a user's file
+        claim_file(target, "curate", "--out", inputs=(manifest, concepts, encoder))
     spec = DEFAULT_ENCODER
     if encoder:
         text = Path(encoder).read_text(encoding="utf-8") if Path(encoder).is_file() else encoder
@@ -77,11 +83,12 @@ def curate_command(manifest, concepts, out, encoder, floor, dedup, per_concept, 
     if not kept:
         raise RecipeError(f"no pair of {manifest} reaches --floor {floor} for any concept of {concepts}; "
                           "lower --floor or write concepts closer to the captions.")
-    out = Path(out)
     write_curated(Path(manifest), records, kept, out)
     summary.update(manifest=str(manifest), concepts_file=str(concepts), encoder=spec)
     write_text(out.with_suffix(".counts.json"), json.dumps(summary, indent=2))
     plot_counts(summary, out.with_suffix(".counts.png"))
+    for target in outputs:
+        sign(target, "curate")
     click.echo(f"{summary['pairs']} pairs: {summary['matched']} match a concept (cosine >= {floor}), "
                f"{summary['near_duplicates']} near-duplicates dropped (distance < {dedup}), cap "
                f"{summary['per_concept_cap']} per concept -> {summary['kept']} kept")

@@ -90,7 +90,12 @@ def build_command():
 def pack_command(manifest, out_dir, shard_size, files, force):
     """Write MANIFEST (JSONL) as uncompressed tar shards in OUT_DIR (WebDataset layout: KEY.png, KEY.txt,
     KEY.json) and print the data.train pattern naming them."""
-    from fuse.data.pack import brace_pattern, pack_manifest
+    from pathlib import Path
 
+    from fuse.base.owned import claimable
+    from fuse.data.pack import brace_pattern, only_shards, pack_manifest
+
+    claimable(Path(out_dir), "shards", "OUT_DIR", legacy=only_shards)  # never into a user's folder: before any work
     paths = pack_manifest(manifest, out_dir, shard_size, list(files) or None, force=force)
     click.echo(f"{len(paths)} shard(s): {brace_pattern(paths)}")
+

@@ -12,9 +12,13 @@ import click
 def plot_command(run_dir):
     """Plot loss, learning rate, temperature and validation recall of a run."""
     from fuse.base.errors import DataError
+    from fuse.base.owned import claimable, grant
     from fuse.training.metrics import plot_metrics
+    from fuse.training.rundir import is_run
 
     jsonl = Path(run_dir) / "metrics.jsonl"
     if not jsonl.exists():
         raise DataError(f"{jsonl} not found: RUN_DIR must be a fuse run directory.")
+    claimable(run_dir, "run", "RUN_DIR", legacy=is_run)  # a folder that is not a fuse run keeps its metrics.png
+    grant(Path(run_dir) / "metrics.png")
     click.echo(f"wrote {plot_metrics(jsonl, Path(run_dir) / 'metrics.png')}")

@@ -39,13 +39,17 @@ def report_command(paths, task, manifest, compare, out, samples, seed, classes, 
     from fuse.model.report import report_page
     from fuse.model.report_compare import compare_page
 
+    from fuse.base.owned import claim_file, sign
+
     check_replaceable(out)
+    claim_file(out, "report", "-o", inputs=(manifest, classes, templates))
     if compare:
         if manifest or task != "retrieval":
             raise FuseError("--compare reads each run's own metrics and curves; --data and --task are for one "
                             "run's report (fuse report RUN --task zeroshot --data LABELS.jsonl).")
         text, notes = compare_page(list(paths))
         write_text(out, text)
+        sign(out, "report")
         for note in notes:
             click.echo(note)
         click.echo(f"wrote {out} ({len(paths) - len(notes)} of the {len(paths)} paths)")
@@ -62,6 +66,7 @@ def report_command(paths, task, manifest, compare, out, samples, seed, classes, 
         raise FuseError("--classes, --label-field, --templates and --modality are for --task zeroshot.")
     text, numbers = report_page(paths[0], manifest, samples, seed, str(resolve_device(device)), task, options)
     write_text(out, text)
+    sign(out, "report")
     if task == "zeroshot":
         click.echo(f"wrote {out}: {numbers['queries']} items, {numbers['classes']} classes, "
                    f"top-1 {numbers['top1']:.1f}%, top-{numbers['k']} {numbers['topk']:.1f}%")

@@ -81,7 +81,9 @@ def latent_identity(encoder, name: str, tokens: bool = False, device: torch.devi
 def store_folder(cache_dir: Path, identity: dict) -> Path:
     """``<cache_dir>/latent-store/<encoder>-[tokens-]<hash of the identity>``."""
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    return Path(cache_dir) / "latent-store" / f"{identity['encoder']}-{'tokens-' if identity['tokens'] else ''}{key}"
+    from fuse.base.owned import grant
+
+    return grant(Path(cache_dir) / "latent-store" / f"{identity['encoder']}-{'tokens-' if identity['tokens'] else ''}{key}")
 
 
 class ValuesDataset(Dataset):

@@ -80,7 +80,9 @@ def dataset_dir(name: str, options: pydantic.BaseModel, cache_root: Path, versio
     if state:
         key["state"] = state
     blob = json.dumps(key, sort_keys=True)
-    return Path(cache_root) / "datasets" / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    from fuse.base.owned import grant
+
+    return grant(Path(cache_root) / "datasets" / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}")
 
 
 def _finished(out: Path) -> dict[str, Path] | None:

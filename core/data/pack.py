@@ -21,6 +21,7 @@ import tarfile
 from pathlib import Path
 
 from fuse.base.atomic import atomic_path
+from fuse.base.owned import claim
 from fuse.base.errors import DataError
 from fuse.data.manifest import jsonl_records
 from fuse.data.sniff import HEAD, header_ok
@@ -112,13 +113,18 @@ def pack_manifest(manifest: str | Path, out_dir: str | Path, shard_size: int, fi
     existing = [p for p in paths if p.exists()]
     if existing and not force:
         raise DataError(f"{existing[0]} exists; give another OUT_DIR or --force to overwrite.")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim(out_dir, "shards", "OUT_DIR", legacy=only_shards)  # the door: new, or shards fuse packed; marked
     for s, path in enumerate(paths):
         with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
             for key, members in keys[s * shard_size:(s + 1) * shard_size]:
                 for ext, data in members:
                     _add(tar, f"{key}.{ext}", data)
     return paths
+
+
+def only_shards(folder: Path) -> bool:
+    """A shard folder fuse wrote before it marked its folders: tar shards only."""
+    return all(p.suffix == ".tar" or p.name.startswith(".") for p in folder.iterdir())
 
 
 def brace_pattern(paths: list[Path]) -> str:

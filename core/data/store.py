@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import struct
 import uuid
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fuse.base.atomic import file_sha256, save_tensors, write_text
+from fuse.base.atomic import TEMP_TAG, file_sha256, save_tensors, write_text
 from fuse.base.errors import DataError
 from fuse.base.latents import Tokens
 
@@ -189,6 +190,8 @@ class LatentStore:
                 f.unlink(missing_ok=True)
         for f in self.folder.glob(f".shard-{prefix}-*.tmp"):
             f.unlink(missing_ok=True)
+        for d in self.folder.glob(f".shard-{prefix}-*.{TEMP_TAG}st-*"):  # where safetensors staged its own .tmp
+            shutil.rmtree(d, ignore_errors=True)
 
     def drop(self, name: str) -> None:
         """Forget a damaged shard (record first, so no reader trusts the file); its rows become missing."""

@@ -25,13 +25,14 @@ def embed_to_file(model, modality: str, values: list[str], out: Path, cache_dir:
     import shutil
 
     from fuse.base.atomic import atomic_path, save_tensors, write_text
+    from fuse.base.owned import sign
     from fuse.model.index import IndexOptions, read_meta, update_index
 
     out = Path(out)
     if out.suffix.lower() not in (".safetensors", ".npy"):
         raise FuseError(f"--out {out}: the file must end in .safetensors or .npy.")
     parts = out.with_name(out.name + ".parts")
-    check_embed_target(out, parts)
+    check_embed_target(out, parts, values)
     fingerprint = model_fingerprint(model)
     try:
         meta = read_meta(parts)
@@ -52,29 +53,32 @@ def embed_to_file(model, modality: str, values: list[str], out: Path, cache_dir:
             with open(tmp, "wb") as f:
                 np.save(f, emb.numpy())
         write_text(out.with_name(out.name + ".ids.json"), json.dumps(values))
+        sign(out.with_name(out.name + ".ids.json"), "embed")
     else:
         save_tensors({"embeddings": emb}, out, metadata={"ids": json.dumps(values), "modality": modality,
                                                         "model": str(getattr(model, "path", ""))})
+    sign(out, "embed")
     shutil.rmtree(parts, ignore_errors=True)
     (parts.parent / f".{parts.name}.lock").unlink(missing_ok=True)
     return out
 
 
-def check_embed_target(out: Path, parts: Path) -> None:
-    """fuse replaces only what it wrote: ``out`` must be new or an embeddings file fuse embed wrote, and
-    ``OUT.parts`` new or fuse embed's own resume folder (marked; ``fuse.base.owned``)."""
-    from fuse.base.owned import owner
+def check_embed_target(out: Path, parts: Path, values: list[str] = ()) -> None:
+    """fuse replaces only what it wrote (``fuse.base.owned``): ``out`` (and a .npy's ids file) must be new or
+    written by fuse embed, and never one of the inputs; ``OUT.parts`` new or fuse embed's own resume folder."""
+    from fuse.base.owned import claim_file, grant, owner
     from fuse.model.index import fuse_index_files
 
-    if out.is_symlink() or (out.exists() and not out.is_file()):
-        raise FuseError(f"--out {out} exists and is not a file; choose a new file name.")
-    if out.exists() and not _written_by_embed(out):
-        raise FuseError(f"--out {out} exists and is not an embeddings file fuse embed wrote, so fuse will not "
-                        "replace it; choose a new file name.")
+    inputs = tuple(v for v in values if Path(v).exists())
+    claim_file(out, "embed", "--out", inputs=inputs, legacy=_written_by_embed)
+    if out.suffix.lower() == ".npy":
+        claim_file(out.with_name(out.name + ".ids.json"), "embed", "--out", inputs=inputs,
+                   legacy=lambda ids: out.is_file() and _written_by_embed(out))
     if parts.exists() and any(parts.iterdir()) and (owner(parts) or {}).get("kind") != "index" \
             and not fuse_index_files(parts):  # an unfinished job of a fuse from before markers
         raise FuseError(f"{parts} exists and is not fuse embed's resume folder (no fuse marker), so fuse will not "
                         "use or remove it; move it away or choose another --out.")
+    grant(parts)
 
 
 def _written_by_embed(out: Path) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fuse.base.atomic import atomic_dir, locked, sweep_stale, write_text
 from fuse.base.errors import FuseError, ModelFileError, StorageError
-from fuse.base.owned import exclusive
+from fuse.base.owned import exclusive, grant
 from fuse.base.plugin_manager import installed_version
 from fuse.base.weights import read_checkpoint, save_state_dict
 from fuse.model.aligned import AlignedModel
@@ -44,6 +44,7 @@ def export_model(model: AlignedModel, out_dir: str | Path, card: dict | None = N
     out = Path(out_dir)
     check_tower(model, tower)
     check_export_target(out, force)
+    grant(out)  # new, empty, or a previous fuse export (with --force): fuse's to write
     with locked(out):  # one exporter at a time, so temp folders that a killed one left can go
         sweep_stale(out)
         check_export_target(out, force)  # again, now that no other exporter is busy

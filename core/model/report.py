@@ -19,7 +19,6 @@ import torch
 
 from fuse.base import foreign
 from fuse.base.errors import DataError
-from fuse.recipes.strict_yaml import read_yaml
 from fuse.model.report_html import data_uri, metrics_table, page, png_of, query_block, section, thumbnail
 
 
@@ -56,6 +55,7 @@ def retrieval_sections(model, manifest: Path, cache: Path | None, samples: int, 
     """Both directions' sampled queries and worst-ranked queries (each hit with its score, the correct item's
     rank and score), and the modality-gap projection. Text queries image (or audio) candidates first."""
     from fuse.data.manifest import load_pairs
+    from fuse.eval.retrieval import retrieval_metrics
     from fuse.eval.run import encode_distinct, file_modalities, pick_pair
 
     a, b = pick_pair(model, None)
@@ -67,15 +67,16 @@ def retrieval_sections(model, manifest: Path, cache: Path | None, samples: int, 
     sections, numbers = [], {}
     for keys, (q, c, cols) in zip((("examples", "failures"), ("examples-back", "failures-back")),
                                   ((query, cand, (qcol, ccol)), (cand, query, (ccol, qcol)))):
-        body, ranks = _direction(data, emb, (q, c), cols, files, samples, seed)
-        r1 = 100 * sum(r == 1 for r in ranks) / len(ranks)
+        body, queries = _direction(data, emb, (q, c), cols, files, samples, seed)
+        # fuse eval's own metric on fuse eval's own ranking (fuse.eval.rank), so R@1 here is eval.json's
+        r1 = retrieval_metrics(emb[q], emb[c], data.pairs[:, list(cols)], ks=(1,))["R@1"]
         sections += [
-            section(keys[0], f"{q} → {c}: sampled queries", f"<p>{len(ranks)} {html.escape(q)} queries over "
+            section(keys[0], f"{q} → {c}: sampled queries", f"<p>{queries} {html.escape(q)} queries over "
                     f"{len(data.values[c])} {html.escape(c)} candidates from {html.escape(str(manifest))}; R@1 "
                     f"{r1:.1f}%. Each result shows its rank and cosine score; green: a correct item (shown after "
                     "the top 5 when it ranks lower).</p>" + body["picked"]),
             section(keys[1], f"{q} → {c}: worst-ranked queries", body["worst"])]
-        numbers = numbers or {"R@1": r1, "queries": len(ranks)}
+        numbers = numbers or {"R@1": r1, "queries": queries}
     gap, proj = modality_gap(emb[a], emb[b], (a, b))
     sections.append(section("gap", "modality gap", f"<p>Centroid distance between the {a} and {b} embeddings: "
                             f"<b id=gap-value>{gap:.3f}</b> (0 = the clouds overlap; 2 = opposite poles).</p>"
@@ -84,35 +85,38 @@ def retrieval_sections(model, manifest: Path, cache: Path | None, samples: int, 
 
 
 def _direction(data, emb, names: tuple[str, str], cols: tuple[int, int], files, samples: int,
-               seed: int) -> tuple[dict, list[int]]:
-    """One direction's sampled and worst query blocks (HTML) and every query's rank of its best correct item."""
+               seed: int) -> tuple[dict, int]:
+    """One direction's sampled and worst query blocks (HTML) and how many queries it has. Ranks come from
+    fuse eval's bounded ranking (``fuse.eval.rank``: tiles, ties to the lower index), never an N x N matrix."""
+    from fuse.eval.rank import ranks_of_best_positive, topk
+
     q, c = names
-    sims = emb[q] @ emb[c].T
-    order = sims.argsort(dim=1, descending=True, stable=True)
     positives = [set() for _ in data.values[q]]
     for row in data.pairs.tolist():
         positives[row[cols[0]]].add(row[cols[1]])
-    rank = [min(order[i].tolist().index(j) for j in positives[i]) + 1 if positives[i] else 0
-            for i in range(len(positives))]
+    rank = ranks_of_best_positive(emb[q], emb[c], data.pairs[:, list(cols)]).tolist()
+    order = topk(emb[q], emb[c], 5)[1]
     qfile, cfile = q in files, c in files
 
+    def score(i: int, j: int) -> float:
+        return float(emb[q][i] @ emb[c][j])
+
     def hit(i: int, j: int) -> tuple[str, bool]:
-        return f"{thumbnail(data.values[c][j], cfile)}<br><span class=muted>score {sims[i, j]:.3f}</span>", \
+        return f"{thumbnail(data.values[c][j], cfile)}<br><span class=muted>score {score(i, j):.3f}</span>", \
             j in positives[i]
 
     def block(i: int) -> str:
-        best = int(order[i, rank[i] - 1])
+        best = min(positives[i], key=lambda j: (-score(i, j), j))   # the correct item that ranks first
         hits = [hit(i, j) for j in order[i, :5].tolist()]
         if rank[i] > 5:
             hits.append((*hit(i, best), rank[i]))
         return query_block(thumbnail(data.values[q][i], qfile), f"(correct item at rank {rank[i]}, score "
-                           f"{sims[i, best]:.3f})", hits)
+                           f"{score(i, best):.3f})", hits)
 
     scored = [i for i in range(len(positives)) if rank[i]]
     picked = sorted(random.Random(seed).sample(scored, min(samples, len(scored))))
     worst = sorted(scored, key=lambda i: (-rank[i], i))[:samples]
-    return {"picked": "".join(block(i) for i in picked), "worst": "".join(block(i) for i in worst)}, \
-        [rank[i] for i in scored]
+    return {"picked": "".join(block(i) for i in picked), "worst": "".join(block(i) for i in worst)}, len(scored)
 
 
 def modality_gap(ea: torch.Tensor, eb: torch.Tensor, names: tuple[str, str]) -> tuple[float, str]:

@@ -36,8 +36,17 @@ def is_export(path: Path) -> bool:
             return False
         known = {CONFIG, "README.md", "fusion.safetensors", "modules.json", "config_sentence_transformers.json",
                  *PLOTS, *config.get("modalities", {})}
-        return all(p.name in known for p in path.iterdir())
-    except (OSError, ValueError, AttributeError):
+        if not all(p.name in known for p in path.iterdir()):
+            return False
+        files = config.get("files")
+        if files is None:  # an export from before files lists: its names are the proof it has
+            return True
+        # the proof that fuse wrote it: exactly the files its list records (a copied fuse_model.json beside
+        # someone's folders proves nothing); a damaged one (a size or hash off) may still be replaced
+        found = {q.relative_to(path).as_posix() for q in path.rglob("*")
+                 if q.is_file() and q.relative_to(path).as_posix() not in (CONFIG, "README.md", *PLOTS)}
+        return found == set(files)
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return False
 
 

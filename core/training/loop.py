@@ -38,7 +38,7 @@ from fuse.training.lora import apply_lora, merge_loras
 from fuse.training.metrics import finite_json, plot_metrics, score
 from fuse.training.preempt import Preempted, Preemption
 from fuse.training.resume import restore, save_state
-from fuse.training.rundir import owned_run
+from fuse.training.rundir import anchored, owned_run
 from fuse.training.setup import Run, pass_batches, setup
 
 
@@ -61,7 +61,7 @@ def train(plan: Plan, resume: bool = False, overwrite: bool = False) -> Path:
     checkpoints and raises ``Preempted`` (see ``fuse.training.preempt``). Under torchrun only rank 0 prints.
     The run holds output_dir's lock throughout; ``overwrite`` moves an earlier run aside (``fuse.training.rundir``)."""
     quiet = int(os.environ.get("RANK", "0")) != 0  # torchrun's rank: known before the process group exists
-    with owned_run(Path(plan.recipe.output_dir), resume, overwrite, plan.recipe.name), \
+    with owned_run(anchored(plan.recipe), resume, overwrite, plan.recipe.name), \
             Preemption() as preemption, open(os.devnull, "w") as devnull, \
             contextlib.redirect_stdout(devnull) if quiet else contextlib.nullcontext():
         return _train(plan, resume, preemption)

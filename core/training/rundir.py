@@ -26,7 +26,7 @@ import yaml
 from fuse.base.atomic import storage_error, write_text
 from fuse.base.errors import ModelFileError, StorageError
 from fuse.base.weights import read_checkpoint
-from fuse.base.owned import contents, exclusive, listing, mark, move_aside, owner, sweep_temporaries
+from fuse.base.owned import contents, exclusive, grant, listing, mark, move_aside, owner, seal, sweep_temporaries
 from fuse.training.resume import check_resume_recipe, load_state
 
 
@@ -105,10 +105,21 @@ def owned_run(run_dir: Path, resume: bool, overwrite: bool, name: str) -> Iterat
         return
     with exclusive(run_dir, "output_dir"):
         settle(run_dir, resume, overwrite, name)
+        grant(run_dir)
         gone = sweep_temporaries(run_dir) + sweep_temporaries(run_dir / "checkpoints")
         if gone:
             print(f"removed {len(gone)} temporary file(s) an interrupted run left in {run_dir}")
         yield
+        seal(run_dir)  # the marker lists what the run wrote: a copy of the whole folder is still provably a run
+
+
+def anchored(recipe) -> Path:
+    """The run folder; made absolute in the recipe when the working directory is inside it, since moving
+    it aside (--overwrite) moves '.' with it and a relative output_dir would then name the moved run."""
+    run_dir = Path(os.path.abspath(recipe.output_dir))
+    if run_dir == Path.cwd() or run_dir in Path.cwd().parents:
+        recipe.output_dir = str(run_dir)
+    return Path(recipe.output_dir)
 
 
 def check_resume_files(ckpt_dir: Path, state: dict) -> None:

@@ -50,8 +50,26 @@ def check_trackers(recipe: Recipe) -> list[tuple[str, object, str]]:
                 fix = f"pip install 'fuse-align[{extra}]'" if extra else f"pip install {module}"
                 raise PluginError(f"{where}: tracker '{name}' needs the '{module}' package, which is not installed; "
                                   f"{fix}, or remove '{name}' from trackers.")
-        checked.append((name, (entry.cls, parsed), where))
+        checked.append((name, (entry.cls, confined(parsed, Path(recipe.output_dir), where)), where))
     return checked
+
+
+def confined(options, run_dir: Path, where: str):
+    """The options with every ``fuse.RunPath`` field made absolute inside ``run_dir`` (outside: one line)."""
+    from fuse.base.owned import InsideRun, inside
+
+    for field, info in type(options).model_fields.items():
+        value = getattr(options, field)
+        if isinstance(value, str) and _marked(info.annotation, InsideRun):
+            setattr(options, field, inside(run_dir, value, f"{where}.options.{field}"))
+    return options
+
+
+def _marked(annotation, marker: type) -> bool:
+    """Whether ``marker`` annotates ``annotation`` or a type inside it (``RunPath | None``)."""
+    import typing
+
+    return any(isinstance(a, marker) or _marked(a, marker) for a in typing.get_args(annotation))
 
 
 class Trackers:
