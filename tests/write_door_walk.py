@@ -104,6 +104,7 @@ def prepare(work: Path, text_model: str, shapes: Path) -> list[list[str]]:
         ["embed", export, "-m", "image", str(work / "photos"), "-o", str(work / "emb.safetensors"),
          "--cache-dir", cache],
         ["search", export, "--index", str(work / "photos"), "--query", "a red circle", "--k", "2"],
+        ["serve", export, "--index", str(work / "photos"), "--port", str(_free_port())],
         ["select", str(work / "candidates.yaml"), "--data", str(data / "train.jsonl"), "--out", str(work / "selout"),
          "--device", "cpu", "--cache-dir", cache],
         ["curate", str(data / "train.jsonl"), "--concepts", str(work / "concepts.txt"), "--out",
@@ -113,6 +114,47 @@ def prepare(work: Path, text_model: str, shapes: Path) -> list[list[str]]:
         ["data", "pack", str(data / "val.jsonl"), str(work / "shards")],
         ["data", "build", "folder", "--root", str(work / "classes"), "--cache-dir", cache],
     ]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_client(args: list[str]):
+    """`fuse serve` runs until Ctrl-C: a thread asks it what a user would (health, model card, embed, search),
+    then sends SIGINT, which the command ends on with exit 0. Only 127.0.0.1 is contacted."""
+    import signal
+    import threading
+    import time
+    import urllib.request
+
+    url = f"http://127.0.0.1:{args[args.index('--port') + 1]}"
+
+    def ask():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        for path, body in (("/model", None), ("/embed", {"modality": "text", "inputs": ["a red circle"]}),
+                           ("/search", {"query": "a red circle", "k": 2})):
+            data = json.dumps(body).encode() if body else None
+            request = urllib.request.Request(url + path, data=data, headers={"content-type": "application/json"})
+            try:
+                urllib.request.urlopen(request, timeout=30).read()
+            except OSError:
+                pass
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    return thread
 
 
 def walked() -> list[str]:
@@ -158,8 +200,11 @@ def main(work: Path, text_model: str, shapes: Path) -> dict:
         state["command"] = " ".join(args[:2])
         atomic._GRANTED.clear()  # each command stands alone: what an earlier one claimed grants nothing
         state["active"] = True
+        client = _serve_client(args) if args[0] == "serve" else None
         result = CliRunner().invoke(cli, args)
         state["active"] = False
+        if client is not None:
+            client.join()
         name = " ".join(args[:2]) if args[0] == "data" else args[0]
         ran.append(name)
         if result.exit_code != 0:

@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from fuse.base.atomic import write_text
+from fuse.base.atomic import grant, write_text
 from fuse.base.inputs import InputKind
 from fuse.base.shard_refs import split_ref
 from fuse.data.remote_shards import member_digest
@@ -68,7 +68,7 @@ def _local_digests(kind: InputKind, values: list[str], cache_dir: Path) -> list[
     except (OSError, ValueError, KeyError, TypeError):
         pass  # absent or damaged: hash again
     digests = [list(file_digest(v)) for v in values]
-    write_text(memo, json.dumps({"version": MEMO_VERSION, "digests": digests}))
+    write_text(grant(memo), json.dumps({"version": MEMO_VERSION, "digests": digests}))  # the cache is fuse's
     return digests
 
 

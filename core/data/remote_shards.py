@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from fuse.base.atomic import locked, write_text
+from fuse.base.atomic import grant, locked, write_text
 from fuse.base.errors import DataError
 from fuse.base.urls import redact
 from fuse.data.fetch import FetchFailed, FetchOptions, fetched, sweep_spool
@@ -79,7 +79,7 @@ def _index_spooled(path: Path, name: str, identity: dict, text_exts: set[str]) -
 
 def spool_dir(cache_dir: Path) -> Path:
     """Where shards are read to: one at a time per process (the bounded temporary space)."""
-    spool = Path(cache_dir) / "remote-spool"
+    spool = grant(Path(cache_dir) / "remote-spool")  # the cache is fuse's
     if spool.is_dir():
         sweep_spool(spool)  # what a killed process left (a glob of a folder of a few files)
     return spool
@@ -92,7 +92,7 @@ def indexed_remote(url: str, cache_dir: Path, options: FetchOptions,
     now, the spooled copy (deleted on exit: a caller may encode from it, so a first run reads each
     shard once). The shard is None when it cannot be read and ``options.on_error`` is "skip"."""
     name = redact(url)
-    index_file = Path(cache_dir) / "remote-index" / f"{hashlib.sha256(name.encode()).hexdigest()[:24]}.json"
+    index_file = grant(Path(cache_dir) / "remote-index" / f"{hashlib.sha256(name.encode()).hexdigest()[:24]}.json")
     text_exts = set(text_exts) | set(TEXT_EXTS)
     index = _read_index(index_file, text_exts)
     if index is not None:
