@@ -235,7 +235,7 @@ def test_bad_suite_input_is_one_line_and_leaves_nothing(tmp_path):
     assert "has labels 0..10 but eurosat has 10 classes" in one_error(
         ["data", "build", "eurosat", "--root", str(coop / "eurosat"), "--cache-dir", str(cache)])
     split.write_text(json.dumps({"train": [], "test": []}))
-    assert "at val: Field required" in one_error(["data", "build", "eurosat", "--root", str(coop / "eurosat"),
+    assert "has no 'val' list" in one_error(["data", "build", "eurosat", "--root", str(coop / "eurosat"),
                                                   "--cache-dir", str(cache)])
     (tmp_path / "py" / "cifar-10-batches-py").mkdir(parents=True)
     assert "holds the python version (cifar-10-batches-py, pickles, which fuse never loads); download the binary " \
