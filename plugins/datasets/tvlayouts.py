@@ -104,13 +104,14 @@ def _loadmat(path: Path, dataset: str, *keys: str) -> list:
     """The named arrays of a MATLAB file (read bounded); an unreadable file or a missing array is one line."""
     try:
         from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
     except ImportError:
         raise fuse.DataError(f"{dataset}: reading {path.name} needs scipy: pip install 'fuse-align[datasets]'.") from None
     if not path.is_file():
         raise fuse.DataError(f"{dataset}: {path} not found; use the torchvision folder as distributed.")
     try:
         mat = loadmat(io.BytesIO(fuse.foreign.read_bytes(path, dataset)), squeeze_me=True)
-    except (ValueError, TypeError, OSError, NotImplementedError) as exc:
+    except (MatReadError, ValueError, TypeError, OSError, NotImplementedError) as exc:
         raise fuse.DataError(f"{dataset}: {path} is not a MATLAB file scipy reads ({exc}); use the file as "
                              "distributed.") from None
     absent = [k for k in keys if k not in mat]
