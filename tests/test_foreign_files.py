@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import dataset_fixtures as fx
+import suite_fixtures as sf
 import fuse
 from fuse.base.plugin_manager import registry
 from fuse.data.datasets import DatasetBuilder, build_dataset
@@ -28,7 +29,28 @@ FIXTURES = {
     "imagenet": [(lambda root: fx.write_imagenet(root, "solution"), {})],
     "esc50": [(fx.write_esc50, {})],
     "folder": [],
+    **{name: [] for name in ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r")},   # folder names only
 }
+
+
+def _suite_fixtures() -> dict:
+    """The zero-shot suite's sets: torchvision's layout and CoOp's split file (tests/suite_fixtures.py)."""
+    from fuse.plugins.datasets.suite import SETS
+
+    def coop(spec):
+        return lambda root: sf.coop(root, spec.tv or spec.name, *spec.coop, spec.name)
+
+    def binary(name, side):
+        return lambda root: getattr(sf, f"{name}_binary")(root, *sf.cifar_arrays(4, 4, side))
+
+    out = {name: ([(getattr(sf, name), {})] if spec.tv and name != "caltech101" else [])
+           + ([(coop(spec), {})] if spec.coop and name != "caltech101" else []) for name, spec in SETS.items()}
+    out["caltech101"] = [(lambda root: sf.caltech101(root, coop=True) / "caltech-101", {})]
+    return {**out, "cifar10": [(binary("cifar10", 32), {})], "cifar100": [(binary("cifar100", 32), {})],
+            "stl10": [(binary("stl10", 96), {})]}
+
+
+FIXTURES.update(_suite_fixtures())
 WRONG = {"json": [{"not": "this"}, "not-a-number", 12345], "csv": ["not-a-number", "-1"]}
 
 
@@ -60,9 +82,14 @@ def _cases():
             yield pytest.param(name, n, id=f"{name}-{ff.path}-{ff.records or 'rows'}")
 
 
-def _load(path: Path, fmt: str):
+def _load(path: Path, ff):
+    fmt = ff.format
     if fmt == "json":
         return json.loads(path.read_text())
+    if fmt == "lines":   # as fuse.foreign.read_rows splits them
+        fields = list(ff.record.model_fields)
+        lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        return {"fields": fields, "rows": [dict(zip(fields, line.split(None, len(fields) - 1))) for line in lines]}
     with path.open(newline="") as f:
         reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
         return {"fields": reader.fieldnames, "rows": list(reader)}
@@ -71,6 +98,10 @@ def _load(path: Path, fmt: str):
 def _dump(path: Path, fmt: str, data, encoding: str = "utf-8") -> None:
     if fmt == "json":
         path.write_bytes(json.dumps(data, ensure_ascii=False).encode(encoding))
+        return
+    if fmt == "lines":
+        text = "".join(" ".join(row[f] for f in data["fields"]) + "\n" for row in data["rows"])
+        path.write_bytes(text.encode(encoding))
         return
     out = io.StringIO(newline="")
     writer = csv.DictWriter(out, fieldnames=data["fields"], delimiter="\t" if fmt == "tsv" else ",")
@@ -84,10 +115,25 @@ def _first(data, ff):
     return data["rows"][0] if ff.format != "json" else data[ff.records][0] if ff.records else data
 
 
+def _key(record, ff, field: str):
+    """A field's key in a record: its name, or its position where a json record is a list (CoOp's rows)."""
+    return list(ff.record.model_fields).index(field) if isinstance(record, list) else field
+
+
+def _fields(record, ff) -> dict:
+    return dict(zip(ff.record.model_fields, record)) if isinstance(record, list) else record
+
+
+def _set(data, ff, field: str, value) -> None:
+    record = _first(data, ff)
+    record[_key(record, ff, field)] = value
+
+
 def _drop(data, ff, field: str) -> None:
-    """The field gone from the first record (json) or the column gone from the file (csv)."""
+    """The field gone from the first record (json) or the column gone from the file (csv, lines)."""
     if ff.format == "json":
-        _first(data, ff).pop(field)
+        record = _first(data, ff)
+        record.pop(_key(record, ff, field))
     else:
         data["fields"].remove(field)
         for row in data["rows"]:
@@ -96,22 +142,23 @@ def _drop(data, ff, field: str) -> None:
 
 def _mutations(data, ff):
     """(what, field, mutate(data), encoding) derived from the schema: each field missing, each field wrong."""
-    first = _first(data, ff)
+    first = _fields(_first(data, ff), ff)
+    last = list(ff.record.model_fields)[-1]
     for field, info in ff.record.model_fields.items():
-        if info.is_required():
+        # a line's fields are positional: only its last can be missing, and a line of one field is never short
+        if info.is_required() and (ff.format != "lines" or (field == last and len(ff.record.model_fields) > 1)):
             yield "missing", field, lambda d, f=field: _drop(d, ff, f), "utf-8"
         for bad in WRONG["json" if ff.format == "json" else "csv"]:
             try:
                 ff.record.model_validate({**first, field: bad})
             except Exception:
-                yield "wrong type", field, lambda d, f=field, b=bad: _first(d, ff).__setitem__(f, b), "utf-8"
+                yield "wrong type", field, lambda d, f=field, b=bad: _set(d, ff, f, b), "utf-8"
                 break
         if (info.json_schema_extra or {}).get("media_path"):
             for outside in ("../../../private/secret.wav", "/private/secret.wav"):
-                yield "outside the root", "outside", lambda d, f=field, o=outside: _first(d, ff).__setitem__(f, o), \
-                    "utf-8"
+                yield "outside the root", "outside", lambda d, f=field, o=outside: _set(d, ff, f, o), "utf-8"
     text = next(f for f, v in first.items() if isinstance(v, str) and f in ff.record.model_fields)
-    yield "Latin-1", "UTF-8", lambda d: _first(d, ff).__setitem__(text, _first(d, ff)[text] + " caf\u00e9"), "latin-1"
+    yield "Latin-1", "UTF-8", lambda d: _set(d, ff, text, _fields(_first(d, ff), ff)[text] + "_caf\u00e9"), "latin-1"
     if ff.format == "json" and not ff.records:
         yield "a list", "dict", lambda d: None, "list"
 
@@ -139,8 +186,8 @@ def test_bad_inputs_derived_from_each_schema_are_one_line(name, n, roots, tmp_pa
     original = path.read_bytes()
     build_dataset(name, {"root": str(root), **options}, tmp_path / "ok", force=True)   # the fixture is valid
     try:
-        for k, (what, field, mutate, encoding) in enumerate(_mutations(_load(path, ff.format), ff)):
-            data = _load(path, ff.format)
+        for k, (what, field, mutate, encoding) in enumerate(_mutations(_load(path, ff), ff)):
+            data = _load(path, ff)
             mutate(data)
             _dump(path, ff.format, [data] if encoding == "list" else data,
                   "utf-8" if encoding == "list" else encoding)

@@ -235,10 +235,23 @@ def test_bad_suite_input_is_one_line_and_leaves_nothing(tmp_path):
     assert "has labels 0..10 but eurosat has 10 classes" in one_error(
         ["data", "build", "eurosat", "--root", str(coop / "eurosat"), "--cache-dir", str(cache)])
     split.write_text(json.dumps({"train": [], "test": []}))
-    assert "at val: Field required" in one_error(["data", "build", "eurosat", "--root", str(coop / "eurosat"),
+    assert "has no 'val' list" in one_error(["data", "build", "eurosat", "--root", str(coop / "eurosat"),
                                                   "--cache-dir", str(cache)])
     (tmp_path / "py" / "cifar-10-batches-py").mkdir(parents=True)
     assert "holds the python version (cifar-10-batches-py, pickles, which fuse never loads); download the binary " \
            "version https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz" in one_error(
                ["data", "build", "cifar10", "--root", str(tmp_path / "py"), "--cache-dir", str(cache)])
     assert not list(cache.rglob("fuse_dataset.json")) and not list(cache.rglob("*.jsonl"))
+
+
+def test_a_bad_mat_file_is_one_line(tmp_path):
+    from scipy.io import savemat
+
+    root, cache = sf.flowers102(tmp_path / "fl"), tmp_path / "cache"
+    labels = root / "flowers-102" / "imagelabels.mat"
+    labels.write_bytes(b"not a MATLAB file")
+    assert "imagelabels.mat is not a MATLAB file scipy reads" in one_error(
+        ["data", "build", "flowers102", "--root", str(root), "--cache-dir", str(cache)])
+    savemat(labels, {"other": [1, 2]})
+    assert "imagelabels.mat has no 'labels' array" in one_error(
+        ["data", "build", "flowers102", "--root", str(root), "--cache-dir", str(cache)])

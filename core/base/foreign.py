@@ -134,6 +134,19 @@ def read_csv(path: Path | str, schema: type[M], what: str, delimiter: str = ",",
         raise DataError(f"{what}: {path}: line {reader.line_num}: {exc}.") from None
 
 
+def read_rows(path: Path | str, schema: type[M], what: str, limit: int = SMALL) -> list[M]:
+    """The lines of a whitespace-separated text list (a split or class list; blank and ``#`` lines skipped), each
+    as ``schema``: the fields in declaration order, the last one taking the rest of the line (names with
+    spaces). A short or bad line is one line naming the file, its line and the field."""
+    fields = list(schema.model_fields)
+    rows = []
+    for n, line in enumerate(read_text(path, what, limit).splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            row = dict(zip(fields, line.split(None, len(fields) - 1)))
+            rows.append(validate(schema, row, path, f"line {n}", what))
+    return rows
+
+
 def inside(root: Path, value: str, where: str, what: str, allow_outside: bool = False) -> Path:
     """``value`` (a path a foreign file names) resolved under ``root``; one that leaves the root (``..``, an
     absolute path, a symlink out) is refused unless ``allow_outside``."""

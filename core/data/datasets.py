@@ -27,12 +27,14 @@ DONE_FILE = "fuse_dataset.json"
 class ForeignFile:
     """A file of a builder's root that fuse reads but did not write, and the schema of its records. A builder
     lists them in ``foreign_files``: tests/test_foreign_files.py derives bad inputs (a missing field, a wrong
-    type, Latin-1 bytes) from each schema for every registered builder and expects one line for each."""
+    type, Latin-1 bytes) from each schema for every registered builder and expects one line for each.
+    ``lines`` is a whitespace-separated text list read by ``fuse.foreign.read_rows`` (fields by position)."""
 
     path: str                                  # relative to the root; a glob for per-item files (side-cars)
-    format: Literal["json", "csv", "tsv"]
+    format: Literal["json", "csv", "tsv", "lines"]
     record: type[pydantic.BaseModel]           # a fuse.foreign.Record of the fields fuse reads
     records: str = ""                          # json: the key holding the list of records; "" = one record
+    # (a json record may be a list of the fields in declaration order, as CoOp's split rows are)
 
 
 class DatasetBuilder(ABC):

@@ -15,6 +15,7 @@ import fuse
 
 from .layout import RootBuilder, RootOptions, class_names, interleave, root_dir, write_classes, write_splits
 from .suite import set_templates
+from .tvlayouts import Name
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,13 @@ def _records(spec: BinarySet, folder: Path, files: tuple[str, ...]):
         path = folder / name
         if not path.is_file():
             raise fuse.DataError(f"{spec.name}: {path} not found; unpack {spec.archive} whole.")
-        raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+        raw = np.frombuffer(fuse.foreign.read_bytes(path, spec.name), dtype=np.uint8)
         if spec.head == 0:   # STL-10: X holds the pixels (column-major), y the labels from 1
             y_path = path.with_name(name.replace("_X", "_y"))
             if raw.size % pixels or not y_path.is_file():
                 raise fuse.DataError(f"{spec.name}: {path} is not STL-10's binary file (or {y_path.name} is missing).")
             images.append(raw.reshape(-1, 3, spec.side, spec.side).transpose(0, 3, 2, 1))
-            labels.append(np.frombuffer(y_path.read_bytes(), dtype=np.uint8).astype(int) - 1)
+            labels.append(np.frombuffer(fuse.foreign.read_bytes(y_path, spec.name), dtype=np.uint8).astype(int) - 1)
             continue
         if raw.size % (pixels + spec.head):
             raise fuse.DataError(f"{spec.name}: {path} is {raw.size} bytes, not a whole number of "
@@ -90,7 +91,7 @@ class BinaryBuilder(RootBuilder):
 
     modalities = ("image",)
     Options = BinaryOptions
-    spec: BinarySet
+    spec: BinarySet   # builders() declares foreign_files: the class-name list (the .bin files are byte records)
 
     def build(self, out_dir: Path) -> dict[str, Path]:
         from PIL import Image
@@ -98,7 +99,7 @@ class BinaryBuilder(RootBuilder):
         spec, opts = self.spec, self.options
         folder = _folder(spec, root_dir(opts, spec.name))
         names = class_names(spec.name)
-        listed = [line for line in (folder / spec.names_file).read_text().splitlines() if line.strip()]
+        listed = fuse.foreign.read_rows(folder / spec.names_file, Name, spec.name)
         if len(listed) != len(names):
             raise fuse.DataError(f"{spec.name}: {folder / spec.names_file} lists {len(listed)} classes but {spec.name} "
                                  f"has {len(names)}; use the file as distributed.")
@@ -121,5 +122,6 @@ class BinaryBuilder(RootBuilder):
 
 
 def builders() -> dict[str, type[BinaryBuilder]]:
-    return {name: type(f"Binary_{name}", (BinaryBuilder,), {"spec": spec, "__doc__":
-            f"{name} from its binary version ({spec.folder}), for zero-shot."}) for name, spec in SETS.items()}
+    return {name: type(f"Binary_{name}", (BinaryBuilder,), {
+        "spec": spec, "__doc__": f"{name} from its binary version ({spec.folder}), for zero-shot.",
+        "foreign_files": (fuse.ForeignFile(f"**/{spec.names_file}", "lines", Name),)}) for name, spec in SETS.items()}

@@ -52,6 +52,7 @@ class VariantBuilder(RootBuilder):
 
     modalities = ("image",)
     Options = RootOptions
+    foreign_files = ()   # reads folder and file names only (the class lists are shipped with fuse)
     spec: Variant
 
     def build(self, out_dir: Path) -> dict[str, Path]:

@@ -53,31 +53,39 @@ def set_templates(name: str) -> str:
     return resources.files(__package__).joinpath("templates", f"{name}.txt").read_text(encoding="utf-8")
 
 
-class CoopSplit(pydantic.BaseModel):
-    """CoOp's split_zhou_*.json: per split a list of [path relative to the image folder, label, class name]."""
+class CoopItem(fuse.foreign.Record):
+    """A row of CoOp's split_zhou_*.json, a list: [path relative to the set's image folder, label, class name]."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
-    train: list[tuple[str, int, str]]
-    val: list[tuple[str, int, str]]
-    test: list[tuple[str, int, str]]
+    path: fuse.foreign.MediaPath
+    label: int
+    classname: str
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _row(cls, value):
+        return dict(zip(cls.model_fields, value)) if isinstance(value, list) else value
 
 
-def read_coop(spec: SuiteSet, folder: Path) -> tvlayouts.Layout:
-    """Items of every split of CoOp's split file, labels as CoOp numbers them."""
+SPLITS = ("train", "val", "test")
+
+
+def read_coop(spec: SuiteSet, folder: Path, allow_outside: bool) -> tvlayouts.Layout:
+    """Items of every split of CoOp's split file, labels as CoOp numbers them, paths inside the image folder."""
     split_file, images = spec.coop
     path = folder / split_file
-    try:
-        split = CoopSplit.model_validate(read_json(path, spec.name))
-    except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
-        raise fuse.DataError(f"{spec.name}: {path} at {'.'.join(map(str, err['loc']))}: {err['msg']}; CoOp's split "
-                             "file is {\"train\"|\"val\"|\"test\": [[relpath, label, classname], ...]}.") from None
+    data = read_json(path, spec.name)
+    missing = [s for s in SPLITS if not isinstance(data, dict) or s not in data]
+    if missing:
+        raise fuse.DataError(f"{spec.name}: {path} has no '{missing[0]}' list; CoOp's split file is "
+                             "{\"train\"|\"val\"|\"test\": [[relpath, label, classname], ...]}.")
     base = folder / images
-    splits = {s: [(base / rel, label) for rel, label, _ in getattr(split, s)] for s in ("train", "val", "test")}
+    splits = {s: [(fuse.foreign.inside(base, item.path, f"{path} {s}[{i}]", spec.name, allow_outside), item.label)
+                  for i, item in enumerate(fuse.foreign.validate_all(CoopItem, data[s], path, s, spec.name))]
+              for s in SPLITS}
     return tvlayouts.Layout(splits, None, path, coop=True)
 
 
-def find_layout(spec: SuiteSet, root: Path) -> tvlayouts.Layout:
+def find_layout(spec: SuiteSet, root: Path, allow_outside: bool = False) -> tvlayouts.Layout:
     """CoOp's split file in the root (or the set's CoOp/torchvision folder under it), else torchvision's layout;
     neither is one line naming what each needs."""
     # the set's folder itself, or torchvision's root above it (DTD nests dtd/dtd/), or a folder named by the set
@@ -85,12 +93,12 @@ def find_layout(spec: SuiteSet, root: Path) -> tvlayouts.Layout:
     if spec.coop:
         for folder in folders:
             if (folder / spec.coop[0]).is_file():
-                return read_coop(spec, folder)
+                return read_coop(spec, folder, allow_outside)
     reader = getattr(tvlayouts, f"read_{spec.name}", None)
     if reader is not None:
         for folder in folders:
             if tvlayouts.holds(spec.name, folder):
-                return reader(folder)
+                return reader(folder, allow_outside)
     coop = f"CoOp's {spec.coop[0]} beside {spec.coop[1] or 'the images'}/" if spec.coop else ""
     tv = f"torchvision's layout ({tvlayouts.MARKERS[spec.name]})" if reader else ""
     raise fuse.DataError(f"{spec.name}: {root} is in neither known layout; it needs {' or '.join(filter(None, [coop, tv]))}"
@@ -107,7 +115,7 @@ class SuiteBuilder(RootBuilder):
     def build(self, out_dir: Path) -> dict[str, Path]:
         spec, opts = self.spec, self.options
         root = root_dir(opts, spec.name)
-        layout = find_layout(spec, root)
+        layout = find_layout(spec, root, opts.allow_outside_root)
         drop = spec.coop_drop if layout.coop else spec.tv_drop
         names = [n for i, n in enumerate(class_names(spec.name)) if i not in drop]
         labels = {label for items in layout.splits.values() for _, label in items}
@@ -133,5 +141,10 @@ def builders() -> dict[str, type[SuiteBuilder]]:
         layouts = [f"CoOp's {spec.coop[0]}" if spec.coop else "", "torchvision's layout" if spec.tv else ""]
         return f"{spec.name} ({spec.classes} classes) from {' or '.join(filter(None, layouts))}, for zero-shot."
 
-    return {name: type(f"Suite_{name}", (SuiteBuilder,), {"spec": spec, "__doc__": doc(spec)})
+    def foreign(spec: SuiteSet) -> tuple[fuse.ForeignFile, ...]:
+        coop = (fuse.ForeignFile(f"**/{spec.coop[0]}", "json", CoopItem, "train"),) if spec.coop else ()
+        return coop + tvlayouts.FOREIGN.get(spec.name, ())
+
+    return {name: type(f"Suite_{name}", (SuiteBuilder,), {"spec": spec, "__doc__": doc(spec),
+                                                          "foreign_files": foreign(spec)})
             for name, spec in SETS.items()}
