@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [*ROOT.glob("core/**/*.py"), *ROOT.glob("plugins/**/*.py"), *ROOT.glob("benchmarks/*.py"),
          *ROOT.glob("docs/*.md"), ROOT / "README.md"]
 PATH = re.compile(r"(?<![\w./-])((?:core|plugins|tests|benchmarks|recipes|docs)/[\w/.-]+\.(?:py|yaml|md|txt|json))")
+OLD_PATH = re.compile(r"`(fuse/[\w/]+\.py)`")  # the import package's files by path: name the module instead
 PLACEHOLDER = re.compile(r"\*|\b[A-Z]{2,}\b")  # benchmarks/results/NAME.json, docs/*.md
 NAME = re.compile(r"`(fuse(?:\.[a-z_]\w*)+)")
 
@@ -36,6 +37,8 @@ def stale_mentions(texts=TEXTS, root: Path = ROOT) -> list[str]:
     for path in texts:
         text = path.read_text()
         bad += [f"{path.relative_to(root)}: {m}" for m in PATH.findall(text) if not PLACEHOLDER.search(m) and not (root / m).exists()]
+        bad += [f"{path.relative_to(root)}: {m} (write fuse.x.y)" for m in OLD_PATH.findall(text)
+                if not (root / "core" / m.removeprefix("fuse/")).exists()]
         bad += [f"{path.relative_to(root)}: {m}" for m in NAME.findall(text)
                 if not _resolves(m) and min(map(len, m.split("."))) > 1]  # fuse.x.y: a placeholder
     return bad
