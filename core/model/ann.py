@@ -50,16 +50,25 @@ def import_faiss(kind: str):
 
 
 def faiss_installed() -> bool:
-    import importlib.util
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
-    return importlib.util.find_spec("faiss") is not None
+
+def check_kind(kind: str) -> None:
+    """Refuse an unknown kind, or an approximate one without faiss, before any work is done."""
+    if kind not in KINDS:
+        raise FuseError(f"Unknown --index-kind {kind!r} (index_kind=); choose one of {', '.join(KINDS)}.")
+    if kind in ("ivfpq", "hnsw"):
+        import_faiss(kind)
 
 
 def choose_kind(kind: str, n: int, existing: str | None = None) -> str:
     """The index kind to keep: ``kind``, or for auto the kind the folder already has, else sized by ``n``
     (exact below AUTO_APPROXIMATE_FROM items or without faiss installed, IVF-PQ from there)."""
-    if kind not in KINDS:
-        raise FuseError(f"Unknown --index-kind {kind!r} (index_kind=); choose one of {', '.join(KINDS)}.")
+    check_kind(kind)
     if kind != "auto":
         return kind
     if existing:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fuse.api.errors import DataError, FuseError
 from fuse.api.inputs import input_kind
+from fuse.model.ann import check_kind
 from fuse.model.ann_build import update_ann
 from fuse.model.collect import collect_inputs, manifest_values
 from fuse.model.embed import embed_values
@@ -78,6 +79,7 @@ def build_index(model, source, modality: str | None = None, index_dir=None, quer
     """Build or update the index of ``source`` (a folder, glob or .jsonl manifest) for this model:
     ``modality`` (default: inferred, not ``query_mod``'s) in ``index_dir`` (default: beside the source),
     and the approximate index ``options.kind`` asks for (or the one it has) from its shards."""
+    check_kind(options.kind)
     source = Path(source).expanduser()
     modality = index_modality(model, source, query_mod or "", modality)
     folder = Path(index_dir) if index_dir else default_location(source, modality)
