@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,14 +98,18 @@ def shard_ids(name: str, rows: int) -> np.ndarray:
 
 
 def mapped_shard(path: Path) -> np.ndarray:
-    """A shard's embeddings [rows, D], memory-mapped from its safetensors file (nothing read until used)."""
+    """A shard's embeddings [rows, D], memory-mapped from its safetensors file: only the pages of the rows
+    used are read (random access: no read-ahead, which would pull whole shards into memory)."""
     try:
         with open(path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
             info = json.loads(f.read(size))["embeddings"]
-        dtype = {"F32": np.float32, "F16": np.float16}[info["dtype"]]
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        mapped.madvise(mmap.MADV_RANDOM)
+        dtype = np.dtype({"F32": np.float32, "F16": np.float16}[info["dtype"]])
         start, end = info["data_offsets"]
-        return np.memmap(path, dtype, "r", offset=8 + size + start, shape=tuple(info["shape"]))
+        rows = np.frombuffer(mapped, dtype, (end - start) // dtype.itemsize, 8 + size + start)
+        return rows.reshape(tuple(info["shape"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelFileError(f"Index shard {path} is unreadable ({exc}); rebuild the index with --rebuild.") from None
 
@@ -179,7 +184,7 @@ class AnnIndex:
         """Exact cosines of the candidates, read from the memory-mapped shards; the best ``k`` of each row."""
         names = {int(SHARD.fullmatch(s).group(1)): s for s in self.meta["shards"]}
         flat = ids[ids >= 0]
-        vectors = np.zeros((ids.size, query.shape[1]), np.float32)
+        vectors = np.empty((ids.size, query.shape[1]), np.float32)  # rows of missing ids are never ranked
         where = np.flatnonzero(ids.ravel() >= 0)
         shard_of, row_of = flat >> 32, flat & 0xFFFFFFFF
         for number in np.unique(shard_of):

@@ -136,8 +136,8 @@ class EmbeddingIndex:
         else:
             scores, index = topk(query.float().cpu(), self.embeddings, k)
             scores, index = scores.numpy(), index.numpy()
-        values = self.values
-        return [[{"rank": r + 1, "score": float(s), "value": values[i]}
+        items = self.meta["items"]
+        return [[{"rank": r + 1, "score": float(s), "value": items[i][0]}
                  for r, (s, i) in enumerate(zip(srow.tolist(), irow.tolist())) if i >= 0]
                 for srow, irow in zip(scores, index)]
 
