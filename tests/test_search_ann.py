@@ -149,6 +149,14 @@ def test_an_index_built_for_another_model_or_dimension_is_one_line(synthetic):
     with pytest.raises(ModelFileError, match=r"\(64-d\), not for the 32-d model"):
         update_ann(folder, "auto")
     assert update_ann(folder, "ivfpq", rebuild=True) == "ivfpq"
+    ann = json.loads((folder / "ann.json").read_text())
+    (folder / ann["file"]).write_bytes(b"not a faiss index")
+    with pytest.raises(ModelFileError, match=f"Approximate index .*{ann['file']} is unreadable"):
+        open_index(folder).search(queries, K)
+    write_shards(folder, [*clustered(1, N).split(1000), queries])  # items added: the update reads it
+    with pytest.raises(ModelFileError, match="is unreadable"):
+        update_ann(folder, "ivfpq")
+    assert update_ann(folder, "ivfpq", rebuild=True) == "ivfpq"
     with pytest.raises(ModelFileError, match="holds 32-d embeddings but the queries are 8-d"):
         open_index(folder).search(torch.randn(2, 8), K)
 

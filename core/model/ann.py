@@ -206,10 +206,14 @@ def open_ann(folder: Path, meta: dict) -> AnnIndex | None:
     if ann is None:
         return None
     faiss = import_faiss(ann["kind"])
+    return AnnIndex(folder, ann, meta, read_faiss(faiss, folder, ann, mmap=ann["kind"] == "ivfpq"))
+
+
+def read_faiss(faiss, folder: Path, ann: dict, mmap: bool = False):
+    """The faiss index ann.json points at (IVF lists memory-mapped when ``mmap``); unreadable: one line."""
     path = folder / ann["file"]
     try:
-        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if ann["kind"] == "ivfpq" else 0)
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
     except RuntimeError as exc:
-        raise ModelFileError(f"Approximate index {path} is unreadable ({str(exc).splitlines()[0]}); delete "
+        raise ModelFileError(f"Approximate index {path} is unreadable ({str(exc).splitlines()[0][:200]}); delete "
                              f"{folder / ANN_META} (it is rebuilt from the shards) or run with --rebuild.") from None
-    return AnnIndex(folder, ann, meta, index)

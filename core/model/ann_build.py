@@ -17,7 +17,7 @@ import numpy as np
 
 from fuse.api.atomic import atomic_path, locked, write_text
 from fuse.model.ann import (ANN_FORMAT, ANN_META, GROWTH, HNSW, choose_kind, import_faiss, ivfpq_params,
-                            read_ann_meta, shard_ids)
+                            read_ann_meta, read_faiss, shard_ids)
 from fuse.model.index import load_shard, read_meta
 
 FILE = re.compile(r"ann-(ivfpq|hnsw)-(\d+)\.faiss")
@@ -94,7 +94,7 @@ def sync_ann(folder: Path, meta: dict, kind: str = "auto", rebuild: bool = False
         gone = [name for name, entry in old["shards"].items() if live.get(name) != entry]
         if not gone and all(old["shards"].get(name) == entry for name, entry in live.items()):
             return want  # up to date: nothing written
-        index = faiss.read_index(str(folder / old["file"]))
+        index = read_faiss(faiss, folder, old)
         if gone:
             index.remove_ids(np.concatenate([shard_ids(s, old["shards"][s]["rows"]) for s in gone]))
     new = [name for name, entry in live.items() if old["shards"].get(name) != entry]
