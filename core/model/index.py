@@ -9,10 +9,10 @@ By default INDEX is ``<folder>/.fuse-index/<modality>`` (or ``<manifest dir>/.fu
 stem>-<modality>``). Updating embeds only values whose identity is new or changed and drops values
 that are gone; index.json is rewritten (atomically) after every shard, so an interrupted build
 resumes where it stopped. Removal compacts: a shard some of whose items are gone is rewritten as a
-new shard of the rest, so no removed item's bytes stay, and a shard never changes once written. An index records the fingerprint of the model that built it: another
-model's index is refused (``rebuild=True`` starts it over) rather than searched with the wrong
-space. Nothing is unpickled: index.json is JSON and shards are safetensors, checked against their
-recorded hashes. Exact search goes through the same tiled top-k kernel as evaluation; approximate
+new shard of the rest, so no removed item's bytes stay, and a shard never changes once written.
+An index records the fingerprint of the model that built it: another model's index is refused
+(``rebuild=True`` starts it over) rather than searched with the wrong space. Nothing is unpickled:
+index.json is JSON and shards are safetensors, checked against their recorded hashes. Exact search goes through the same tiled top-k kernel as evaluation; approximate
 search (IVF-PQ, HNSW) through faiss, see fuse.model.ann.
 """
 
