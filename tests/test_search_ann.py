@@ -81,8 +81,9 @@ def test_recall_against_exact_search(synthetic, kind, floor):
     exact = answers(folder, "exact", queries)
     got = answers(folder, kind, queries)
     assert recall(got, exact) >= floor, recall(got, exact)
-    knob = {"nprobe": 1} if kind == "ivfpq" else {"ef_search": 1}
-    assert recall(answers(folder, kind, queries, **knob), exact) < recall(got, exact)  # the knob reaches faiss
+    knobs = [{"nprobe": 1}, {"rerank": 1}] if kind == "ivfpq" else [{"ef_search": 1}]
+    for knob in knobs:  # each knob reaches the search
+        assert recall(answers(folder, kind, queries, **knob), exact) < recall(got, exact), knob
     best = open_index(folder).search(queries[:1], 3)[0]
     top = clustered(1, N) @ queries[0]
     assert best[0]["score"] == pytest.approx(float(top.max()), abs=1e-5)  # scores are the exact cosines
@@ -188,7 +189,7 @@ def test_fuse_search_approximate_follows_removal_and_compacts(trained_shapes_exp
     before = shard.stat().st_size
     assert not (folder / "ann.json").exists()
     got = values(search(export, "--index", photos, "-q", "a red circle", "--k", n, "--json", "--no-cache",
-                        "--index-kind", kind, "--nprobe", 4, "--ef-search", 16))
+                        "--index-kind", kind, "--nprobe", 4, "--ef-search", 16, "--rerank", 3))
     assert got == exact  # a small set: every item is a candidate, rescored exactly
     ann = json.loads((folder / "ann.json").read_text())
     assert ann["kind"] == kind and ann["items"] == n

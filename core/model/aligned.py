@@ -134,15 +134,17 @@ class AlignedModel(nn.Module):
 
     def search(self, queries, index, k: int = 10, query_modality: str | None = None, modality: str | None = None,
                index_dir=None, rebuild: bool = False, cache_dir=None, batch_size: int = 32, index_kind: str = "auto",
-               nprobe: int | None = None, ef_search: int | None = None) -> list[list[dict]]:
+               nprobe: int | None = None, ef_search: int | None = None,
+               rerank: int | None = None) -> list[list[dict]]:
         """The ``k`` best items of ``index`` (a folder, glob or .jsonl manifest, indexed once and kept up to date
         on disk; or a built EmbeddingIndex) for each query: lists of {rank, score, value}, best first.
-        ``index_kind``/``nprobe``/``ef_search``: approximate search, as `fuse search` (docs/inference.md)."""
+        ``index_kind``, ``nprobe``, ``ef_search``, ``rerank``: approximate search as in `fuse search`
+        (docs/inference.md)."""
         from fuse.model.index import IndexOptions
         from fuse.model.search import search
 
         options = IndexOptions(rebuild=rebuild, cache_dir=cache_dir, batch_size=batch_size, progress=False,
-                               kind=index_kind, nprobe=nprobe, ef_search=ef_search)
+                               kind=index_kind, nprobe=nprobe, ef_search=ef_search, rerank=rerank)
         return search(self, queries, index, k, query_modality=query_modality, modality=modality, index_dir=index_dir,
                       options=options)
 

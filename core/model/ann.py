@@ -33,7 +33,7 @@ KINDS = ("auto", "exact", "ivfpq", "hnsw")
 AUTO_APPROXIMATE_FROM = 100_000   # auto: exact below this many items, IVF-PQ from here on
 ANN_META = "ann.json"
 ANN_FORMAT = "fuse-ann-index"
-RERANK = 10                       # IVF-PQ candidates per wanted result, rescored exactly
+RERANK = 10                       # IVF-PQ candidates per wanted result, rescored exactly (default)
 NPROBE_FRACTION = 64              # default nprobe: nlist / 64 (at least 8 lists)
 HNSW = {"M": 32, "ef_construction": 80, "ef_search": 64}
 GROWTH = 4                        # IVF-PQ is retrained when the item count has grown or shrunk this much
@@ -162,9 +162,10 @@ class AnnIndex:
         found = (ids >= 0) & (len(sorted_ids) > 0) & (sorted_ids[at] == ids)
         return np.where(found, order[at], -1)
 
-    def search(self, query: np.ndarray, k: int, nprobe: int | None = None,
-               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and item positions [Q, k] of the best ``k`` per query (position -1: fewer found)."""
+    def search(self, query: np.ndarray, k: int, nprobe: int | None = None, ef_search: int | None = None,
+               rerank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and item positions [Q, k] of the best ``k`` per query (position -1: fewer found).
+        IVF-PQ: ``nprobe`` lists scanned, ``rerank * k`` candidates rescored; HNSW: ``ef_search``."""
         faiss = import_faiss(self.kind)
         if query.shape[-1] != self.ann["embed_dim"]:
             raise ModelFileError(f"Approximate index {self.folder / ANN_META} holds {self.ann['embed_dim']}-d "
@@ -177,7 +178,7 @@ class AnnIndex:
             scores, ids = self.index.search(query, min(k, n), params=params)
             return scores, self.positions(ids)
         params = faiss.SearchParametersIVF(nprobe=nprobe or self.ann["params"]["nprobe"])
-        _, ids = self.index.search(query, min(k * RERANK, n), params=params)
+        _, ids = self.index.search(query, min(k * (rerank or RERANK), n), params=params)
         return self.rerank(query, ids, k)
 
     def rerank(self, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,8 +12,9 @@ resumes where it stopped. Removal compacts: a shard some of whose items are gone
 new shard of the rest, so no removed item's bytes stay, and a shard never changes once written.
 An index records the fingerprint of the model that built it: another model's index is refused
 (``rebuild=True`` starts it over) rather than searched with the wrong space. Nothing is unpickled:
-index.json is JSON and shards are safetensors, checked against their recorded hashes. Exact search goes through the same tiled top-k kernel as evaluation; approximate
-search (IVF-PQ, HNSW) through faiss, see fuse.model.ann.
+index.json is JSON and shards are safetensors, checked against their recorded hashes. Exact search
+goes through the same tiled top-k kernel as evaluation; approximate search (IVF-PQ, HNSW) through
+faiss, see fuse.model.ann.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class IndexOptions:
     built it; empty: the model's own ``path``). ``shard_rows``: items per shard file. ``fingerprint``:
     the model's fingerprint when the caller has it already. ``desc``: the progress bar's verb.
     ``kind``: exact, ivfpq, hnsw or auto (fuse.model.ann.choose_kind). ``nprobe`` (IVF lists scanned) and
-    ``ef_search`` (HNSW candidate list): search-time knobs, None for the index's defaults.
+    ``ef_search`` (HNSW candidate list), ``rerank`` (IVF-PQ candidates per result rescored exactly):
+    search-time knobs, None for the defaults.
     """
 
     rebuild: bool = False
@@ -63,6 +65,7 @@ class IndexOptions:
     kind: str = "auto"
     nprobe: int | None = None
     ef_search: int | None = None
+    rerank: int | None = None
 
     def for_model(self, model) -> "IndexOptions":
         """These options with ``model_path`` filled in from the model when it is empty."""
@@ -123,16 +126,16 @@ class EmbeddingIndex:
             self._ann = open_ann(self.folder, self.meta) or False
         return self._ann or None
 
-    def search(self, query: torch.Tensor, k: int = 10, *, nprobe: int | None = None,
-               ef_search: int | None = None) -> list[list[dict]]:
+    def search(self, query: torch.Tensor, k: int = 10, *, nprobe: int | None = None, ef_search: int | None = None,
+               rerank: int | None = None) -> list[list[dict]]:
         """For each query embedding, its ``k`` nearest items, best first: {rank, score, value}. Exact, or
-        through the approximate index when there is one (``nprobe``/``ef_search``: its knobs)."""
+        through the approximate index when there is one (``nprobe``/``ef_search``/``rerank``: its knobs)."""
         dim = self.meta["embed_dim"]
         if query.shape[-1] != dim:
             raise ModelFileError(f"Index {self.folder} holds {dim}-d embeddings but the queries are "
                                  f"{query.shape[-1]}-d; rebuild it with this model (--rebuild).")
         if self.ann is not None:
-            scores, index = self.ann.search(query.float().cpu().numpy(), k, nprobe, ef_search)
+            scores, index = self.ann.search(query.float().cpu().numpy(), k, nprobe, ef_search, rerank)
         else:
             scores, index = topk(query.float().cpu(), self.embeddings, k)
             scores, index = scores.numpy(), index.numpy()

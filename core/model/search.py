@@ -105,4 +105,4 @@ def search(model, queries: list, index, k: int = 10, *, query_modality: str | No
     if len(index) == 0:
         raise DataError(f"Index {index.folder} is empty: its source holds no {index.modality} values.")
     q = embed_values(model, qm, list(queries), options.batch_size)
-    return index.search(q, k, nprobe=options.nprobe, ef_search=options.ef_search)
+    return index.search(q, k, nprobe=options.nprobe, ef_search=options.ef_search, rerank=options.rerank)
