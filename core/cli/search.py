@@ -27,7 +27,7 @@ import click
 @click.option("--nprobe", type=click.IntRange(min=1), help="IVF-PQ: lists scanned per query (default: nlist / 64).")
 @click.option("--ef-search", type=click.IntRange(min=1), help="HNSW: candidate list size per query (default 64).")
 @click.option("--rerank", type=click.IntRange(min=1),
-              help="IVF-PQ: candidates per result rescored exactly (default 10).")
+              help="IVF-PQ: candidates per result rescored exactly (default: 10 per million items, at least 10).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--batch-size", default=32, show_default=True, help="Encoding batch size.")
 @click.option("--device", default="auto", show_default=True, help="auto: CUDA when present, else the CPU.")

@@ -33,7 +33,8 @@ KINDS = ("auto", "exact", "ivfpq", "hnsw")
 AUTO_APPROXIMATE_FROM = 100_000   # auto: exact below this many items, IVF-PQ from here on
 ANN_META = "ann.json"
 ANN_FORMAT = "fuse-ann-index"
-RERANK = 10                       # IVF-PQ candidates per wanted result, rescored exactly (default)
+RERANK = 10                       # IVF-PQ candidates per wanted result per million items (at least 10),
+                                  # rescored exactly: a denser collection needs more to hold the true top k
 NPROBE_FRACTION = 64              # default nprobe: nlist / 64 (at least 8 lists)
 HNSW = {"M": 32, "ef_construction": 80, "ef_search": 64}
 GROWTH = 4                        # IVF-PQ is retrained when the item count has grown or shrunk this much
@@ -178,7 +179,8 @@ class AnnIndex:
             scores, ids = self.index.search(query, min(k, n), params=params)
             return scores, self.positions(ids)
         params = faiss.SearchParametersIVF(nprobe=nprobe or self.ann["params"]["nprobe"])
-        _, ids = self.index.search(query, min(k * (rerank or RERANK), n), params=params)
+        rerank = rerank or max(RERANK, math.ceil(RERANK * n / 1_000_000))
+        _, ids = self.index.search(query, min(k * rerank, n), params=params)
         return self.rerank(query, ids, k)
 
     def rerank(self, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
