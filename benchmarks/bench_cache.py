@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import context, interleaved, matmul_peak, median, parse, ratio, write  # noqa: E402
 
 import fuse  # noqa: E402
-from fuse.api.inputs import read_value
-from fuse.api.plugin_manager import registry
+from fuse.base.inputs import read_value
+from fuse.base.plugin_manager import registry
 from fuse.data.cache import encode_values
 from fuse.data.manifest import load_pairs
 from fuse.training.optim import make_optimizer, param_groups, warmup_cosine

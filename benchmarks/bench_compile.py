@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_reference import DIMS, fuse_loop  # noqa: E402
 from common import RESULTS, context, interleaved, machine, median, parse, ratio, write  # noqa: E402
 
-from fuse.api.plugin_manager import registry
+from fuse.base.plugin_manager import registry
 
 
 def timed(fn) -> float:

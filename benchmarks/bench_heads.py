@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import context, interleaved, matmul_peak, median, parse, ratio, write  # noqa: E402
 
-from fuse.api.interfaces import Step
-from fuse.api.plugin_manager import registry
+from fuse.base.interfaces import Step
+from fuse.base.plugin_manager import registry
 from fuse.training.optim import make_optimizer, param_groups, warmup_cosine
 from fuse.training.precision import Precision
 

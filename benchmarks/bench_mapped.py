@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import context, machine, parse, write  # noqa: E402
 
-from fuse.api.losses import LogitScale, info_nce
+from fuse.base.losses import LogitScale, info_nce
 from fuse.data.manifest import PairedData
 from fuse.data.store import LatentStore, value_key
 from fuse.training.batches import PairStream, StreamOptions

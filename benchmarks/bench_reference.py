@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import context, interleaved, machine, median, parse, ratio, write  # noqa: E402
 
 import fuse  # noqa: E402
-from fuse.api.plugin_manager import registry
+from fuse.base.plugin_manager import registry
 from fuse.data.manifest import PairedData
 from fuse.training.batches import PairStream, StreamOptions
 from fuse.training.optim import make_optimizer, param_groups, warmup_cosine

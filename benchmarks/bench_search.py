@@ -35,8 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import context, machine, parse, write  # noqa: E402
 
-from fuse.api.atomic import save_tensors, write_text
-from fuse.api.weights import tensors_hash
+from fuse.base.atomic import save_tensors, write_text
+from fuse.base.weights import tensors_hash
 from fuse.model.ann_build import sync_ann
 from fuse.model.index import FORMAT, FORMAT_VERSION, META, SHARD_ROWS, open_index
 

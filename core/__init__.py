@@ -10,7 +10,7 @@ Public API::
 
 ``__all__`` is the whole plugin surface: built-in plugins import nothing else from fuse (a test
 checks it), so a third-party plugin can do everything they do. Plugins implement hooks declared
-in ``fuse.api.hookspecs`` with ``@fuse.hookimpl``.
+in ``fuse.base.hookspecs`` with ``@fuse.hookimpl``.
 """
 
 from __future__ import annotations
@@ -21,26 +21,26 @@ import importlib
 # command, which imports it) loads neither torch nor the training loop nor any plugin until a
 # name that needs them is touched; `from fuse import Encoder` works as before.
 _LAZY = {
-    "gather_all": "fuse.api.collectives:gather_all",
-    "gather_with_grad": "fuse.api.collectives:gather_with_grad",
-    **{name: f"fuse.api.errors:{name}" for name in ("DataError", "FuseError", "ModelFileError", "PluginError",
+    "gather_all": "fuse.base.collectives:gather_all",
+    "gather_with_grad": "fuse.base.collectives:gather_with_grad",
+    **{name: f"fuse.base.errors:{name}" for name in ("DataError", "FuseError", "ModelFileError", "PluginError",
                                                      "RecipeError")},
-    "enable_hf_checkpointing": "fuse.api.hf:enable_checkpointing",
-    **{name: f"fuse.api.hf:{name}" for name in ("hf_source", "load_hf", "save_hf", "truncate_layers")},
-    "hookimpl": "fuse.api.hookspecs:hookimpl",
-    **{name: f"fuse.api.inputs:{name}" for name in ("InputKind", "input_kind", "read_value")},
-    **{name: f"fuse.api.interfaces:{name}" for name in ("Encoder", "EncoderInfo", "Fusion", "Head", "Objective",
+    "enable_hf_checkpointing": "fuse.base.hf:enable_checkpointing",
+    **{name: f"fuse.base.hf:{name}" for name in ("hf_source", "load_hf", "save_hf", "truncate_layers")},
+    "hookimpl": "fuse.base.hookspecs:hookimpl",
+    **{name: f"fuse.base.inputs:{name}" for name in ("InputKind", "input_kind", "read_value")},
+    **{name: f"fuse.base.interfaces:{name}" for name in ("Encoder", "EncoderInfo", "Fusion", "Head", "Objective",
                                                          "Step")},
-    **{name: f"fuse.api.latents:{name}" for name in ("Tokens", "length_mask", "masked_mean")},
-    "LogitScale": "fuse.api.losses:LogitScale",
-    "info_nce": "fuse.api.losses:info_nce",
-    "Options": "fuse.api.options:Options",
-    "resolve_path": "fuse.api.paths:resolve_path",
-    "register_plugin": "fuse.api.plugin_manager:register_plugin",
-    "unregister_plugin": "fuse.api.plugin_manager:unregister_plugin",
-    "open_value": "fuse.api.shard_refs:open_value",
-    "load_state_dict": "fuse.api.weights:load_state_dict",
-    "save_state_dict": "fuse.api.weights:save_state_dict",
+    **{name: f"fuse.base.latents:{name}" for name in ("Tokens", "length_mask", "masked_mean")},
+    "LogitScale": "fuse.base.losses:LogitScale",
+    "info_nce": "fuse.base.losses:info_nce",
+    "Options": "fuse.base.options:Options",
+    "resolve_path": "fuse.base.paths:resolve_path",
+    "register_plugin": "fuse.base.plugin_manager:register_plugin",
+    "unregister_plugin": "fuse.base.plugin_manager:unregister_plugin",
+    "open_value": "fuse.base.shard_refs:open_value",
+    "load_state_dict": "fuse.base.weights:load_state_dict",
+    "save_state_dict": "fuse.base.weights:save_state_dict",
     "DatasetBuilder": "fuse.data.datasets:DatasetBuilder",
 }
 
@@ -83,7 +83,7 @@ def train(recipe, overrides=(), resume: bool = False):
 def create(kind: str, name: str, options: dict | None = None, where: str = "", **context):
     """Build a registered component by name (e.g. a video encoder building its per-frame image
     encoder): options are validated against its schema; errors name ``where``."""
-    from fuse.api.plugin_manager import registry
+    from fuse.base.plugin_manager import registry
 
     return registry(kind).create(name, options, where, **context)
 

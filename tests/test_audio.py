@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 from conftest import write_recipe
 
-from fuse.api.errors import DataError
-from fuse.api.plugin_manager import registry
+from fuse.base.errors import DataError
+from fuse.base.plugin_manager import registry
 from fuse.cli import cli
 from fuse.data.datasets import build_dataset
 from fuse.plugins.audio import AudioClip, read_audio
@@ -41,7 +41,7 @@ def test_wav2vec2_mean_pooling_ignores_padding_and_round_trips(tiny_wav2vec2, tm
 
 
 def test_cls_pooling_needs_a_cls_token(tiny_wav2vec2):
-    from fuse.api.errors import RecipeError
+    from fuse.base.errors import RecipeError
 
     with pytest.raises(RecipeError, match="pooling: cls needs a model with a CLS token"):
         registry("encoder").create("hf-audio", {"model": str(tiny_wav2vec2), "pooling": "cls"})

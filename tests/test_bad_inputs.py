@@ -217,7 +217,7 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(world, row, monkeypatch)
     if row.enospc:
         def full(fd):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        monkeypatch.setattr("fuse.api.atomic._fsync", full)
+        monkeypatch.setattr("fuse.base.atomic._fsync", full)
     result = CliRunner().invoke(cli, [a.format(**world) for a in row.args])
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2, result.output

@@ -16,8 +16,8 @@ from conftest import tiny_recipe, write_recipe
 from safetensors.torch import save_file
 
 import fuse
-from fuse.api.errors import DataError
-from fuse.api.plugin_manager import registry
+from fuse.base.errors import DataError
+from fuse.base.plugin_manager import registry
 from fuse.cli import cli
 from fuse.data.cache import EncodeOptions, cached_latents, encode_values, latent_identity, store_folder
 from fuse.data.store import LatentStore
@@ -151,7 +151,7 @@ def test_a_nan_shard_is_refused_with_one_line(encoder, tmp_path):
 
 
 def _keys(values):
-    from fuse.api.inputs import input_kind
+    from fuse.base.inputs import input_kind
     from fuse.data.store import value_key
 
     return [value_key(input_kind("text").identity(v)) for v in values]
@@ -183,7 +183,7 @@ import sys, torch
 from pathlib import Path
 from fuse.cli import cli
 from fuse.data.cache import EncodeOptions, cached_latents
-from fuse.api.plugin_manager import registry
+from fuse.base.plugin_manager import registry
 enc = registry("encoder").create("hf-text", {"model": sys.argv[2]})
 values = [f"a shape numbered {i} " + "word " * (i % 7) for i in range(int(sys.argv[3]))]
 cached_latents(enc, {"name": "hf-text"}, values, Path(sys.argv[1]), torch.device("cpu"),
@@ -224,7 +224,7 @@ import torch
 from fuse.cli import cli
 from fuse.data.cache import EncodeOptions, cached_latents
 from fuse.data.datasets import build_dataset
-from fuse.api.plugin_manager import registry
+from fuse.base.plugin_manager import registry
 cache = Path(sys.argv[1])
 splits = build_dataset("emoji", {"max_items": 12, "image_size": 16}, cache)
 enc = registry("encoder").create("hf-text", {"model": sys.argv[2]})

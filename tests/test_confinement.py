@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fuse.api.owned import owner
+from fuse.base.owned import owner
 from fuse.cli import cli
 
 
@@ -134,7 +134,7 @@ def edit_config(export: Path, change) -> None:
 @pytest.mark.parametrize("where", ["../outside.safetensors", "ABS", "./../../../outside.safetensors"])
 def test_export_loads_no_weights_from_outside_its_folder(export_copy, tmp_path, where):
     import fuse
-    from fuse.api.errors import ModelFileError
+    from fuse.base.errors import ModelFileError
 
     outside = tmp_path / "outside.safetensors"
     shutil.copyfile(export_copy / "image" / "encoder" / "model.safetensors", outside)
@@ -146,7 +146,7 @@ def test_export_loads_no_weights_from_outside_its_folder(export_copy, tmp_path, 
 
 def test_export_loads_only_listed_files(export_copy, tmp_path):
     import fuse
-    from fuse.api.errors import ModelFileError
+    from fuse.base.errors import ModelFileError
 
     (export_copy / "image" / "encoder" / "extra.safetensors").write_bytes(
         (export_copy / "image" / "encoder" / "model.safetensors").read_bytes())
@@ -158,7 +158,7 @@ def test_export_loads_only_listed_files(export_copy, tmp_path):
 
 def test_export_files_list_cannot_name_a_path_outside(export_copy, tmp_path):
     import fuse
-    from fuse.api.errors import ModelFileError
+    from fuse.base.errors import ModelFileError
 
     outside = tmp_path / "outside.safetensors"
     outside.write_bytes(b"x")

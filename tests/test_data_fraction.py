@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import tiny_recipe, write_recipe, write_shapes_manifest
-from fuse.api.errors import RecipeError
+from fuse.base.errors import RecipeError
 from fuse.data.load import load_data, take_fraction
 from fuse.data.manifest import load_pairs
 from fuse.recipes.plan import load_plan

@@ -46,7 +46,7 @@ RANK = """
 import sys, torch, torch.distributed as dist
 from pathlib import Path
 from fuse.data.cache import EncodeOptions, cached_latents
-from fuse.api.plugin_manager import registry
+from fuse.base.plugin_manager import registry
 rank, world, cache, model, init = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5]
 if world > 1:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
@@ -74,7 +74,7 @@ def test_two_ranks_encode_their_own_slices_into_one_store(tmp_path, tiny_text_mo
     assert "rank0: cached 20 new latents" in outs[0] and "rank1: cached 20 new latents" in outs[1]
     records = [json.loads(p.read_text()) for p in (tmp_path / "two").glob("latent-store/*/shard-*.json")]
     assert sorted(len(r["keys"]) for r in records) == [4, 4, 8, 8, 8, 8]   # 20 rows a rank, shards of 8
-    from fuse.api.plugin_manager import registry
+    from fuse.base.plugin_manager import registry
     from fuse.data.cache import EncodeOptions, cached_latents
 
     enc = registry("encoder").create("hf-text", {"model": str(tiny_text_model)})
@@ -91,9 +91,9 @@ def test_two_ranks_encode_their_own_slices_into_one_store(tmp_path, tiny_text_mo
 WAITER = """
 import sys, torch
 from pathlib import Path
-import fuse.api.collectives as d   # what the latent store asks
+import fuse.base.collectives as d   # what the latent store asks
 from fuse.data.cache import EncodeOptions, cached_latents
-from fuse.api.plugin_manager import registry
+from fuse.base.plugin_manager import registry
 d.rank, d.world_size = (lambda: 0), (lambda: 2)   # rank 0 of 2, whose peer never comes
 enc = registry("encoder").create("hf-text", {"model": sys.argv[2]})
 values = [f"caption {i}" for i in range(8)]
@@ -108,7 +108,7 @@ def test_a_rank_waiting_for_a_dead_peer_says_so(tmp_path, tiny_text_model):
     import os
     import time
 
-    from fuse.api.atomic import locked
+    from fuse.base.atomic import locked
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-u", "-c", WAITER, str(tmp_path), str(tiny_text_model)], env=env,

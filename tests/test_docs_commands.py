@@ -29,7 +29,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from fuse.api.errors import FuseError
+from fuse.base.errors import FuseError
 from fuse.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,7 +203,7 @@ def test_every_documented_subcommand_shows_its_help(documented):
 
 def test_documented_train_overrides_resolve(documented):
     """`fuse train <shipped recipe> overrides` resolves (schema, plugins, override paths), files aside."""
-    from fuse.api.errors import FuseError
+    from fuse.base.errors import FuseError
     from fuse.recipes.plan import load_plan
 
     bad, resolved = [], 0

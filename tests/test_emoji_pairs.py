@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fuse.api.errors import DataError, RecipeError
+from fuse.base.errors import DataError, RecipeError
 from fuse.data.datasets import build_dataset
 from fuse.data.manifest import load_pairs
 from fuse.plugins.emoji.render import font_path, group_key, render

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import fuse
-from fuse.api import plugin_manager
-from fuse.api.errors import PluginError
+from fuse.base import plugin_manager
+from fuse.base.errors import PluginError
 from fuse.recipes.spec import resolve_spec
 
 

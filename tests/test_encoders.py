@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import _draw
 
-from fuse.api.plugin_manager import registry
+from fuse.base.plugin_manager import registry
 from fuse.plugins.audio import AudioClip
 
 
@@ -93,21 +93,21 @@ def test_mean_pooling_ignores_padding(tiny_text_model):
 
 
 def test_unknown_timm_model_is_a_recipe_error():
-    from fuse.api.errors import RecipeError
+    from fuse.base.errors import RecipeError
 
     with pytest.raises(RecipeError, match="timm has no model 'no_such_net'"):
         registry("encoder").create("timm", {"model": "no_such_net", "pretrained": False})
 
 
 def test_unreachable_hub_model_is_a_clear_error():
-    from fuse.api.errors import ModelFileError
+    from fuse.base.errors import ModelFileError
 
     with pytest.raises(ModelFileError, match="Could not load 'no-org/no-such-model'.*Give a local directory"):
         registry("encoder").create("hf-text", {"model": "no-org/no-such-model"})
 
 
 def test_pkg_path_to_a_missing_package_names_the_extra():
-    from fuse.api.errors import ModelFileError
+    from fuse.base.errors import ModelFileError
 
     with pytest.raises(ModelFileError, match=r"package 'not_installed_pkg', which is not installed.*fuse-align\[demo\]"):
         registry("encoder").create("hf-text", {"model": "pkg:not_installed_pkg/model"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fuse.api.errors import DataError
+from fuse.base.errors import DataError
 from fuse.eval import class_embeddings, load_templates, zeroshot_metrics
 
 

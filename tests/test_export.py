@@ -11,7 +11,7 @@ from conftest import COLORS, SHAPES, _draw
 from safetensors.torch import load_file
 
 import fuse
-from fuse.api.errors import ModelFileError, PluginError
+from fuse.base.errors import ModelFileError, PluginError
 from fuse.cli import cli
 from fuse.model.aligned import build_model
 from fuse.model.export import export_model

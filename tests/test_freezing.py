@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from conftest import tiny_recipe, write_recipe
 from safetensors.torch import load_file
 
-from fuse.api.errors import RecipeError
+from fuse.base.errors import RecipeError
 from fuse.cli import cli
 from fuse.recipes.plan import load_plan
 

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from conftest import tiny_recipe, write_recipe
 
 import fuse
-from fuse.api import plugin_manager
-from fuse.api.errors import RecipeError
-from fuse.api.latents import Tokens
+from fuse.base import plugin_manager
+from fuse.base.errors import RecipeError
+from fuse.base.latents import Tokens
 from fuse.cli import cli
 from fuse.recipes.plan import load_plan
 

@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from fuse.api.errors import RecipeError
-from fuse.api.latents import masked_mean
-from fuse.api.plugin_manager import registry
+from fuse.base.errors import RecipeError
+from fuse.base.latents import masked_mean
+from fuse.base.plugin_manager import registry
 from fuse.plugins.audio import AudioClip
 
 HIDDEN, PROJ = 16, 12  # HTSAT width after two stages (8 * 2), CLAP projection width

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fuse.api.errors import RecipeError
+from fuse.base.errors import RecipeError
 from fuse.training.batches import PairStream, StreamOptions, first_micro_step
 
 

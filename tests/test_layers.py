@@ -16,9 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "core"
-LAYERS = ["api", "recipes", "data", "eval", "model", "training", "cli"]
+LAYERS = ["base", "recipes", "data", "eval", "model", "training", "cli"]
 # Modules above every layer: the `fuse` facade, `python -m fuse`, and an old import path kept for exports.
-FACADES = {"fuse", "fuse.__main__", "fuse.sentence_transformers"}
+FACADES = {"fuse", "fuse.api", "fuse.__main__", "fuse.sentence_transformers"}
 
 
 def _modules(root: Path = CORE, package: str = "fuse") -> dict[str, Path]:
@@ -129,7 +129,7 @@ def test_every_package_says_what_it_owns_and_may_import():
     for layer in LAYERS:
         doc = ast.get_docstring(ast.parse((CORE / layer / "__init__.py").read_text())) or ""
         assert doc.strip(), f"core/{layer}/__init__.py has no docstring"
-        if layer not in ("api", "cli"):
+        if layer not in ("base", "cli"):
             assert "import" in doc, f"core/{layer}/__init__.py does not say what it may import"
 
 
@@ -150,7 +150,7 @@ def test_the_check_sees_upward_imports_including_function_level(tmp_path, source
 
 
 def test_the_check_sees_loops(tmp_path):
-    (tmp_path / "api").mkdir()
-    (tmp_path / "api" / "a.py").write_text("from fuse.api import b\n")
-    (tmp_path / "api" / "b.py").write_text("def f():\n    from fuse.api.a import x\n")
-    assert import_cycles(_modules(tmp_path)) == [["fuse.api.a", "fuse.api.b"]]
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "a.py").write_text("from fuse.base import b\n")
+    (tmp_path / "base" / "b.py").write_text("def f():\n    from fuse.base.a import x\n")
+    assert import_cycles(_modules(tmp_path)) == [["fuse.base.a", "fuse.base.b"]]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fuse.api.interfaces import Step
-from fuse.api.plugin_manager import registry
+from fuse.base.interfaces import Step
+from fuse.base.plugin_manager import registry
 from fuse.training.optim import make_optimizer, param_groups, warmup_cosine
 from fuse.training.precision import Precision
 

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from fuse.api.interfaces import Step
-from fuse.api.losses import LogitScale, info_nce
-from fuse.api.plugin_manager import registry
+from fuse.base.interfaces import Step
+from fuse.base.losses import LogitScale, info_nce
+from fuse.base.plugin_manager import registry
 
 
 def _reference_infonce(a, b, scale):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fuse.api.errors import DataError
+from fuse.base.errors import DataError
 from fuse.data.manifest import load_pairs
 
 

@@ -12,9 +12,9 @@ import math
 import pytest
 import torch
 
-from fuse.api.errors import RecipeError
-from fuse.api.interfaces import Step
-from fuse.api.plugin_manager import registry
+from fuse.base.errors import RecipeError
+from fuse.base.interfaces import Step
+from fuse.base.plugin_manager import registry
 
 MODS = ("image", "text")
 

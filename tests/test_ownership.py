@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import tiny_recipe, write_recipe
 
-from fuse.api.owned import exclusive, owner
+from fuse.base.owned import exclusive, owner
 from fuse.cli import cli
 
 
@@ -133,7 +133,7 @@ def test_a_run_sweeps_only_its_own_stale_temporaries(finished_run, tmp_path):
 
 HOLD = """
 import sys, time
-from fuse.api.owned import exclusive
+from fuse.base.owned import exclusive
 with exclusive(sys.argv[1], "output_dir"):
     print("held", flush=True)
     time.sleep(60)
@@ -216,7 +216,7 @@ def test_make_demo_twice_moves_the_earlier_run_aside(finished_run, tmp_path):
 
 
 def test_under_torchrun_rank_0_holds_the_run_lock_for_every_rank(tmp_path, monkeypatch):
-    from fuse.api.owned import Busy
+    from fuse.base.owned import Busy
     from fuse.training.rundir import owned_run
 
     run = tmp_path / "run"

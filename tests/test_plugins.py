@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 import fuse
-from fuse.api import plugin_manager
-from fuse.api.errors import PluginError
+from fuse.base import plugin_manager
+from fuse.base.errors import PluginError
 from fuse.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fuse.api.errors import DataError
+from fuse.base.errors import DataError
 from fuse.eval.probe import fit_logistic, fit_probe, split_by_key
 
 sklearn = pytest.importorskip("sklearn")

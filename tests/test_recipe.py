@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import tiny_recipe, write_recipe
 
-from fuse.api.errors import RecipeError
+from fuse.base.errors import RecipeError
 from fuse.cli import cli
 from fuse.recipes.plan import load_plan
 from fuse.recipes.recipe import load_recipe

@@ -105,7 +105,7 @@ def test_disk_full_during_export_leaves_nothing_and_keeps_the_old_export(run, tm
     out = tmp_path / "out"
     assert CliRunner().invoke(cli, ["export", str(run), str(out)]).exit_code == 0
     before = snapshot(out)
-    monkeypatch.setattr("fuse.api.atomic._fsync", _enospc)
+    monkeypatch.setattr("fuse.base.atomic._fsync", _enospc)
     for target, force in ((out, ["--force"]), (tmp_path / "new", [])):
         result = CliRunner().invoke(cli, ["export", str(run), str(target), *force])
         assert result.exit_code == 2 and "No space left on device" in result.output, result.output
@@ -116,10 +116,10 @@ def test_disk_full_during_export_leaves_nothing_and_keeps_the_old_export(run, tm
 # ------------------------------------------------------------------ 2. atomic files, verified checkpoints
 def test_disk_full_during_training_is_one_line_and_leaves_no_partial_file(tmp_path, tiny_text_model, shapes_data,
                                                                           monkeypatch):
-    import fuse.api.atomic
+    import fuse.base.atomic
 
     calls = {"n": 0}
-    real = fuse.api.atomic._fsync
+    real = fuse.base.atomic._fsync
 
     def full_after_a_while(fd):
         calls["n"] += 1
@@ -127,7 +127,7 @@ def test_disk_full_during_training_is_one_line_and_leaves_no_partial_file(tmp_pa
             _enospc(fd)
         real(fd)
 
-    monkeypatch.setattr("fuse.api.atomic._fsync", full_after_a_while)
+    monkeypatch.setattr("fuse.base.atomic._fsync", full_after_a_while)
     _, result = _train(tmp_path, tiny_text_model, shapes_data)
     assert result.exit_code == 2 and "No space left on device" in result.output and "free some space" in result.output
     assert not no_temp_files(tmp_path)

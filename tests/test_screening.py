@@ -12,7 +12,7 @@ import soundfile as sf
 from click.testing import CliRunner
 from conftest import tiny_recipe, write_recipe
 
-from fuse.api.errors import DataError
+from fuse.base.errors import DataError
 from fuse.cli import cli
 from fuse.data.manifest import load_pairs
 from fuse.data.screening import drop_bad_media

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import _draw
 
 import fuse
-from fuse.api.errors import FuseError, ModelFileError
+from fuse.base.errors import FuseError, ModelFileError
 from fuse.cli import cli
 
 

@@ -14,9 +14,9 @@ import torch
 from click.testing import CliRunner
 
 import fuse
-from fuse.api.atomic import save_tensors, write_text
-from fuse.api.errors import FuseError, ModelFileError
-from fuse.api.weights import tensors_hash
+from fuse.base.atomic import save_tensors, write_text
+from fuse.base.errors import FuseError, ModelFileError
+from fuse.base.weights import tensors_hash
 from fuse.cli import cli
 from fuse.model.ann_build import update_ann
 from fuse.model.index import FORMAT, FORMAT_VERSION, META, open_index

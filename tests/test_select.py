@@ -157,7 +157,7 @@ def test_init_seed_gives_the_same_random_weights_and_leaves_the_global_rng_alone
 
 
 def test_pkgsplit_joins_the_parts_of_a_split_zip_from_installed_distributions(tmp_path, monkeypatch):
-    from fuse.api.paths import resolve_path
+    from fuse.base.paths import resolve_path
 
     model = tmp_path / "src" / "tiny-model"
     model.mkdir(parents=True)

@@ -60,7 +60,7 @@ def test_the_generated_recipe_trains_into_the_top_pairs_run_not_the_templates(tm
     result = run_select(tmp_path, cands, shapes_data["train"], out)
     assert result.exit_code == 0, result.output
     assert yaml.safe_load((out / "recipe.yaml").read_text())["output_dir"] == "runs/effnet-bert"
-    from fuse.api.owned import claim
+    from fuse.base.owned import claim
 
     assert claim(out, "select", "--out") is False  # its own folder: a later select writes there again
 

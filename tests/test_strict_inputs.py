@@ -17,7 +17,7 @@ from conftest import tiny_recipe, write_recipe
 from PIL import Image
 
 import fuse
-from fuse.api.inputs import InputKind
+from fuse.base.inputs import InputKind
 from fuse.cli import cli
 
 
@@ -50,10 +50,10 @@ def test_the_pixel_limit_is_a_recipe_option(tmp_path, monkeypatch, tiny_text_mod
     monkeypatch.setattr(InputKind, "limits", dict(InputKind.limits))
     small = tmp_path / "small.png"
     Image.new("RGB", (64, 64), "red").save(small)
-    fuse.api.inputs.set_limits(max_image_pixels=1000)
+    fuse.base.inputs.set_limits(max_image_pixels=1000)
     with pytest.raises(fuse.DataError, match="64x64 = 4096 pixels, over data.max_image_pixels"):
         fuse.input_kind("image").read(str(small))
-    fuse.api.inputs.set_limits(max_image_pixels=5000)
+    fuse.base.inputs.set_limits(max_image_pixels=5000)
     assert fuse.input_kind("image").read(str(small)).size == (64, 64)
     r = tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{"data.max_image_pixels": 100})
     result = CliRunner().invoke(cli, ["train", str(write_recipe(tmp_path / "r.yaml", r))])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import fuse
-from fuse.api.plugin_manager import registries
+from fuse.base.plugin_manager import registries
 from fuse.recipes.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_core_names_no_input_kind():
         for pattern in (r'[!=]= "(image|text|audio|video)"', r'INPUT_KINDS', r'READERS'):
             for match in re.finditer(pattern, text):
                 line = text[:match.start()].count("\n") + 1
-                assert path.name == "api.py" and "text" in match.group(0), f"{path}:{line}: {match.group(0)}"
+                assert path.name == "run.py" and "text" in match.group(0), f"{path}:{line}: {match.group(0)}"
 
 
 # -- the docs name only options that exist ---------------------------------------------------
@@ -114,7 +114,7 @@ def test_yaml_components_in_docs_validate():
     """Every `{name: X, options: {...}}` written in the docs validates against X's schema."""
     import yaml
 
-    from fuse.api.plugin_manager import registry
+    from fuse.base.plugin_manager import registry
 
     seen = 0
     for doc in sorted((ROOT / "docs").glob("*.md")):

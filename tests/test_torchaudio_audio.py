@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from fuse.api.errors import ModelFileError, RecipeError
-from fuse.api.plugin_manager import registry
+from fuse.base.errors import ModelFileError, RecipeError
+from fuse.base.plugin_manager import registry
 from fuse.cli import cli
 from fuse.plugins.audio import AudioClip
 

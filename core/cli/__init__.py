@@ -17,7 +17,7 @@ import sys
 
 import click
 
-from fuse.api.errors import FuseError
+from fuse.base.errors import FuseError
 
 
 # command name -> "module:attribute"; imported when the command is named or listed.
@@ -43,7 +43,7 @@ def plugin_commands(listing: bool = False) -> dict[str, click.Command]:
     For a listing (``fuse --help``, shell completion) plugins are loaded only if one that is not
     fuse's own could add a command, so the built-in case stays free of torch.
     """
-    from fuse.api import plugin_manager as plugins
+    from fuse.base import plugin_manager as plugins
 
     if listing and not plugins.foreign_plugins():
         return {}
@@ -51,7 +51,7 @@ def plugin_commands(listing: bool = False) -> dict[str, click.Command]:
     plugins.plugin_manager().hook.register_commands(cli=scratch)
     clash = sorted(set(scratch.commands) & set(BUILT_IN))
     if clash:
-        from fuse.api.errors import PluginError
+        from fuse.base.errors import PluginError
 
         raise PluginError(f"a plugin adds the command '{clash[0]}', which is built into fuse; "
                           "rename the plugin's command (`fuse plugins` lists the installed plugins).")
@@ -93,7 +93,7 @@ def _fail(ctx, exc: Exception):
     if ctx.obj and ctx.obj.get("debug"):
         raise exc
     if isinstance(exc, OSError):  # the file system refused: name the path and the fix
-        from fuse.api.atomic import storage_error
+        from fuse.base.atomic import storage_error
 
         exc = storage_error(exc)
     click.echo(f"error: {exc}", err=True)

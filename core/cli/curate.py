@@ -29,9 +29,9 @@ def curate_command(manifest, concepts, out, encoder, floor, dedup, per_concept, 
 
     import yaml
 
-    from fuse.api.atomic import write_text
-    from fuse.api.devices import resolve_device
-    from fuse.api.errors import RecipeError
+    from fuse.base.atomic import write_text
+    from fuse.base.devices import resolve_device
+    from fuse.base.errors import RecipeError
     from fuse.data.datasets import default_cache_root
     from fuse.model.curate import (
         DEFAULT_ENCODER,
@@ -60,7 +60,7 @@ def curate_command(manifest, concepts, out, encoder, floor, dedup, per_concept, 
         if not isinstance(spec, dict) or "name" not in spec:
             raise RecipeError(f"--encoder: expected a spec like {json.dumps(DEFAULT_ENCODER)}, got {encoder!r}.")
     # Before reading or encoding anything: the encoder resolves (plugin, options, packages, files).
-    from fuse.api.paths import check_locations
+    from fuse.base.paths import check_locations
     from fuse.recipes.spec import resolve_spec
 
     resolve_spec("encoder", spec.get("name", ""), spec.get("options"), "--encoder")

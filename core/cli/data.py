@@ -35,7 +35,7 @@ def _option_params(schema) -> list[click.Option]:
 
 def _dataset_command(name: str) -> click.Command:
     """`fuse data build NAME`: the dataset's own options as flags, documented by its Options' descriptions."""
-    from fuse.api.plugin_manager import registry
+    from fuse.base.plugin_manager import registry
 
     entry = registry("dataset").get(name, "fuse data build")
 
@@ -66,7 +66,7 @@ class DatasetCommands(click.Group):
     """`fuse data build NAME ...`: one subcommand per registered dataset, so `--help` shows its options."""
 
     def list_commands(self, ctx):
-        from fuse.api.plugin_manager import registry
+        from fuse.base.plugin_manager import registry
 
         return registry("dataset").names()
 

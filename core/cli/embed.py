@@ -34,7 +34,7 @@ def embed_command(model_dir, inputs, modality, out, batch_size, shard_rows, devi
     INPUTS for file modalities (image, audio, ...): files, folders, globs, or a .txt list of paths.
     For text: strings, a text file with one string per line, or '-' / nothing for stdin."""
     from fuse.model.load import load_aligned
-    from fuse.api.devices import resolve_device
+    from fuse.base.devices import resolve_device
     from fuse.model.collect import collect_inputs
     from fuse.model.embed_file import embed_to_file
 

@@ -50,12 +50,12 @@ def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test,
                  classes, label_field, templates, modality, modalities, chunk_size, batch_size, device, no_baselines,
                  skip_bad_media, cache_dir):
     """Evaluate MODEL (an export dir or a run dir) on a manifest, or on standard benchmarks (--benchmark)."""
-    from fuse.api.devices import resolve_device
-    from fuse.api.errors import FuseError
+    from fuse.base.devices import resolve_device
+    from fuse.base.errors import FuseError
     from fuse.eval import run_probe, run_retrieval, run_zeroshot
-    from fuse.eval.report import format_table, plot_recall_curves, plot_worst_classes
+    from fuse.eval.tables import format_table, plot_recall_curves, plot_worst_classes
     from fuse.eval.zeroshot import read_class_list
-    from fuse.api.owned import claimable
+    from fuse.base.owned import claimable
     from fuse.model.load import load_aligned
 
     if out:  # checked before any work (written at the end): new, empty or fuse eval's; never a user's folder
@@ -88,8 +88,8 @@ def eval_command(model_dir, task, benchmark, root, limit, manifest, train, test,
         click.echo(format_table(metrics, [k for k in next(iter(metrics.values())) if "R@" in k or "top" in k
                                           or "rank" in k or k == "C"]))
     if out:
-        from fuse.api.atomic import write_text
-        from fuse.api.owned import claim
+        from fuse.base.atomic import write_text
+        from fuse.base.owned import claim
 
         out = Path(out)
         claim(out, "eval", "--out", legacy=_eval_files)
@@ -115,8 +115,8 @@ def _eval_files(folder: Path) -> bool:
 
 def _benchmarks(model_dir, names, root, limit, out, as_json, batch_size, device, no_baselines, cache_dir, given):
     """`fuse eval MODEL --benchmark NAMES --root DIR`: every benchmark's table in one JSON and one markdown file."""
-    from fuse.api.devices import resolve_device
-    from fuse.api.errors import FuseError
+    from fuse.base.devices import resolve_device
+    from fuse.base.errors import FuseError
     from fuse.data.datasets import default_cache_root
     from fuse.eval.benchmarks import markdown_table, parse_names, run_benchmarks
     from fuse.model.load import load_aligned
@@ -132,8 +132,8 @@ def _benchmarks(model_dir, names, root, limit, out, as_json, batch_size, device,
     table = markdown_table(report)
     click.echo(json.dumps(report, indent=2) if as_json else table)
     if out:
-        from fuse.api.atomic import write_text
-        from fuse.api.owned import claim
+        from fuse.base.atomic import write_text
+        from fuse.base.owned import claim
 
         out = Path(out)
         claim(out, "eval", "--out", legacy=_eval_files)

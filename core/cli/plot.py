@@ -11,7 +11,7 @@ import click
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def plot_command(run_dir):
     """Plot loss, learning rate, temperature and validation recall of a run."""
-    from fuse.api.errors import DataError
+    from fuse.base.errors import DataError
     from fuse.training.metrics import plot_metrics
 
     jsonl = Path(run_dir) / "metrics.jsonl"

@@ -12,7 +12,7 @@ import click
 @click.option("--kind", type=click.Choice(["input", "encoder", "head", "fusion", "objective", "dataset", "logger"]), help="Only this kind.")
 def plugins_command(as_json, kind):
     """List registered input kinds, encoders, heads, fusions, objectives, datasets and loggers (trackers)."""
-    from fuse.api.plugin_manager import plugin_listing
+    from fuse.base.plugin_manager import plugin_listing
 
     rows = [r for r in plugin_listing() if kind is None or r["kind"] == kind]
     if as_json:

@@ -27,12 +27,12 @@ def report_command(paths, task, manifest, compare, out, samples, seed, classes, 
     """Write one self-contained HTML page (no network) about a run or an export: recipe, curves, before/after,
     top-5 of sampled queries with the right item marked, the worst queries, the modality gap; with
     --task zeroshot, the confusion matrix, per-class accuracy and each sampled item's top-5 classes."""
-    from fuse.api.atomic import write_text
-    from fuse.api.devices import resolve_device
-    from fuse.api.errors import FuseError
+    from fuse.base.atomic import write_text
+    from fuse.base.devices import resolve_device
+    from fuse.base.errors import FuseError
     from fuse.eval.zeroshot import load_templates, read_class_list
-    from fuse.model.html_page import check_replaceable
-    from fuse.model.html_report import compare_page, report_page
+    from fuse.model.report_html import check_replaceable
+    from fuse.model.report import compare_page, report_page
 
     check_replaceable(out)
     if compare:

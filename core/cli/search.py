@@ -38,7 +38,7 @@ def search_command(model_dir, source, queries, k, modality, query_modality, inde
                    ef_search, rerank, as_json, batch_size, device, cache_dir, no_cache):
     """Search SOURCE with MODEL: each query's K nearest items (rank, cosine score, path or text)."""
     from fuse.model.load import load_aligned
-    from fuse.api.devices import resolve_device
+    from fuse.base.devices import resolve_device
     from fuse.cli.embed import cache_option
     from fuse.model.index import IndexOptions
     from fuse.model.search import search

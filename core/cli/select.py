@@ -21,12 +21,12 @@ def select_command(candidates, sample, out, k, rank_by, device, cache_dir):
     mutual k-NN) and print them ranked, with their cost."""
     from pathlib import Path
 
-    from fuse.api.devices import resolve_device
+    from fuse.base.devices import resolve_device
     from fuse.data.datasets import default_cache_root
     from fuse.model.selection import load_candidates, select
     from fuse.model.selection_report import format_table, write_outputs
 
-    from fuse.api.owned import claim
+    from fuse.base.owned import claim
 
     cfg = load_candidates(candidates)
     claim(Path(out), "select", "--out")  # before any encoding: new, empty or an earlier select's folder

@@ -23,7 +23,7 @@ def sweep_command(recipe, overrides, grid_items, sweep_file, samples, sample_see
     import json
     from pathlib import Path
 
-    from fuse.api.errors import RecipeError
+    from fuse.base.errors import RecipeError
     from fuse.recipes.recipe import load_recipe
     from fuse.training.sweep import grid_points, parse_grid, ranked_table, read_sweep_file, run_points
 

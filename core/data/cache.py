@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fuse.api import collectives
-from fuse.api.atomic import held, locked
-from fuse.api.collectives import any_sharded
-from fuse.api.errors import DataError
-from fuse.api.inputs import input_kind, read_value
-from fuse.api.latents import Tokens
+from fuse.base import collectives
+from fuse.base.atomic import held, locked
+from fuse.base.collectives import any_sharded
+from fuse.base.errors import DataError
+from fuse.base.inputs import input_kind, read_value
+from fuse.base.latents import Tokens
 from fuse.data.store import STORE_FORMAT, LatentStore, value_key
 
 SHARD_ROWS = 65536

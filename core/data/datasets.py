@@ -15,9 +15,9 @@ from typing import ClassVar
 
 import pydantic
 
-from fuse.api.atomic import atomic_dir, locked, sweep_stale, write_text
-from fuse.api.options import Options
-from fuse.api.plugin_manager import registry
+from fuse.base.atomic import atomic_dir, locked, sweep_stale, write_text
+from fuse.base.options import Options
+from fuse.base.plugin_manager import registry
 
 DONE_FILE = "fuse_dataset.json"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from fuse.api.errors import DataError
-from fuse.api.inputs import input_kind, set_limits
+from fuse.base.errors import DataError
+from fuse.base.inputs import input_kind, set_limits
 from fuse.data.datasets import build_dataset
 from fuse.data.manifest import PairedData, load_pairs
 from fuse.data.screening import drop_bad_media

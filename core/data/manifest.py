@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from fuse.api.errors import DataError, decode_utf8
+from fuse.base.errors import DataError, decode_utf8
 
 
 @dataclass

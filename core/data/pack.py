@@ -16,8 +16,8 @@ import json
 import tarfile
 from pathlib import Path
 
-from fuse.api.atomic import atomic_path
-from fuse.api.errors import DataError
+from fuse.base.atomic import atomic_path
+from fuse.base.errors import DataError
 from fuse.data.manifest import jsonl_records
 from fuse.data.sniff import header_ok
 

@@ -15,9 +15,9 @@ import re
 import sys
 from pathlib import Path
 
-from fuse.api.atomic import write_text
-from fuse.api.errors import DataError
-from fuse.api.inputs import input_kind
+from fuse.base.atomic import write_text
+from fuse.base.errors import DataError
+from fuse.base.inputs import input_kind
 from fuse.data.cache import values_fingerprint
 from fuse.data.manifest import PairedData
 

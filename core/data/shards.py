@@ -23,8 +23,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fuse.api.atomic import write_text
-from fuse.api.errors import DataError
+from fuse.base.atomic import write_text
+from fuse.base.errors import DataError
 from fuse.data.manifest import PairCollector, PairedData
 
 INDEX_VERSION = 1

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fuse.api.atomic import file_sha256, save_tensors, write_text
-from fuse.api.errors import DataError
-from fuse.api.latents import Tokens
+from fuse.base.atomic import file_sha256, save_tensors, write_text
+from fuse.base.errors import DataError
+from fuse.base.latents import Tokens
 
 _VERIFIED: set[tuple[str, int, int]] = set()  # (shard path, size, mtime): hashed once per process
 STORE_FORMAT = 3  # 3: per-value rows (the format-2 `latents/` folders keyed whole value lists)

@@ -7,7 +7,7 @@
     report = fuse.eval.run_probe(model, "train.jsonl", "test.jsonl")   # linear probe of one tower
 """
 
-from fuse.eval.api import run_retrieval, run_zeroshot
+from fuse.eval.run import run_retrieval, run_zeroshot
 from fuse.eval.probe import fit_logistic, fit_probe, probe_latents, run_probe
 from fuse.eval.rank import topk
 from fuse.eval.retrieval import evaluate_retrieval, ranks_of_best_positive, retrieval_metrics

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fuse.api.errors import DataError, FuseError
+from fuse.base.errors import DataError, FuseError
 from fuse.data.datasets import build_dataset
-from fuse.eval.api import run_retrieval, run_zeroshot
+from fuse.eval.run import run_retrieval, run_zeroshot
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fuse.api.errors import DataError, FuseError
-from fuse.api.inputs import input_kind
-from fuse.api.latents import Tokens, masked_mean
-from fuse.eval.api import read_classification_manifest
+from fuse.base.errors import DataError, FuseError
+from fuse.base.inputs import input_kind
+from fuse.base.latents import Tokens, masked_mean
+from fuse.eval.run import read_classification_manifest
 
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 

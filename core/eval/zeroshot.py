@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fuse.api.errors import DataError
+from fuse.base.errors import DataError
 
 BUILTIN_TEMPLATES = ("imagenet", "short", "sound")
 

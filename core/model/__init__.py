@@ -2,5 +2,5 @@
 (``embed``, ``embed_file``, ``collect``), indexes and search, encoder-pair selection and curation,
 the model card and the sentence-transformers bridge.
 
-May import: ``fuse.api``, ``fuse.recipes``, ``fuse.data``, ``fuse.eval``.
+May import: ``fuse.base``, ``fuse.recipes``, ``fuse.data``, ``fuse.eval``.
 """

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fuse.api.errors import FuseError, RecipeError
-from fuse.api.interfaces import EncoderInfo
-from fuse.api.latents import Tokens
+from fuse.base.errors import FuseError, RecipeError
+from fuse.base.interfaces import EncoderInfo
+from fuse.base.latents import Tokens
 from fuse.data.cache import EncodeOptions, cached_latents, encode_values
 from fuse.recipes.spec import Spec, resolve_spec
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fuse.api.atomic import atomic_path, write_text
-from fuse.api.errors import FuseError, ModelFileError, PluginError
+from fuse.base.atomic import atomic_path, write_text
+from fuse.base.errors import FuseError, ModelFileError, PluginError
 
 KINDS = ("auto", "exact", "ivfpq", "hnsw")
 AUTO_APPROXIMATE_FROM = 100_000   # auto: exact below this many items, IVF-PQ from here on

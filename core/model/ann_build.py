@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fuse.api.atomic import atomic_path, locked, write_text
+from fuse.base.atomic import atomic_path, locked, write_text
 from fuse.model.ann import (ANN_FORMAT, ANN_META, GROWTH, HNSW, choose_kind, import_faiss, ivfpq_params,
                             read_ann_meta, read_faiss, shard_ids)
 from fuse.model.index import load_shard, read_meta

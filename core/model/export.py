@@ -21,11 +21,11 @@ import json
 import shutil
 from pathlib import Path
 
-from fuse.api.atomic import atomic_dir, locked, sweep_stale, write_text
-from fuse.api.errors import FuseError, ModelFileError, StorageError
-from fuse.api.owned import exclusive
-from fuse.api.plugin_manager import installed_version
-from fuse.api.weights import read_checkpoint, save_state_dict
+from fuse.base.atomic import atomic_dir, locked, sweep_stale, write_text
+from fuse.base.errors import FuseError, ModelFileError, StorageError
+from fuse.base.owned import exclusive
+from fuse.base.plugin_manager import installed_version
+from fuse.base.weights import read_checkpoint, save_state_dict
 from fuse.model.aligned import AlignedModel
 from fuse.model.export_files import record_files
 from fuse.model.load import model_from_plan

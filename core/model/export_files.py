@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fuse.api.atomic import file_sha256
-from fuse.api.errors import ModelFileError
+from fuse.base.atomic import file_sha256
+from fuse.base.errors import ModelFileError
 
 HASH_LIMIT = 64 * 2**20
 

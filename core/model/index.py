@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from fuse.api.atomic import locked, save_tensors, write_text
-from fuse.api.errors import ModelFileError
-from fuse.api.inputs import input_kind
-from fuse.api.owned import claim, sweep_temporaries
-from fuse.api.weights import tensors_hash
+from fuse.base.atomic import locked, save_tensors, write_text
+from fuse.base.errors import ModelFileError
+from fuse.base.inputs import input_kind
+from fuse.base.owned import claim, sweep_temporaries
+from fuse.base.weights import tensors_hash
 from fuse.eval.rank import topk
 
 FORMAT = "fuse-embedding-index"
@@ -242,7 +242,7 @@ def fuse_index_files(folder: Path) -> bool:
 
 
 def claim_index(folder: Path) -> set[str]:
-    """Make ``folder`` this index's (``fuse.api.owned``): a non-empty folder that is not a fuse index
+    """Make ``folder`` this index's (``fuse.base.owned``): a non-empty folder that is not a fuse index
     is refused, --rebuild or not; its own stale temporaries are swept. Returns the shards it may
     delete: those its index.json lists (fuse wrote them)."""
     claim(folder, "index", "--index-dir", legacy=fuse_index_files)

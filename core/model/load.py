@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from fuse.api.errors import ModelFileError, RecipeError
+from fuse.base.errors import ModelFileError, RecipeError
 from fuse.model.aligned import AlignedModel, build_model
 from fuse.model.export_files import verify_files
 from fuse.recipes.export_format import CONFIG, read_config, tower_specs

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fuse.api.errors import DataError, FuseError
-from fuse.api.inputs import input_kind
+from fuse.base.errors import DataError, FuseError
+from fuse.base.inputs import input_kind
 from fuse.model.ann import check_kind
 from fuse.model.ann_build import update_ann
 from fuse.model.collect import collect_inputs, manifest_values

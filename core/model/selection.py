@@ -31,8 +31,8 @@ import pydantic
 import torch
 import yaml
 
-from fuse.api.errors import DataError, RecipeError, decode_utf8
-from fuse.api.validation import format_validation_error
+from fuse.base.errors import DataError, RecipeError, decode_utf8
+from fuse.base.validation import format_validation_error
 from fuse.model.similarity import linear_cka, median_bandwidth, minibatch_cka, mutual_knn
 from fuse.recipes.recipe import EncoderSection
 from fuse.recipes.strict_yaml import load_strict
@@ -115,7 +115,7 @@ def check_candidates(cfg: CandidatesFile, where: str) -> None:
     """Every candidate resolves (its plugin registered, its options valid, its packages installed and
     its weight files present) before the first one is encoded: a missing package fails in a second,
     not after every other candidate has been encoded."""
-    from fuse.api.paths import check_locations
+    from fuse.base.paths import check_locations
     from fuse.recipes.spec import resolve_spec
 
     for m, items in cfg.candidates.items():
@@ -128,7 +128,7 @@ def encode_candidate(cand: Candidate, modality: str, sample: Path, cache_dir: Pa
                      batch_size: int, where: str) -> Encoded:
     """Build the encoder, read the sample's values of its modality and get their latents (cached);
     time a probe batch for the cost column (cached latents say nothing about speed)."""
-    from fuse.api.inputs import input_kind
+    from fuse.base.inputs import input_kind
     from fuse.data.cache import EncodeOptions, cached_latents, encode_values
     from fuse.recipes.spec import resolve_spec
 

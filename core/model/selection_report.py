@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from fuse.api.atomic import write_text
-from fuse.api.errors import RecipeError
+from fuse.base.atomic import write_text
+from fuse.base.errors import RecipeError
 from fuse.model.selection import METRICS, CandidatesFile
 from fuse.recipes.strict_yaml import load_strict
 

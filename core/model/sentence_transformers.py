@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fuse.api.atomic import write_text
-from fuse.api.errors import ModelFileError
+from fuse.base.atomic import write_text
+from fuse.base.errors import ModelFileError
 
 HEAD_CONFIG = "fuse_head.json"
 TOP_FILES = ("modules.json", "config_sentence_transformers.json")
@@ -36,7 +36,7 @@ def write_sentence_transformers(out: Path, tower: str, st_config: dict, head: di
                                 out_dim: int) -> None:
     """The sentence-transformers files of a one-tower export in ``out`` (its encoder and head.safetensors
     are written already). ``st_config``: the encoder's ``sentence_transformers_config()``."""
-    from fuse.api.plugin_manager import installed_version
+    from fuse.base.plugin_manager import installed_version
 
     base = out / tower
     modules = [("encoder", "sentence_transformers.base.modules.transformer.Transformer"),

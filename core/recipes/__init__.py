@@ -2,5 +2,5 @@
 validated options (``spec``), the export format that specs are saved in (``export_format``), and
 the plan a recipe resolves into once (``plan.load_plan``).
 
-May import: ``fuse.api``.
+May import: ``fuse.base``.
 """

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fuse.api.errors import ModelFileError, PluginError, RecipeError
-from fuse.api.plugin_manager import registry
+from fuse.base.errors import ModelFileError, PluginError, RecipeError
+from fuse.base.plugin_manager import registry
 from fuse.recipes.spec import Spec, resolve_spec
 
 FORMAT = "fuse-aligned-model"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fuse.api.errors import FuseError, RecipeError
+from fuse.base.errors import FuseError, RecipeError
 from fuse.recipes.recipe import Component, Recipe, Source, load_recipe
 from fuse.recipes.spec import Spec, resolve_spec
 
@@ -30,8 +30,8 @@ class TowerPlan:
     @property
     def input_kinds(self) -> tuple[str, ...]:
         """The input kinds the tower's encoder declared when it registered (``modalities=``; the one
-        declaration, checked against the registered kinds then: fuse.api.registry)."""
-        from fuse.api.plugin_manager import registry
+        declaration, checked against the registered kinds then: fuse.base.registry)."""
+        from fuse.base.plugin_manager import registry
 
         return registry("encoder").get(self.encoder.name).modalities
 
@@ -127,7 +127,7 @@ def resolve(recipe: Recipe, file: str = "recipe") -> Plan:
 
     fusion = spec("fusion", recipe.fusion, "fusion") if recipe.fusion is not None else None
     if fusion is not None:
-        from fuse.api.interfaces import Encoder
+        from fuse.base.interfaces import Encoder
 
         for m, t in towers.items():
             if t.encoder.cls.forward_tokens is Encoder.forward_tokens:
@@ -143,7 +143,7 @@ def resolve(recipe: Recipe, file: str = "recipe") -> Plan:
             problems.append(f"{where}.modality: '{ex.modality}' is not one of the recipe's modalities "
                             f"({', '.join(sorted(names))})")
         elif enc is not None and ex.modality in towers:
-            from fuse.api.plugin_manager import registry
+            from fuse.base.plugin_manager import registry
 
             theirs, ours = towers[ex.modality].input_kinds, registry("encoder").get(enc.name).modalities
             if theirs and ours and not set(theirs) & set(ours):

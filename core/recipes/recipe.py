@@ -17,9 +17,9 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
-from fuse.api.errors import RecipeError, decode_utf8
-from fuse.api.options import Options as Strict
-from fuse.api.validation import format_validation_error
+from fuse.base.errors import RecipeError, decode_utf8
+from fuse.base.options import Options as Strict
+from fuse.base.validation import format_validation_error
 from fuse.recipes.strict_yaml import TooLarge, load_strict
 
 

@@ -29,8 +29,8 @@ class Spec:
 
     @property
     def entry(self):
-        """The registry entry (fuse.api.registry.Entry) this spec was resolved from."""
-        from fuse.api.plugin_manager import registry
+        """The registry entry (fuse.base.registry.Entry) this spec was resolved from."""
+        from fuse.base.plugin_manager import registry
 
         return registry(self.kind).get(self.name, self.where)
 
@@ -49,7 +49,7 @@ class Spec:
 
 def resolve_spec(kind: str, name: str, options: dict | None, where: str = "") -> Spec:
     """Look ``name`` up in the ``kind`` registry and validate ``options`` against its schema."""
-    from fuse.api.plugin_manager import registry
+    from fuse.base.plugin_manager import registry
 
     reg = registry(kind)
     entry = reg.get(name, where)

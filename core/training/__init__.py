@@ -2,6 +2,6 @@
 batches, precision, optimiser, distribution (DDP, FSDP), GradCache, checkpoints, resume,
 preemption, divergence checks, freezing, metrics, the run folder and ``--dry-run``.
 
-May import: every package below it (``fuse.api``, ``fuse.recipes``, ``fuse.data``, ``fuse.eval``,
+May import: every package below it (``fuse.base``, ``fuse.recipes``, ``fuse.data``, ``fuse.eval``,
 ``fuse.model.aligned``); only the CLI and the ``fuse`` facade import it.
 """

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fuse.api.inputs import read_value
+from fuse.base.inputs import read_value
 from fuse.data.manifest import PairedData
 from fuse.training import distributed
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fuse.api.atomic import copy_file
-from fuse.api.errors import ModelFileError
-from fuse.api.weights import read_checkpoint
+from fuse.base.atomic import copy_file
+from fuse.base.errors import ModelFileError
+from fuse.base.weights import read_checkpoint
 from fuse.training.fsdp import full_state, local_state
 
 

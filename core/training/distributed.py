@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 # Re-exported: the training modules call distributed.rank(), distributed.barrier(), ... in one namespace.
-from fuse.api.collectives import (  # noqa: F401
+from fuse.base.collectives import (  # noqa: F401
     barrier,
     gather_all,
     gather_with_grad,
@@ -24,7 +24,7 @@ from fuse.api.collectives import (  # noqa: F401
     rank,
     world_size,
 )
-from fuse.api.errors import RecipeError
+from fuse.base.errors import RecipeError
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fuse.api.devices import resolve_device
-from fuse.api.errors import DataError, FuseError, ModelFileError
-from fuse.api.paths import is_local, resolve_path
+from fuse.base.devices import resolve_device
+from fuse.base.errors import DataError, FuseError, ModelFileError
+from fuse.base.paths import is_local, resolve_path
 from fuse.data.shards import shard_set
 from fuse.recipes.plan import Plan
 from fuse.recipes.recipe import Source
@@ -77,7 +77,7 @@ def _readable(path: Path, field: str) -> None:
 
 def _check_source(source: Source, where: str, checked: list[str], unchecked: list[str]) -> None:
     if source.dataset is not None:
-        from fuse.api.plugin_manager import registry
+        from fuse.base.plugin_manager import registry
 
         reg = registry("dataset")
         options = reg.parse_options(source.dataset.name, source.dataset.options, f"{where}.dataset")
@@ -114,7 +114,7 @@ def _components(plan: Plan):
 
 def _check_model(value: str, field: str, checked: list[str], unchecked: list[str]) -> None:
     if value.startswith("pkgsplit:"):  # resolving would unpack the zip: only that its parts are installed
-        from fuse.api.splitzip import find_parts
+        from fuse.base.splitzip import find_parts
 
         if not find_parts(value[len("pkgsplit:"):]):
             raise ModelFileError(f"{field}: '{value}' names a split model zip whose parts are not installed.")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from fuse.api.collectives import is_sharded
+from fuse.base.collectives import is_sharded
 from fuse.training import distributed
 from fuse.training.fsdp import total_norm
 

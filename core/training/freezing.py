@@ -12,7 +12,7 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
-from fuse.api.errors import RecipeError
+from fuse.base.errors import RecipeError
 
 
 def layer_prefixes(module: nn.Module, depth: int = 4, most: int = 12) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from fuse.api.collectives import any_sharded, is_sharded  # noqa: F401  (any_sharded: fsdp's users ask it here)
+from fuse.base.collectives import any_sharded, is_sharded  # noqa: F401  (any_sharded: fsdp's users ask it here)
 
 
 def blocks(encoder: nn.Module) -> list[nn.Module]:

@@ -34,8 +34,8 @@ import contextlib
 import torch
 from torch import nn
 
-from fuse.api.errors import RecipeError
-from fuse.api.latents import Tokens
+from fuse.base.errors import RecipeError
+from fuse.base.latents import Tokens
 from fuse.training import distributed
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from fuse.api.errors import DataError, RecipeError
+from fuse.base.errors import DataError, RecipeError
 from fuse.data.cache import EncodeOptions, cached_latents, encode_values
 from fuse.data.store import LatentTable
 from fuse.recipes.recipe import Recipe

@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fuse.api.atomic import write_text
-from fuse.api.errors import RecipeError, TrainingDiverged
-from fuse.api.weights import save_weights
-from fuse.eval.report import format_table
+from fuse.base.atomic import write_text
+from fuse.base.errors import RecipeError, TrainingDiverged
+from fuse.base.weights import save_weights
+from fuse.eval.tables import format_table
 from fuse.eval.val_split import evaluate_split
 from fuse.model.export import export_model
 from fuse.recipes.plan import Plan

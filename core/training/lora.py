@@ -13,7 +13,7 @@ import importlib.util
 
 from torch import nn
 
-from fuse.api.errors import PluginError, RecipeError
+from fuse.base.errors import PluginError, RecipeError
 
 WRAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)  # the layer types peft's LoRA wraps
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from fuse.api.atomic import atomic_path
-from fuse.api.errors import ModelFileError, RecipeError
+from fuse.base.atomic import atomic_path
+from fuse.base.errors import ModelFileError, RecipeError
 from fuse.training.fsdp import local_optimizer_state
 
 STATE_FILE = "state.pt"

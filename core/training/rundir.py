@@ -2,7 +2,7 @@
 
 ``owned_run`` holds the run's lock (one process per run; under torchrun rank 0 holds it for all
 ranks) and settles whose the folder is before anything is written: absent or empty, it becomes a
-fuse run (marker first, ``fuse.api.owned``); a fuse run is refused unless ``--resume`` continues
+fuse run (marker first, ``fuse.base.owned``); a fuse run is refused unless ``--resume`` continues
 it or ``--overwrite`` moves it aside (one rename, nothing deleted); a non-empty folder that is not
 a fuse run is refused whatever its files are called. It then sweeps the temporary files a killed
 run left (only fuse's own names, only under the lock).
@@ -23,10 +23,10 @@ from typing import Iterator
 
 import yaml
 
-from fuse.api.atomic import storage_error, write_text
-from fuse.api.errors import ModelFileError, StorageError
-from fuse.api.weights import read_checkpoint
-from fuse.api.owned import contents, exclusive, listing, mark, move_aside, owner, sweep_temporaries
+from fuse.base.atomic import storage_error, write_text
+from fuse.base.errors import ModelFileError, StorageError
+from fuse.base.weights import read_checkpoint
+from fuse.base.owned import contents, exclusive, listing, mark, move_aside, owner, sweep_temporaries
 from fuse.training.resume import check_resume_recipe, load_state
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fuse.api.devices import free_memory, resolve_device
+from fuse.base.devices import free_memory, resolve_device
 from fuse.data.datasets import default_cache_root
 from fuse.data.load import describe, load_data
 from fuse.model.aligned import AlignedModel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fuse.api.interfaces import Step
+from fuse.base.interfaces import Step
 from fuse.recipes.plan import ObjectivePlan, PairPlan
 
 

@@ -25,9 +25,9 @@ from typing import Any, Callable
 
 import yaml
 
-from fuse.api.atomic import write_text
-from fuse.api.owned import claim
-from fuse.api.errors import RecipeError
+from fuse.base.atomic import write_text
+from fuse.base.owned import claim
+from fuse.base.errors import RecipeError
 from fuse.recipes.recipe import load_recipe, parse_override
 from fuse.training.metrics import finite_json, higher_is_better
 

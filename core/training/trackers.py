@@ -12,7 +12,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from fuse.api.errors import PluginError
+from fuse.base.errors import PluginError
 from fuse.recipes.recipe import Recipe
 from fuse.training.metrics import finite_json
 
@@ -34,7 +34,7 @@ def tracker_specs(recipe: Recipe) -> list[tuple[str, dict, str]]:
 
 def check_trackers(recipe: Recipe) -> list[tuple[str, object, str]]:
     """Every tracker's registry entry and options, and its modules importable; else one PluginError line."""
-    from fuse.api.plugin_manager import registry
+    from fuse.base.plugin_manager import registry
 
     reg, checked = registry("logger"), []
     for name, options, where in tracker_specs(recipe):

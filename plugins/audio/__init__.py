@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fuse
 
-from .clip import AudioClip, AudioInput, check_audio, prepare, read_audio, receptive_field
+from .waveforms import AudioClip, AudioInput, check_audio, prepare, read_audio, receptive_field
 from .clap import ClapAudioEncoder  # noqa: F401  (each family registers itself with HFAudioEncoder.families)
 from .hf import HFAudioEncoder
 from .ta import TorchaudioEncoder

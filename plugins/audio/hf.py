@@ -30,7 +30,7 @@ import torch
 import fuse
 from fuse import Encoder, EncoderInfo, hf_source, length_mask, load_hf, masked_mean, save_hf
 
-from .clip import prepare, receptive_field
+from .waveforms import prepare, receptive_field
 
 
 class HFAudioEncoder(Encoder):

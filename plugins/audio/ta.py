@@ -29,7 +29,7 @@ import fuse
 from fuse import (Encoder, EncoderInfo, ModelFileError, RecipeError, length_mask, load_state_dict, masked_mean,
                   resolve_path, save_state_dict)
 
-from .clip import prepare, receptive_field
+from .waveforms import prepare, receptive_field
 
 # Every other bundle was published under the MIT license (see each bundle's docstring).
 NON_COMMERCIAL = {"MMS_FA", "VOXPOPULI_ASR_BASE_10K_DE", "VOXPOPULI_ASR_BASE_10K_EN", "VOXPOPULI_ASR_BASE_10K_ES",

@@ -1,6 +1,6 @@
 """The zero-shot half of `fuse report --task zeroshot`: what a model calls each labelled item.
 
-Predictions come from ``fuse.eval.api.zeroshot_predictions`` (the prompts, class embeddings and tie
+Predictions come from ``fuse.eval.run.zeroshot_predictions`` (the prompts, class embeddings and tie
 rule of `fuse eval --task zeroshot`, so the page's top-1 is the eval's top-1). Sections: the
 accuracy summary, a row-normalised confusion matrix with the most confused class pairs, per-class
 accuracy worst first, sampled items with their top-5 classes (the true class marked) and the items
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from fuse.model.html_page import data_uri, query_block, section, thumbnail
+from fuse.model.report_html import data_uri, query_block, section, thumbnail
 
 LABELLED_MAX = 30  # classes up to which the matrix has tick labels and the page a full counts table
 
@@ -24,7 +24,7 @@ LABELLED_MAX = 30  # classes up to which the matrix has tick labels and the page
 def zeroshot_sections(model, manifest: Path, cache: Path | None, samples: int, seed: int,
                       options: dict) -> tuple[list[str], dict]:
     """The page's zero-shot sections and headline numbers; ``options`` are ``zeroshot_inputs``'s."""
-    from fuse.eval.api import zeroshot_predictions
+    from fuse.eval.run import zeroshot_predictions
 
     found = zeroshot_predictions(model, manifest, cache_dir=cache, **options)
     given, top, ranks, counts = found["inputs"], found["top"], found["ranks"], found["confusion"]
@@ -61,7 +61,7 @@ def zeroshot_sections(model, manifest: Path, cache: Path | None, samples: int, s
 def confusion_body(counts: torch.Tensor, names: list[str]) -> str:
     """The row-normalised matrix as a PNG, the counts as a table when the classes are few, and the most
     confused (true → predicted) pairs."""
-    from fuse.eval.report import plot_confusion
+    from fuse.eval.tables import plot_confusion
 
     buf = io.BytesIO()
     plot_confusion(counts.numpy(), names, buf, LABELLED_MAX)

@@ -18,8 +18,8 @@ from typing import Any
 
 import pydantic
 
-from fuse.api.errors import PluginError, RecipeError
-from fuse.api.validation import format_validation_error
+from fuse.base.errors import PluginError, RecipeError
+from fuse.base.validation import format_validation_error
 
 
 @dataclass(frozen=True)

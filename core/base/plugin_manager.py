@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from fuse.api import hookspecs
-from fuse.api.errors import PluginError
+from fuse.base import hookspecs
+from fuse.base.errors import PluginError
 
 if TYPE_CHECKING:  # the registry pulls in pydantic; `fuse --help` asks foreign_plugins() without it
-    from fuse.api.registry import Registry
+    from fuse.base.registry import Registry
 
 KINDS = ("input", "encoder", "head", "fusion", "objective", "dataset", "logger")
 _HOOK_OF_KIND = {
@@ -99,7 +99,7 @@ def registries() -> dict[str, Registry]:
     """kind -> Registry, built from every registered plugin's register_* hooks."""
     global _registries
     if _registries is None:
-        from fuse.api.registry import Registry
+        from fuse.base.registry import Registry
 
         pm = plugin_manager()
         packages = _package_of(pm)

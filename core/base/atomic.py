@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from fuse.api.errors import StorageError
+from fuse.base.errors import StorageError
 
 # Every temporary file or folder fuse makes is named ``.<name>.fuse-tmp-<random>[...]`` beside its
 # target, so a run, an index or an embed job can find and sweep its own stale ones and nothing else.

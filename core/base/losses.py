@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fuse.api import collectives
-from fuse.api.collectives import gather_with_grad
+from fuse.base import collectives
+from fuse.base.collectives import gather_with_grad
 
 
 class LogitScale(nn.Module):

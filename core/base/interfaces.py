@@ -2,7 +2,7 @@
 
 Each component class has a nested ``Options`` pydantic model (its recipe options; unknown
 keys are errors; defaults live there) and is built by the registry as ``cls(options, ...)``.
-Dataset builders are in ``fuse.data.datasets``, input kinds in ``fuse.api.inputs``.
+Dataset builders are in ``fuse.data.datasets``, input kinds in ``fuse.base.inputs``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pydantic
 import torch
 from torch import nn
 
-from fuse.api.inputs import input_kind
-from fuse.api.options import Options
+from fuse.base.inputs import input_kind
+from fuse.base.options import Options
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fuse.api.errors import ModelFileError, RecipeError
-from fuse.api.paths import is_local, resolve_path
+from fuse.base.errors import ModelFileError, RecipeError
+from fuse.base.paths import is_local, resolve_path
 
 
 def hf_source(model: str) -> str:

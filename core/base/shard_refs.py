@@ -11,7 +11,7 @@ import io
 import os
 import re
 
-from fuse.api.errors import DataError
+from fuse.base.errors import DataError
 
 REF = re.compile(r"^(?P<shard>.+\.tar)#(?P<offset>\d+):(?P<size>\d+):(?P<member>.+)$")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fuse.api.errors import DataError, FuseError
-from fuse.api.inputs import input_kind
+from fuse.base.errors import DataError, FuseError
+from fuse.base.inputs import input_kind
 from fuse.data.manifest import jsonl_records, load_pairs
 from fuse.data.screening import drop_bad_media
 from fuse.eval.retrieval import evaluate_retrieval, ranks_of_best_positive

@@ -17,7 +17,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from fuse.api.errors import ModelFileError
+from fuse.base.errors import ModelFileError
 
 PREFIX = "pkgsplit:"
 
@@ -44,7 +44,7 @@ def find_parts(stem: str) -> list[Path]:
 
 def split_zip_dir(stem: str, cache_root: Path | None = None) -> Path:
     """The folder a split zip unpacks into (unpacked on first use): ``<cache>/models/<stem>``."""
-    from fuse.api.atomic import atomic_dir, locked
+    from fuse.base.atomic import atomic_dir, locked
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stem):
         raise ModelFileError(f"'{PREFIX}{stem}': the stem must be a plain file-name stem like all-mpnet-base-v2.")

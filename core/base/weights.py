@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from fuse.api.atomic import save_tensors
-from fuse.api.errors import ModelFileError
+from fuse.base.atomic import save_tensors
+from fuse.base.errors import ModelFileError
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

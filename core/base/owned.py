@@ -25,8 +25,8 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
-from fuse.api.atomic import TEMP_TAG, open_lock_file, storage_error, write_text
-from fuse.api.errors import FuseError, StorageError
+from fuse.base.atomic import TEMP_TAG, open_lock_file, storage_error, write_text
+from fuse.base.errors import FuseError, StorageError
 
 MARKER = ".fuse-owned.json"
 

@@ -12,7 +12,7 @@ import html
 import io
 from pathlib import Path
 
-from fuse.api.errors import FuseError
+from fuse.base.errors import FuseError
 
 GENERATOR = '<meta name="generator" content="fuse report">'
 CSP = "default-src 'none'; img-src data:; media-src data:; style-src 'unsafe-inline'"

