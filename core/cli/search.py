@@ -21,14 +21,21 @@ import click
 @click.option("--index-dir", type=click.Path(file_okay=False),
               help="Where the index lives (default: SOURCE/.fuse-index/MODALITY, or beside the manifest).")
 @click.option("--rebuild", is_flag=True, help="Start the index over (e.g. it was built by another model).")
+@click.option("--index-kind", type=click.Choice(["auto", "exact", "ivfpq", "hnsw"]), default="auto", show_default=True,
+              help="exact, or an approximate faiss index kept beside it (needs the faiss extra); auto: the kind the "
+              "index already has, else exact below 100,000 items and IVF-PQ from there.")
+@click.option("--nprobe", type=click.IntRange(min=1), help="IVF-PQ: lists scanned per query (default: nlist / 64).")
+@click.option("--ef-search", type=click.IntRange(min=1), help="HNSW: candidate list size per query (default 64).")
+@click.option("--rerank", type=click.IntRange(min=1),
+              help="IVF-PQ: candidates per result rescored exactly (default: 10 per million items, at least 10).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--batch-size", default=32, show_default=True, help="Encoding batch size.")
 @click.option("--device", default="auto", show_default=True, help="auto: CUDA when present, else the CPU.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Latent cache (default: $FUSE_CACHE or "
               "~/.cache/fuse).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the latent cache.")
-def search_command(model_dir, source, queries, k, modality, query_modality, index_dir, rebuild, as_json, batch_size,
-                   device, cache_dir, no_cache):
+def search_command(model_dir, source, queries, k, modality, query_modality, index_dir, rebuild, index_kind, nprobe,
+                   ef_search, rerank, as_json, batch_size, device, cache_dir, no_cache):
     """Search SOURCE with MODEL: each query's K nearest items (rank, cosine score, path or text)."""
     from fuse.model.load import load_aligned
     from fuse.base.devices import resolve_device
@@ -40,7 +47,8 @@ def search_command(model_dir, source, queries, k, modality, query_modality, inde
     # with --json, stdout carries the JSON alone: progress notes (latent cache reads) go to stderr
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         options = IndexOptions(rebuild=rebuild, cache_dir=cache_option(cache_dir, no_cache), batch_size=batch_size,
-                               progress=not as_json)
+                               progress=not as_json, kind=index_kind, nprobe=nprobe, ef_search=ef_search,
+                               rerank=rerank)
         results = search(model, list(queries), source, k, query_modality=query_modality, modality=modality,
                          index_dir=index_dir, options=options)
     if as_json:

@@ -126,24 +126,32 @@ class AlignedModel(nn.Module):
         return similarity(self, a, b)
 
     def index(self, source, modality: str | None = None, index_dir=None, rebuild: bool = False, cache_dir=None,
-              batch_size: int = 32):
+              batch_size: int = 32, index_kind: str = "auto"):
         """Build or update the on-disk index of ``source`` (a folder, glob or .jsonl manifest) and return it
-        (a fuse.model.index.EmbeddingIndex); pass it to ``search`` to query it many times without reloading."""
+        (a fuse.model.index.EmbeddingIndex); pass it to ``search`` to query it many times without reloading.
+        ``index_kind``: exact, ivfpq, hnsw or auto (approximate indexes need the faiss extra)."""
         from fuse.model.index import IndexOptions
         from fuse.model.search import build_index
 
-        options = IndexOptions(rebuild=rebuild, cache_dir=cache_dir, batch_size=batch_size, progress=False)
+        options = IndexOptions(rebuild=rebuild, cache_dir=cache_dir, batch_size=batch_size, progress=False,
+                               kind=index_kind)
         return build_index(self, source, modality, index_dir, options=options.for_model(self))
 
     def search(self, queries, index, k: int = 10, query_modality: str | None = None, modality: str | None = None,
-               index_dir=None, rebuild: bool = False, cache_dir=None, batch_size: int = 32) -> list[list[dict]]:
+               index_dir=None, rebuild: bool = False, cache_dir=None, batch_size: int = 32, index_kind: str = "auto",
+               nprobe: int | None = None, ef_search: int | None = None,
+               rerank: int | None = None) -> list[list[dict]]:
         """The ``k`` best items of ``index`` (a folder, glob or .jsonl manifest, indexed once and kept up to date
-        on disk; or a built EmbeddingIndex) for each query: lists of {rank, score, value}, best first."""
+        on disk; or a built EmbeddingIndex) for each query: lists of {rank, score, value}, best first.
+        ``index_kind``, ``nprobe``, ``ef_search``, ``rerank``: approximate search as in `fuse search`
+        (docs/inference.md)."""
         from fuse.model.index import IndexOptions
         from fuse.model.search import search
 
+        options = IndexOptions(rebuild=rebuild, cache_dir=cache_dir, batch_size=batch_size, progress=False,
+                               kind=index_kind, nprobe=nprobe, ef_search=ef_search, rerank=rerank)
         return search(self, queries, index, k, query_modality=query_modality, modality=modality, index_dir=index_dir,
-                      options=IndexOptions(rebuild=rebuild, cache_dir=cache_dir, batch_size=batch_size, progress=False))
+                      options=options)
 
     def with_untrained_heads(self, seed: int = 0) -> "AlignedModel":
         """The same encoders with freshly initialised heads: the 'before training' baseline."""

@@ -3,14 +3,18 @@
     INDEX/index.json                 format, the model's fingerprint, modality, and every item:
                                      [value, identity, shard, row] (identity: path|size|mtime, or the text)
     INDEX/shard-NNNNN.safetensors    embeddings [rows, D], one file per batch of added items
+    INDEX/ann.json, ann-*.faiss      an approximate index of the same shards, when one is kept (fuse.model.ann)
 
 By default INDEX is ``<folder>/.fuse-index/<modality>`` (or ``<manifest dir>/.fuse-index/<manifest
 stem>-<modality>``). Updating embeds only values whose identity is new or changed and drops values
 that are gone; index.json is rewritten (atomically) after every shard, so an interrupted build
-resumes where it stopped. An index records the fingerprint of the model that built it: another
-model's index is refused (``rebuild=True`` starts it over) rather than searched with the wrong
-space. Nothing is unpickled: index.json is JSON and shards are safetensors, checked against their
-recorded hashes. Search is exact, through the same tiled top-k kernel as evaluation.
+resumes where it stopped. Removal compacts: a shard some of whose items are gone is rewritten as a
+new shard of the rest, so no removed item's bytes stay, and a shard never changes once written.
+An index records the fingerprint of the model that built it: another model's index is refused
+(``rebuild=True`` starts it over) rather than searched with the wrong space. Nothing is unpickled:
+index.json is JSON and shards are safetensors, checked against their recorded hashes. Exact search
+goes through the same tiled top-k kernel as evaluation; approximate search (IVF-PQ, HNSW) through
+faiss, see fuse.model.ann.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ class IndexOptions:
     encoding batch. ``progress``: show progress bars. ``model_path``: recorded in index.json (which model
     built it; empty: the model's own ``path``). ``shard_rows``: items per shard file. ``fingerprint``:
     the model's fingerprint when the caller has it already. ``desc``: the progress bar's verb.
+    ``kind``: exact, ivfpq, hnsw or auto (fuse.model.ann.choose_kind). ``nprobe`` (IVF lists scanned) and
+    ``ef_search`` (HNSW candidate list), ``rerank`` (IVF-PQ candidates per result rescored exactly):
+    search-time knobs, None for the defaults.
     """
 
     rebuild: bool = False
@@ -55,6 +62,10 @@ class IndexOptions:
     shard_rows: int = SHARD_ROWS
     fingerprint: str | None = None
     desc: str = "indexing"
+    kind: str = "auto"
+    nprobe: int | None = None
+    ef_search: int | None = None
+    rerank: int | None = None
 
     def for_model(self, model) -> "IndexOptions":
         """These options with ``model_path`` filled in from the model when it is empty."""
@@ -78,11 +89,14 @@ def default_location(source: Path, modality: str) -> Path:
 
 @dataclass
 class EmbeddingIndex:
-    """An index on disk: its folder, its metadata, and (loaded on first use) its embeddings."""
+    """An index on disk: its folder, its metadata, and (loaded on first use) its embeddings or its
+    approximate index. ``kind``: "exact" searches exactly even when an approximate index is kept."""
 
     folder: Path
     meta: dict
     _embeddings: torch.Tensor | None = field(default=None, repr=False)
+    kind: str = "auto"
+    _ann: object = field(default=None, repr=False)
 
     @property
     def values(self) -> list[str]:
@@ -103,16 +117,31 @@ class EmbeddingIndex:
             self._embeddings = read_embeddings(self.folder, self.meta)
         return self._embeddings
 
-    def search(self, query: torch.Tensor, k: int = 10) -> list[list[dict]]:
-        """For each query embedding, its ``k`` nearest items, best first: {rank, score, value}."""
-        emb = self.embeddings
-        if query.shape[-1] != emb.shape[-1]:
-            raise ModelFileError(f"Index {self.folder} holds {emb.shape[-1]}-d embeddings but the queries are "
+    @property
+    def ann(self):
+        """The approximate index kept in the folder (a fuse.model.ann.AnnIndex), or None: none, or kind exact."""
+        if self._ann is None and self.kind != "exact":
+            from fuse.model.ann import open_ann
+
+            self._ann = open_ann(self.folder, self.meta) or False
+        return self._ann or None
+
+    def search(self, query: torch.Tensor, k: int = 10, *, nprobe: int | None = None, ef_search: int | None = None,
+               rerank: int | None = None) -> list[list[dict]]:
+        """For each query embedding, its ``k`` nearest items, best first: {rank, score, value}. Exact, or
+        through the approximate index when there is one (``nprobe``/``ef_search``/``rerank``: its knobs)."""
+        dim = self.meta["embed_dim"]
+        if query.shape[-1] != dim:
+            raise ModelFileError(f"Index {self.folder} holds {dim}-d embeddings but the queries are "
                                  f"{query.shape[-1]}-d; rebuild it with this model (--rebuild).")
-        scores, index = topk(query.float().cpu(), emb, k)
-        values = self.values
-        return [[{"rank": r + 1, "score": float(s), "value": values[i]}
-                 for r, (s, i) in enumerate(zip(srow.tolist(), irow.tolist()))]
+        if self.ann is not None:
+            scores, index = self.ann.search(query.float().cpu().numpy(), k, nprobe, ef_search, rerank)
+        else:
+            scores, index = topk(query.float().cpu(), self.embeddings, k)
+            scores, index = scores.numpy(), index.numpy()
+        items = self.meta["items"]
+        return [[{"rank": r + 1, "score": float(s), "value": items[i][0]}
+                 for r, (s, i) in enumerate(zip(srow.tolist(), irow.tolist())) if i >= 0]
                 for srow, irow in zip(scores, index)]
 
 
@@ -152,19 +181,44 @@ def read_embeddings(folder: Path, meta: dict) -> torch.Tensor:
         entry = meta["shards"].get(shard)
         if entry is None:
             raise corrupt(folder, f"items point into {shard}, which {META} does not list")
-        try:
-            tensors = load_file(str(folder / shard))
-        except FileNotFoundError:
-            raise corrupt(folder, f"{shard} is missing") from None
-        except Exception as exc:
-            raise corrupt(folder, f"{shard} is unreadable: {str(exc).splitlines()[0]}") from None
-        if tensors_hash(tensors) != entry["sha256"]:
-            raise corrupt(folder, f"{shard} does not match its recorded hash")
-        emb = tensors["embeddings"]
+        emb = load_shard(folder, shard, entry)
         if emb.shape[1] != dim or max(rows) >= emb.shape[0]:
             raise corrupt(folder, f"{shard} has shape {list(emb.shape)}")
-        out[torch.tensor(positions)] = emb[torch.tensor(rows)].float()
+        out[torch.tensor(positions)] = emb[torch.tensor(rows)]
     return out
+
+
+def load_shard(folder: Path, shard: str, entry: dict) -> torch.Tensor:
+    """One shard's embeddings [rows, D] as float32, checked against its recorded sha256."""
+    try:
+        tensors = load_file(str(folder / shard))
+    except FileNotFoundError:
+        raise corrupt(folder, f"{shard} is missing") from None
+    except Exception as exc:
+        raise corrupt(folder, f"{shard} is unreadable: {str(exc).splitlines()[0]}") from None
+    if tensors_hash(tensors) != entry["sha256"]:
+        raise corrupt(folder, f"{shard} does not match its recorded hash")
+    return tensors["embeddings"].float()
+
+
+def compact(folder: Path, shards: dict, done: dict, next_shard: int) -> int:
+    """Rewrite each partly used shard (some of its items removed) as a new shard of its remaining rows,
+    in ``shards`` and ``done`` (the caller records them, then deletes the old files); returns the next
+    shard number. Removed items' bytes do not stay, and a written shard never changes."""
+    users: dict[str, list[str]] = {}
+    for value, item in done.items():
+        users.setdefault(item[2], []).append(value)
+    for shard, values in sorted(users.items()):
+        if len(values) == shards[shard]["rows"]:
+            continue
+        values.sort(key=lambda v: done[v][3])
+        emb = load_shard(folder, shard, shards[shard])[[done[v][3] for v in values]].contiguous()
+        name = f"shard-{next_shard:05d}.safetensors"
+        save_tensors({"embeddings": emb}, folder / name)
+        shards[name] = {"rows": len(values), "sha256": tensors_hash({"embeddings": emb})}
+        next_shard += 1
+        done.update({v: [v, done[v][1], name, row] for row, v in enumerate(values)})
+    return next_shard
 
 
 def refuse_other_model(folder: Path, meta: dict, fingerprint: str, modality: str) -> None:
@@ -260,6 +314,8 @@ def update_index(model, modality: str, values: list[str], folder: Path,
             meta = save()
             bar.update(len(chunk))
         bar.close()
+        next_shard = compact(folder, shards, done, next_shard)
+        meta = save(meta)
         for stale in ours - set(meta["shards"]):  # shards it wrote that no item points into any more
             (folder / stale).unlink(missing_ok=True)
     return EmbeddingIndex(folder, meta)

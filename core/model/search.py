@@ -1,7 +1,8 @@
 """Search: which modality the index and the queries are, what to index, and the answer table.
 
 Used by `fuse search` and by ``model.search(...)``: the index (``fuse.model.index``) is built or
-updated first, then the queries are embedded by their own tower and ranked exactly.
+updated first (and its approximate index, if one is kept: ``fuse.model.ann``), then the queries
+are embedded by their own tower and ranked, exactly or through the approximate index.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from fuse.base.errors import DataError, FuseError
 from fuse.base.inputs import input_kind
+from fuse.model.ann import check_kind
+from fuse.model.ann_build import update_ann
 from fuse.model.collect import collect_inputs, manifest_values
 from fuse.model.embed import embed_values
 from fuse.model.index import EmbeddingIndex, IndexOptions, default_location, update_index
@@ -74,18 +77,24 @@ def source_values(model, source: Path, modality: str) -> list[str]:
 def build_index(model, source, modality: str | None = None, index_dir=None, query_mod: str | None = None,
                 options: IndexOptions = IndexOptions()) -> EmbeddingIndex:
     """Build or update the index of ``source`` (a folder, glob or .jsonl manifest) for this model:
-    ``modality`` (default: inferred, not ``query_mod``'s) in ``index_dir`` (default: beside the source)."""
+    ``modality`` (default: inferred, not ``query_mod``'s) in ``index_dir`` (default: beside the source),
+    and the approximate index ``options.kind`` asks for (or the one it has) from its shards."""
+    check_kind(options.kind)
     source = Path(source).expanduser()
     modality = index_modality(model, source, query_mod or "", modality)
     folder = Path(index_dir) if index_dir else default_location(source, modality)
     values = source_values(model, source, modality)
-    return update_index(model, modality, values, folder, options)
+    index = update_index(model, modality, values, folder, options)
+    kept = update_ann(folder, options.kind, options.rebuild)  # the approximate index follows the shards
+    index.kind = "exact" if options.kind == "exact" else kept
+    return index
 
 
 def search(model, queries: list, index, k: int = 10, *, query_modality: str | None = None,
            modality: str | None = None, index_dir=None, options: IndexOptions = IndexOptions()) -> list[list[dict]]:
     """Each query's ``k`` best items of ``index`` (an EmbeddingIndex, or a folder/manifest to index
-    first, see ``build_index``): lists of {rank, score, value}, best first."""
+    first, see ``build_index``; ``options.kind`` picks exact or approximate search): lists of
+    {rank, score, value}, best first."""
     if isinstance(queries, str):
         queries = [queries]
     if not queries:
@@ -96,4 +105,4 @@ def search(model, queries: list, index, k: int = 10, *, query_modality: str | No
     if len(index) == 0:
         raise DataError(f"Index {index.folder} is empty: its source holds no {index.modality} values.")
     q = embed_values(model, qm, list(queries), options.batch_size)
-    return index.search(q, k)
+    return index.search(q, k, nprobe=options.nprobe, ef_search=options.ef_search, rerank=options.rerank)
