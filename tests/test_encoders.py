@@ -94,6 +94,9 @@ def test_encoder_contract(encoder_case, tmp_path):
     assert z.shape == (3, enc.info.dim) and torch.isfinite(z).all()
     assert not torch.allclose(z[0], z[1])  # different inputs, different latents
     json.dumps(enc.preprocessing_signature(), default=str)  # usable in a cache key
+    # each weight once in the state dict: an unfrozen encoder's checkpoint saves it, and safetensors refuses shared tensors
+    ptrs = [t.data_ptr() for t in enc.state_dict().values() if t.numel()]
+    assert len(set(ptrs)) == len(ptrs)
     # save -> rebuild from the directory alone -> same latents
     saved = enc.save(tmp_path / "enc")
     resolved = {k: str(tmp_path / "enc" / v[2:]) if isinstance(v, str) and v.startswith("./") else v

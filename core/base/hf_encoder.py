@@ -70,7 +70,9 @@ class HFEncoder(Encoder):
         truncate_layers(part, self.options.num_layers)
         if self.options.gradient_checkpointing:  # on the full model: a CLIP vision tower is not a PreTrainedModel
             enable_checkpointing(full, self.options.model)
-        self._full_model = full
+        # Not a submodule: its weights are self.model's (and a dual encoder's other tower), which the
+        # state dict, checkpoints and the optimiser must not hold twice or at all.
+        self.__dict__["_full_model"] = full
 
     def refuse_tokens(self) -> None:
         """A reference's projected tower yields pooled embeddings only."""

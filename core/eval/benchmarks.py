@@ -136,7 +136,8 @@ def protocol_note(bench: Benchmark, split: str, size: int) -> str:
     if bench.suite and split == "all":
         return f"no test split in this layout: all {size:,} images, not the published protocol"
     if bench.published and size not in bench.published:
-        return f"{size:,} of {bench.published[0]:,} images: not the published protocol"
+        noun = {"audio": "clips", "video": "videos"}.get(bench.modalities[0], "images")
+        return f"{size:,} of {bench.published[0]:,} {noun}: not the published protocol"
     return ""
 
 
