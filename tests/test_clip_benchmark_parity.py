@@ -127,17 +127,17 @@ def coco_with_repeats(root):
 
 
 def test_coco_with_repeated_captions_scores_every_caption_as_clip_benchmark_does(export, tmp_path):
-    test = coco_with_repeats(tmp_path / "coco")
+    test = coco_with_repeats(tmp_path / "data" / "coco")
     texts = [s["raw"] for im in test for s in im["sentences"]]
     assert len(set(texts)) < len(texts)
-    result = CliRunner().invoke(cli, ["eval", str(export), "--benchmark", "coco", "--root", str(tmp_path),
+    result = CliRunner().invoke(cli, ["eval", str(export), "--benchmark", "coco", "--root", str(tmp_path / "data"),
                                       "--cache-dir", str(tmp_path / "cache"), "--no-baselines", "--json"])
     assert result.exit_code == 0, result.output
     coco = json.loads(result.stdout[result.stdout.index("{"):])["benchmarks"]["coco"]
     assert coco["items"] == {"image": 14, "text": 70}                 # every caption, repeats included
 
     model = fuse.load(export)
-    images = model.embed("image", [str(tmp_path / "coco" / im["filepath"] / im["filename"]) for im in test])
+    images = model.embed("image", [str(tmp_path / "data" / "coco" / im["filepath"] / im["filename"]) for im in test])
     theirs = clip_benchmark_recalls(images, model.embed("text", texts), [n for n, im in enumerate(test)
                                                                          for _ in im["sentences"]])
     for key, value in theirs.items():
