@@ -225,8 +225,8 @@ def test_compare_puts_two_different_runs_side_by_side(trained_shapes_export, tmp
     result = CliRunner().invoke(cli, ["report", "--compare", str(a), str(b), "-o", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", text.split('id="recipe"')[1])
-    assert rows == [("optim.lr", json.dumps(yaml.safe_load((a / "recipe.yaml").read_text())["optim"]["lr"]), "0.5")]
+    rows = re.findall(r"<li><code>([^<]*)</code>: ([^<]*)</li>", text.split('id="recipe"')[1].split("</section>")[0])
+    assert rows == [("optim.lr", f'{yaml.safe_load((a / "recipe.yaml").read_text())["optim"]["lr"]} → 0.5')]
     table = text.split('id="table"')[1].split("</section>")[0]
     assert "12.3" in table and f"{r_a:.1f}" in table
 
