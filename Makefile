@@ -8,11 +8,11 @@ BIN = $(VENV)/bin
 
 .PHONY: demo test install bench clean
 
+# setuptools prints a generic "Editable installation" notice for every editable install whose package
+# lives in another folder (fuse is core/); it is not about fuse, so the first screen leaves it out.
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# setuptools prints a generic "Editable installation" notice for every editable install whose package
-	# lives in another folder (fuse is core/); it is not about fuse, so the first screen leaves it out.
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -c constraints.txt -e ".[demo,test]"
 	touch $@
 
