@@ -137,6 +137,26 @@ def trained_shapes_export(tmp_path_factory, tiny_text_model, shapes_data) -> Pat
     return tmp / "run" / "export"
 
 
+@pytest.fixture(scope="session")
+def twin_exports(tiny_text_model, tmp_path_factory) -> list[Path]:
+    """Two exported image-text models (random weights, real architectures) sharing their frozen encoders (tiny
+    BERT, a random timm net) with different heads: a leaderboard's two columns, or one model to evaluate."""
+    import torch
+
+    from fuse.model.aligned import build_model
+    from fuse.model.export import export_model
+
+    torch.manual_seed(0)
+    specs = {"image": {"encoder": {"name": "timm", "options": {"model": "test_efficientnet", "pretrained": False}},
+                       "head": {"name": "linear"}},
+             "text": {"encoder": {"name": "hf-text", "options": {"model": str(tiny_text_model)}},
+                      "head": {"name": "linear"}}}
+    model = build_model(specs, embed_dim=16).eval()
+    tmp = tmp_path_factory.mktemp("models")
+    return [export_model(model, tmp / "a" / "export"), export_model(model.with_untrained_heads(seed=1),
+                                                                    tmp / "b" / "export")]
+
+
 def tiny_recipe(tmp_path: Path, text_model: Path, splits: dict[str, Path], **overrides) -> dict:
     recipe = {
         "name": "tiny", "seed": 0, "device": "cpu", "output_dir": str(tmp_path / "run"), "embed_dim": 16,

@@ -99,20 +99,6 @@ def test_zeroshot_top1_top5_mean_per_class_and_prompt_ensembling_equal_clip_benc
     assert ours["mean_per_class_top1"] == pytest.approx(100 * per_class, abs=1e-4)
 
 
-@pytest.fixture(scope="module")
-def export(tiny_text_model, tmp_path_factory):
-    """A tiny image-text model (random weights, real architectures), exported."""
-    from fuse.model.aligned import build_model
-    from fuse.model.export import export_model
-
-    torch.manual_seed(0)
-    specs = {"image": {"encoder": {"name": "timm", "options": {"model": "test_efficientnet", "pretrained": False}},
-                       "head": {"name": "linear"}},
-             "text": {"encoder": {"name": "hf-text", "options": {"model": str(tiny_text_model)}},
-                      "head": {"name": "linear"}}}
-    return export_model(build_model(specs, embed_dim=16).eval(), tmp_path_factory.mktemp("parity") / "export")
-
-
 def coco_with_repeats(root):
     """Karpathy's dataset_coco.json (14 test images) where captions repeat across images, as COCO's do."""
     data = fx.karpathy("coco", {"train": 1, "test": 14})
@@ -126,7 +112,8 @@ def coco_with_repeats(root):
     return [im for im in data["images"] if im["split"] == "test"]
 
 
-def test_coco_with_repeated_captions_scores_every_caption_as_clip_benchmark_does(export, tmp_path):
+def test_coco_with_repeated_captions_scores_every_caption_as_clip_benchmark_does(twin_exports, tmp_path):
+    export = twin_exports[0]  # a tiny image-text model (random weights, real architectures)
     test = coco_with_repeats(tmp_path / "data" / "coco")
     texts = [s["raw"] for im in test for s in im["sentences"]]
     assert len(set(texts)) < len(texts)

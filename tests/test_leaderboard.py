@@ -8,30 +8,12 @@ import collections
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 import dataset_fixtures as fx
 import fuse
 from fuse.cli import cli
 from fuse.eval.benchmarks import run_benchmarks
-
-
-@pytest.fixture(scope="module")
-def exports(tiny_text_model, tmp_path_factory):
-    """Two models from the same frozen encoders (tiny BERT, a random timm net) with different heads."""
-    from fuse.model.aligned import build_model
-    from fuse.model.export import export_model
-
-    torch.manual_seed(0)
-    specs = {"image": {"encoder": {"name": "timm", "options": {"model": "test_efficientnet", "pretrained": False}},
-                       "head": {"name": "linear"}},
-             "text": {"encoder": {"name": "hf-text", "options": {"model": str(tiny_text_model)}},
-                      "head": {"name": "linear"}}}
-    model = build_model(specs, embed_dim=16).eval()
-    tmp = tmp_path_factory.mktemp("models")
-    return [export_model(model, tmp / "a" / "export"), export_model(model.with_untrained_heads(seed=1),
-                                                                    tmp / "b" / "export")]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +25,8 @@ def roots(tmp_path_factory):
     return root
 
 
-def test_two_models_make_one_leaderboard_and_a_shared_tower_encodes_once(exports, roots, tmp_path, monkeypatch):
+def test_two_models_make_one_leaderboard_and_a_shared_tower_encodes_once(twin_exports, roots, tmp_path,
+                                                                         monkeypatch):
     from fuse.plugins.hf_text import HFTextEncoder
     from fuse.plugins.timm_vision import TimmEncoder
 
@@ -61,7 +44,7 @@ def test_two_models_make_one_leaderboard_and_a_shared_tower_encodes_once(exports
     monkeypatch.setattr(HFTextEncoder, "forward", counted(text_forward, "text"))
     monkeypatch.setattr(TimmEncoder, "forward", counted(image_forward, "image"))
     out, cache = tmp_path / "out", tmp_path / "cache"
-    result = CliRunner().invoke(cli, ["eval", *map(str, exports), "--benchmark", "coco,flickr30k", "--root", str(roots),
+    result = CliRunner().invoke(cli, ["eval", *map(str, twin_exports), "--benchmark", "coco,flickr30k", "--root", str(roots),
                                       "--out", str(out), "--cache-dir", str(cache)])
     assert result.exit_code == 0, result.output
 
@@ -77,7 +60,7 @@ def test_two_models_make_one_leaderboard_and_a_shared_tower_encodes_once(exports
     assert [(r["benchmark"], r["metric"]) for r in board["rows"]][:2] == [("coco", "image→text R@1"),
                                                                           ("coco", "image→text R@5")]
     assert len(board["rows"]) == 12 and board["averaged_rows"] == 12
-    for label, path in zip(("a", "b"), exports):  # each column is the model's own run (latents from the store)
+    for label, path in zip(("a", "b"), twin_exports):  # each column is the model's own run (latents from the store)
         own = run_benchmarks(fuse.load(path), ["coco", "flickr30k"], roots, cache, baselines=False)["benchmarks"]
         for row in board["rows"]:
             assert row["values"][label] == pytest.approx(own[row["benchmark"]]["metrics"]["model"][row["key"]])
@@ -96,7 +79,7 @@ def test_two_models_make_one_leaderboard_and_a_shared_tower_encodes_once(exports
     html = page.read_text()
     assert "leaderboard" in html and f"{board['rows'][0]['values']['b']:.2f}" in html and "data:image/png" in html
 
-    one = CliRunner().invoke(cli, ["eval", str(exports[0]), "--benchmark", "coco", "--root", str(roots), "--out",
+    one = CliRunner().invoke(cli, ["eval", str(twin_exports[0]), "--benchmark", "coco", "--root", str(roots), "--out",
                                    str(tmp_path / "one"), "--cache-dir", str(cache)])
     assert one.exit_code == 0, one.output   # one MODEL: today's output, with its baselines
     assert sorted(p.name for p in (tmp_path / "one").iterdir() if not p.name.startswith(".")) == [
@@ -107,10 +90,10 @@ def test_two_models_make_one_leaderboard_and_a_shared_tower_encodes_once(exports
     (["--task", "retrieval", "--data", "x.jsonl"], "2 MODELs make a leaderboard: give --benchmark"),
     (["--benchmark", "esc50"], "MODEL a: benchmark esc50 needs the towers audio and text"),
 ])
-def test_leaderboard_bad_input_is_one_line_and_writes_nothing(exports, roots, tmp_path, args, says):
+def test_leaderboard_bad_input_is_one_line_and_writes_nothing(twin_exports, roots, tmp_path, args, says):
     if "--benchmark" in args:
         args = [*args, "--root", str(roots), "--cache-dir", str(tmp_path / "cache")]
-    result = CliRunner().invoke(cli, ["eval", *map(str, exports), *args, "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(cli, ["eval", *map(str, twin_exports), *args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and says in result.output, result.output
     errors = [line for line in result.output.splitlines() if "error" in line]   # (HF's loading bar on stderr aside)
     assert len(errors) == 1 and errors[0].startswith("error: ") and result.output.rstrip().endswith(errors[0])

@@ -15,10 +15,11 @@ from test_unfrozen_distributed import TORCHRUN, _train, _weights
 pytestmark = pytest.mark.slow
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target": ["*attention.self.query", "*attention.self.value"]}
+STEPS, LR = 3, 3e-3
 
 
 def _recipe(tmp_path, name, text_model, data, **extra):
-    common = {"train.batch_size": 8, "train.max_steps": 3, "optim.weight_decay": 0.0, "optim.encoder_lr": 3e-3,
+    common = {"train.batch_size": 8, "train.max_steps": STEPS, "optim.weight_decay": 0.0, "optim.encoder_lr": LR,
               "modalities.text.encoder.frozen": False, "modalities.text.encoder.lora": LORA,
               "modalities.text.encoder.options.dropout": 0.0, "schedule.min_lr_ratio": 1.0, **extra}
     return write_recipe(tmp_path / f"{name}.yaml", tiny_recipe(tmp_path / name, text_model, data, **common))

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-from conftest import make_tiny_text_model, tiny_recipe, write_recipe
 from safetensors.torch import load_file
+from test_lora_distributed import LR, STEPS, _recipe, still_bert  # noqa: F401 (still_bert: a fixture)
 from test_unfrozen_distributed import _train, _weights
 
 pytestmark = pytest.mark.slow
@@ -18,20 +18,6 @@ pytestmark = pytest.mark.slow
 # torchrun as this interpreter's module (a copied venv's torchrun script may name another python), on its
 # own port (another torchrun test may hold test_unfrozen_distributed's at the same time).
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29563"]
-LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target": ["*attention.self.query", "*attention.self.value"]}
-STEPS, LR = 3, 3e-3
-
-
-def _recipe(tmp_path, name, text_model, data, **extra):
-    common = {"train.batch_size": 8, "train.max_steps": STEPS, "optim.weight_decay": 0.0, "optim.encoder_lr": LR,
-              "modalities.text.encoder.frozen": False, "modalities.text.encoder.lora": LORA,
-              "modalities.text.encoder.options.dropout": 0.0, "schedule.min_lr_ratio": 1.0, **extra}
-    return write_recipe(tmp_path / f"{name}.yaml", tiny_recipe(tmp_path / name, text_model, data, **common))
-
-
-@pytest.fixture(scope="module")
-def still_bert(tmp_path_factory):
-    return make_tiny_text_model(tmp_path_factory.mktemp("lora-gc-bert"), dropout=0.0)
 
 
 @pytest.fixture(scope="module")

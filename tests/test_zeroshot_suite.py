@@ -14,20 +14,16 @@ from click.testing import CliRunner
 from PIL import Image
 
 import suite_fixtures as sf
+from test_dataset_builders import build as build_records
 from fuse.cli import cli
 from fuse.plugins.datasets.layout import class_names
 
 
 def build(name: str, root: Path, cache: Path, *args: str) -> tuple[dict[str, list[dict]], list[list[str]], Path]:
-    """`fuse data build NAME --root ROOT`: each split's records, classes.tsv's rows and the build folder."""
-    result = CliRunner().invoke(cli, ["data", "build", name, "--root", str(root), "--cache-dir", str(cache), *args])
-    assert result.exit_code == 0, result.output
-    splits = {}
-    for line in result.output.splitlines():
-        if ": /" in line and line.split(":")[0].isidentifier():
-            split, path = line.split(": ", 1)
-            splits[split] = [json.loads(x) for x in Path(path).read_text().splitlines()]
-            folder = Path(path).parent
+    """`fuse data build NAME --root ROOT` (test_dataset_builders.build: root left untouched): each split's
+    records, classes.tsv's rows and the build folder."""
+    splits, output = build_records(name, root, cache, *args)
+    folder = next(Path(line.split(": ", 1)[1]).parent for line in output.splitlines() if ": /" in line)
     rows = [r.split("\t") for r in (folder / "classes.tsv").read_text().splitlines()]
     return splits, rows, folder
 
