@@ -380,7 +380,7 @@ def test_composed_objectives_train_with_a_teacher_and_log_each_term(tmp_path, ti
     from conftest import tiny_recipe, write_recipe
 
     from fuse.cli import cli
-    from fuse.training.metrics import read_metrics
+    from fuse.eval.metrics_file import read_metrics
 
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
         "train.epochs": 2, "train.log_every": 1,
@@ -406,7 +406,7 @@ def test_fusemix_trains_end_to_end(tmp_path, tiny_text_model, shapes_data):
     from conftest import tiny_recipe, write_recipe
 
     from fuse.cli import cli
-    from fuse.training.metrics import read_metrics
+    from fuse.eval.metrics_file import read_metrics
 
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_text_model, shapes_data, **{
         "train.epochs": 1, "train.log_every": 1, "data.val": None,

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import tiny_recipe, write_recipe
 
 from fuse.cli import cli
-from fuse.training.metrics import read_metrics
+from fuse.eval.metrics_file import read_metrics
 
 
 def _needs(module: str):

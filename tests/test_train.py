@@ -11,7 +11,7 @@ from conftest import tiny_recipe, write_recipe
 from safetensors.torch import load_file
 
 from fuse.cli import cli
-from fuse.training.metrics import read_metrics
+from fuse.eval.metrics_file import read_metrics
 
 
 @pytest.fixture(scope="module")

@@ -59,20 +59,6 @@ def differing_fields(recipes: dict[str, dict]) -> str:
     return (f"<p>In run order ({html.escape(', '.join(flats))}):</p><ul id=differ>" + "".join(lines) + "</ul>")
 
 
-def _metric_rows(run: Path) -> list[dict]:
-    """metrics.jsonl's rows; a line cut short by a kill is skipped, as training reads it."""
-    rows = []
-    if (run / "metrics.jsonl").is_file():
-        for line in (run / "metrics.jsonl").read_text(errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
-
-
 def overlaid_curves(runs: dict[str, Path]) -> str:
     """One chart per metric (training loss, temperature, learning rate, each validation recall), one line
     per run, on shared axes; runs without metrics.jsonl are named."""
@@ -81,7 +67,10 @@ def overlaid_curves(runs: dict[str, Path]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = {name: _metric_rows(path) for name, path in runs.items()}
+    from fuse.eval.metrics_file import read_metrics
+
+    rows = {name: read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
+            for name, path in runs.items()}
     val = list(dict.fromkeys(k for rs in rows.values() for r in rs if r.get("kind") == "val" for k in r if "R@" in k))
     charts = [(k, "train") for k in CHARTS] + [(k, "val") for k in val]
     images = []

@@ -241,16 +241,6 @@ class Recipe(Strict):
     # metrics.jsonl, which is always written (plots, resume and reports read it). `logging` is the old key.
     trackers: list[str | Component] = ["jsonl"]
 
-    @pydantic.model_validator(mode="before")
-    @classmethod
-    def _trackers_old_key(cls, data):
-        if isinstance(data, dict) and "logging" in data:
-            if "trackers" in data:
-                raise ValueError("give the trackers once: `logging` is the old name of `trackers`")
-            data = {**data, "trackers": data["logging"]}
-            del data["logging"]
-        return data
-
     # The pipe: shard entries this run may run: those given on the command line (or all, with
     # --allow-pipe), never one a recipe file names by itself (fuse.recipes.recipe.load_recipe).
     _commands: frozenset[str] = pydantic.PrivateAttr(default=frozenset())

@@ -7,6 +7,8 @@ import math
 import os
 from pathlib import Path
 
+from fuse.eval.metrics_file import read_metrics
+
 FILE = "metrics.jsonl"
 
 
@@ -53,17 +55,6 @@ class MetricsFile:
         """Append one row (NaN/Inf already null: ``finite_json``)."""
         with self.path.open("a") as f:
             f.write(json.dumps(record, allow_nan=False) + "\n")
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """Every row of a metrics.jsonl, in order; NaN/Inf tokens of old logs read as null."""
-    rows = []
-    for line in Path(path).read_text(errors="replace").splitlines():
-        try:
-            rows.append(json.loads(line, parse_constant=lambda _: None))
-        except ValueError:
-            pass  # a line cut short by a kill during the append: the rows before it stand
-    return rows
 
 
 def plot_metrics(jsonl: Path, png: Path) -> Path:

@@ -144,7 +144,7 @@ def final_metrics(run_dir: Path) -> dict[str, float]:
     results = json.loads((run_dir / "eval.json").read_text())
     if results.get("after"):
         return results["after"]
-    from fuse.training.metrics import read_metrics
+    from fuse.eval.metrics_file import read_metrics
 
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind") == "val"]
     return {k: v for k, v in rows[-1].items() if k not in ("kind", "step", "epoch")} if rows else {}
