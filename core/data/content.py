@@ -18,8 +18,9 @@ import json
 import os
 from pathlib import Path
 
-from fuse.base.atomic import grant, write_text
+from fuse.base.atomic import write_text
 from fuse.base.inputs import InputKind
+from fuse.base.owned import grant
 from fuse.base.shard_refs import split_ref
 from fuse.data.remote_shards import member_digest
 from fuse.data.store import LatentStore, value_key

@@ -19,8 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from fuse.base.atomic import grant, locked, write_text
+from fuse.base.atomic import locked, write_text
 from fuse.base.errors import DataError
+from fuse.base.owned import grant
 from fuse.base.urls import redact
 from fuse.data.fetch import FetchFailed, FetchOptions, fetched, sweep_spool
 from fuse.data.tar_index import scan
